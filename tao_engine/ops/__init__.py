@@ -1,0 +1,22 @@
+"""The dispatch layer: the only place that imports Triton kernels or the compiled extension (lazily).
+
+Every op is `op(..., backend=None)`; see `registry.py` for how a backend is chosen.
+"""
+
+from tao_engine.ops.activation import silu_and_mul
+from tao_engine.ops.attention import varlen_causal_attention
+from tao_engine.ops.logprobs import token_logprobs
+from tao_engine.ops.registry import BackendUnavailableError, all_ops, use_backend
+from tao_engine.ops.rms_norm import rms_norm
+from tao_engine.ops.rotary import apply_rotary
+
+__all__ = [
+    "BackendUnavailableError",
+    "all_ops",
+    "apply_rotary",
+    "rms_norm",
+    "silu_and_mul",
+    "token_logprobs",
+    "use_backend",
+    "varlen_causal_attention",
+]

@@ -1,0 +1,171 @@
+"""Backend registry and resolution for every op (DESIGN.md section 2).
+
+An op is a torch reference (the specification) plus optional backends (`cpp`, `cuda`, `triton`). Each backend has a
+probe, run once and cached, that says whether it can run on this machine at all, and a cheap per-call `supports`
+that says whether it handles these particular tensors (device, dtype, shape).
+
+Resolution order for one call:
+1. `backend=` passed to the op;
+2. the innermost `with use_backend(name):` scope (a context variable, so threads and tasks do not leak into each
+   other), then the `TAO_BACKEND` environment variable; an op that has no backend of that name runs its reference;
+3. otherwise the op's preference order for the tensors' device, falling back quietly to the reference.
+
+An explicitly requested backend must run or raise `BackendUnavailableError` saying why; only automatic resolution
+falls back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import functools
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+REFERENCE = "torch"
+KNOWN_BACKENDS = ("torch", "cpp", "cuda", "triton")
+
+# Default preference per device type; an op may override it.
+DEFAULT_PREFERENCE = {
+    "cpu": ("cpp", "torch"),
+    "cuda": ("cuda", "triton", "torch"),
+}
+
+_requested_backend: contextvars.ContextVar[str | None] = contextvars.ContextVar("tao_backend", default=None)
+
+
+class BackendUnavailableError(RuntimeError):
+    """An explicitly requested backend cannot run this call."""
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    fn: Callable[..., Any]
+    # Whether the backend can run on this machine at all (imports, compiled extension, device). Called once.
+    probe: Callable[[], tuple[bool, str]]
+    # Whether this call's arguments are handled: returns (ok, reason). Must be cheap: it runs on every call.
+    supports: Callable[..., tuple[bool, str]]
+
+
+@dataclass
+class Op:
+    """One op: its torch reference and the backends registered for it."""
+
+    name: str
+    reference: Callable[..., Any]
+    preference: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(DEFAULT_PREFERENCE))
+    backends: dict[str, Backend] = field(default_factory=dict)
+
+    def register(
+        self,
+        name: str,
+        fn: Callable[..., Any],
+        probe: Callable[[], tuple[bool, str]],
+        supports: Callable[..., tuple[bool, str]] | None = None,
+    ) -> None:
+        if name not in KNOWN_BACKENDS or name == REFERENCE:
+            raise ValueError(f"op {self.name!r}: backend name must be one of {KNOWN_BACKENDS[1:]}, got {name!r}")
+        if name in self.backends:
+            raise ValueError(f"op {self.name!r}: backend {name!r} is already registered")
+        self.backends[name] = Backend(name, fn, functools.cache(probe), supports or _supports_all)
+
+    def available(self, name: str) -> tuple[bool, str]:
+        """Whether backend `name` can run on this machine (probe only, no arguments)."""
+        if name == REFERENCE:
+            return True, "reference implementation"
+        backend = self.backends.get(name)
+        if backend is None:
+            return False, f"op {self.name!r} has no {name!r} backend"
+        return backend.probe()
+
+    def resolve(self, device_type: str, backend: str | None, *args: Any, **kwargs: Any) -> Callable[..., Any]:
+        if backend is not None:
+            return self._explicit(backend, *args, **kwargs)
+        scoped = _requested_backend.get() or os.environ.get("TAO_BACKEND") or None
+        # A scope or TAO_BACKEND names one backend for a whole model; ops that have no such backend at all run
+        # their reference, while ops that do have it must run it or raise.
+        if scoped is not None:
+            if scoped in KNOWN_BACKENDS and scoped != REFERENCE and scoped not in self.backends:
+                return self.reference
+            return self._explicit(scoped, *args, **kwargs)
+        for name in self.preference.get(device_type, (REFERENCE,)):
+            if name == REFERENCE:
+                return self.reference
+            chosen = self.backends.get(name)
+            if chosen is None or not chosen.probe()[0]:
+                continue
+            if chosen.supports(*args, **kwargs)[0]:
+                return chosen.fn
+        return self.reference
+
+    def _explicit(self, name: str, *args: Any, **kwargs: Any) -> Callable[..., Any]:
+        if name not in KNOWN_BACKENDS:
+            raise BackendUnavailableError(
+                f"op {self.name!r}: unknown backend {name!r} (from backend=, use_backend() or TAO_BACKEND); "
+                f"choose one of {KNOWN_BACKENDS}"
+            )
+        if name == REFERENCE:
+            return self.reference
+        ok, why = self.available(name)
+        if not ok:
+            raise BackendUnavailableError(f"op {self.name!r}: backend {name!r} is not available: {why}")
+        chosen = self.backends[name]
+        ok, why = chosen.supports(*args, **kwargs)
+        if not ok:
+            raise BackendUnavailableError(f"op {self.name!r}: backend {name!r} does not support this call: {why}")
+        return chosen.fn
+
+    def __call__(self, *args: Any, backend: str | None = None, **kwargs: Any) -> Any:
+        device_type = _first_tensor_device(args, kwargs)
+        return self.resolve(device_type, backend, *args, **kwargs)(*args, **kwargs)
+
+    def describe(self, device_type: str) -> str:
+        """Name of the backend automatic resolution would try first on `device_type` (used by `doctor`)."""
+        for name in self.preference.get(device_type, (REFERENCE,)):
+            if self.available(name)[0]:
+                return name
+        return REFERENCE
+
+
+def _supports_all(*args: Any, **kwargs: Any) -> tuple[bool, str]:
+    return True, ""
+
+
+def _first_tensor_device(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+    for value in (*args, *kwargs.values()):
+        if isinstance(value, torch.Tensor):
+            return value.device.type
+    return "cpu"
+
+
+_OPS: dict[str, Op] = {}
+
+
+def define_op(name: str, reference: Callable[..., Any], preference: dict[str, tuple[str, ...]] | None = None) -> Op:
+    """Create an op. Called once per op at import of its module in `tao_engine.ops`."""
+    if name in _OPS:
+        raise ValueError(f"op {name!r} is already defined")
+    op = Op(name, reference, dict(preference or DEFAULT_PREFERENCE))
+    _OPS[name] = op
+    return op
+
+
+def all_ops() -> dict[str, Op]:
+    return dict(_OPS)
+
+
+@contextlib.contextmanager
+def use_backend(name: str) -> Iterator[None]:
+    """Run every op in this scope on backend `name` (or raise if it cannot)."""
+    if name not in KNOWN_BACKENDS:
+        raise ValueError(f"use_backend: unknown backend {name!r}; choose one of {KNOWN_BACKENDS}")
+    token = _requested_backend.set(name)
+    try:
+        yield
+    finally:
+        _requested_backend.reset(token)

@@ -1,0 +1,93 @@
+"""Backend resolution: explicit requests run or raise, automatic resolution falls back quietly."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tao_engine.ops.registry import BackendUnavailableError, Op, use_backend
+
+
+def _op(probe_ok: bool = True, supports_ok: bool = True) -> tuple[Op, list[str]]:
+    calls: list[str] = []
+
+    def reference(x: torch.Tensor) -> torch.Tensor:
+        calls.append("torch")
+        return x + 1
+
+    def fake_cpp(x: torch.Tensor) -> torch.Tensor:
+        calls.append("cpp")
+        return x + 1
+
+    op = Op("toy", reference)
+    op.register(
+        "cpp",
+        fake_cpp,
+        probe=lambda: (probe_ok, "probe says no"),
+        supports=lambda x: (supports_ok and x.dtype == torch.float32, "only float32"),
+    )
+    return op, calls
+
+
+def test_auto_prefers_available_backend_and_falls_back_on_dtype():
+    op, calls = _op()
+    x = torch.randn(3)
+    assert torch.equal(op(x), x + 1)
+    op(x.double())
+    assert calls == ["cpp", "torch"]
+
+
+def test_auto_falls_back_when_probe_fails():
+    op, calls = _op(probe_ok=False)
+    op(torch.randn(2))
+    assert calls == ["torch"]
+
+
+def test_explicit_backend_raises_with_reason():
+    op, _ = _op(probe_ok=False)
+    with pytest.raises(BackendUnavailableError, match="probe says no"):
+        op(torch.randn(2), backend="cpp")
+    op2, _ = _op()
+    with pytest.raises(BackendUnavailableError, match="only float32"):
+        op2(torch.randn(2).double(), backend="cpp")
+    with pytest.raises(BackendUnavailableError, match="no 'triton' backend"):
+        op2(torch.randn(2), backend="triton")
+    with pytest.raises(BackendUnavailableError, match="unknown backend 'cuda2'"):
+        op2(torch.randn(2), backend="cuda2")
+
+
+def test_scoped_backend_and_env(monkeypatch):
+    op, calls = _op()
+    x = torch.randn(2)
+    with use_backend("torch"):
+        op(x)
+    assert calls == ["torch"]
+    # An op without the scoped backend runs its reference; one with it must run it.
+    with use_backend("triton"):
+        op(x)
+    assert calls[-1] == "torch"
+    monkeypatch.setenv("TAO_BACKEND", "cpp")
+    op(x)
+    assert calls[-1] == "cpp"
+    with pytest.raises(BackendUnavailableError, match="only float32"):
+        op(x.double())
+
+
+def test_register_rejects_bad_names():
+    op, _ = _op()
+    with pytest.raises(ValueError, match="already registered"):
+        op.register("cpp", lambda x: x, probe=lambda: (True, ""))
+    with pytest.raises(ValueError, match="backend name"):
+        op.register("torch", lambda x: x, probe=lambda: (True, ""))
+    with pytest.raises(ValueError, match="unknown backend"):
+        with use_backend("fast"):
+            pass
+
+
+def test_probe_runs_once():
+    count = []
+    op = Op("toy2", lambda x: x)
+    op.register("cpp", lambda x: x, probe=lambda: (count.append(1) or True, ""))
+    for _ in range(5):
+        op(torch.randn(1))
+    assert len(count) == 1
