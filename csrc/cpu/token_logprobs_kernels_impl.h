@@ -1,0 +1,248 @@
+// The token_logprobs row kernels, compiled once per CPU capability: include only from a
+// token_logprobs_kernels_<capability>.cpp that defines CPU_CAPABILITY first (see token_logprobs_kernels.h).
+//
+// One streaming pass per row, no [N, V] temporary: the row is read in tiles of kTile values; a tile is converted to
+// fp32, scaled by 1/T into a small stack buffer that stays in L1, and its max taken; if the running max grew, the
+// running sum of exp is rescaled once for the whole tile; then exp(x - max) is summed from the buffer.
+#pragma once
+
+#ifndef CPU_CAPABILITY
+#error "define CPU_CAPABILITY before including token_logprobs_kernels_impl.h"
+#endif
+
+#include <ATen/cpu/vec/functional.h>
+#include <ATen/cpu/vec/vec.h>
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <type_traits>
+
+#include "token_logprobs_kernels.h"
+
+namespace tao_engine::cpu::CPU_CAPABILITY {
+namespace {
+
+using fVec = at::vec::Vectorized<float>;
+using iVec = at::vec::Vectorized<int32_t>;
+
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+// Values per tile: 4 KiB of fp32 on the stack, re-read from L1 by the exp pass. A multiple of every vector width.
+constexpr int64_t kTile = 1024;
+
+// exp(x) from Vectorized arithmetic alone, identical on every capability (ATen's generic exp calls scalar std::exp
+// per lane). Callers pass x = value - max <= 0 (or a hair above, in the backward). x = n*ln2 + r with |r| <= ln2/2;
+// exp(r) by its Taylor series to r^7 (truncation below 2e-8 relative); 2^n assembled in the exponent bits, which is
+// exact for n >= -126. Below x = -87 (including -inf, where the arithmetic gives NaN) the result is replaced by
+// exactly 0; a NaN x stays NaN (NaN < -87 is false).
+inline fVec vexp(const fVec& x) {
+  const fVec lo(-87.0f);
+  // Adding 1.5 * 2^23 rounds x/ln2 to the integer n and leaves n in the low mantissa bits; the extra 127 is the
+  // exponent bias, so shifting those bits up by 23 yields the fp32 bit pattern of 2^n.
+  const fVec shifter(12582912.0f + 127.0f);
+  const fVec k = at::vec::fmadd(x, fVec(1.44269504088896341f), shifter);
+  const fVec n = k - shifter;
+  // ln2 split in two: the high part has few mantissa bits, so n * ln2_hi is exact.
+  fVec r = x - n * fVec(0.693145751953125f);
+  r = r - n * fVec(1.428606765330187e-06f);
+  fVec p(1.0f / 5040.0f);
+  p = at::vec::fmadd(p, r, fVec(1.0f / 720.0f));
+  p = at::vec::fmadd(p, r, fVec(1.0f / 120.0f));
+  p = at::vec::fmadd(p, r, fVec(1.0f / 24.0f));
+  p = at::vec::fmadd(p, r, fVec(1.0f / 6.0f));
+  p = at::vec::fmadd(p, r, fVec(0.5f));
+  p = at::vec::fmadd(p, r, fVec(1.0f));
+  p = at::vec::fmadd(p, r, fVec(1.0f));
+  const fVec pow2n = at::vec::cast<float>(at::vec::cast<int32_t>(k) << iVec(23));
+  return fVec::blendv(p * pow2n, fVec(0.0f), x < lo);
+}
+
+// max that propagates NaN, so a NaN logit makes the row's result NaN as in the reference.
+inline float nan_max(float a, float b) {
+  return (a > b || std::isnan(a)) ? a : b;
+}
+
+inline int64_t round_up_to_vec(int64_t n) {
+  return (n + fVec::size() - 1) / fVec::size() * fVec::size();
+}
+
+// Converts n <= kTile values of a row to fp32 scaled by inv_t into buf, pads buf with -inf up to a whole number of
+// fp32 vectors (so later passes need no tail) and returns the values' max (NaN if any is NaN).
+template <typename scalar_t>
+float load_scaled_tile(const scalar_t* src, int64_t n, float inv_t, float* buf) {
+  const fVec scale(inv_t);
+  fVec vmax(kNegInf);
+  int64_t i = 0;
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    for (; i + fVec::size() <= n; i += fVec::size()) {
+      const fVec v = fVec::loadu(src + i) * scale;
+      v.store(buf + i);
+      vmax = at::vec::maximum(vmax, v);
+    }
+  } else {
+    using rVec = at::vec::Vectorized<scalar_t>;  // twice as many lanes as fVec
+    for (; i + rVec::size() <= n; i += rVec::size()) {
+      auto [a, b] = at::vec::convert_to_float<scalar_t>(rVec::loadu(src + i));
+      a = a * scale;
+      b = b * scale;
+      a.store(buf + i);
+      b.store(buf + i + fVec::size());
+      vmax = at::vec::maximum(vmax, at::vec::maximum(a, b));
+    }
+  }
+  alignas(64) float lanes[fVec::size()];
+  vmax.store(lanes);
+  float tile_max = kNegInf;
+  for (float lane : lanes) {
+    tile_max = nan_max(tile_max, lane);
+  }
+  // The same fp32 multiply as the vector path, so the target's scaled logit compares exactly with the max.
+  for (; i < n; ++i) {
+    buf[i] = static_cast<float>(src[i]) * inv_t;
+    tile_max = nan_max(tile_max, buf[i]);
+  }
+  for (; i < round_up_to_vec(n); ++i) {
+    buf[i] = kNegInf;
+  }
+  return tile_max;
+}
+
+inline float horizontal_sum(const fVec& v) {
+  alignas(64) float lanes[fVec::size()];
+  v.store(lanes);
+  float total = 0.0f;
+  for (float lane : lanes) {
+    total += lane;
+  }
+  return total;
+}
+
+// Of one row's x = logits / T: the max, and the sum of exp(x - max) (both NaN when the row holds a NaN).
+struct RowStats {
+  float max;
+  float sum_exp;
+};
+
+template <typename scalar_t>
+RowStats row_stats(const scalar_t* row, int64_t vocab, float inv_t, float* buf) {
+  float running_max = kNegInf;
+  fVec sum(0.0f);  // per-lane partial sums of exp(x - running_max)
+  for (int64_t start = 0; start < vocab; start += kTile) {
+    const int64_t n = std::min(kTile, vocab - start);
+    const float tile_max = load_scaled_tile(row + start, n, inv_t, buf);
+    if (std::isnan(tile_max)) {
+      return {tile_max, tile_max};
+    }
+    if (tile_max > running_max) {
+      sum = sum * fVec(std::exp(running_max - tile_max));
+      running_max = tile_max;
+    }
+    if (running_max == kNegInf) {
+      continue;  // all values so far are -inf: they add nothing, and exp(-inf - -inf) would be NaN
+    }
+    const fVec shift(running_max);
+    for (int64_t i = 0; i < round_up_to_vec(n); i += fVec::size()) {
+      sum = sum + vexp(fVec::loadu(buf + i) - shift);
+    }
+  }
+  return {running_max, horizontal_sum(sum)};
+}
+
+template <typename scalar_t>
+void forward_rows(const TokenLogprobsRows& rows, float* out, int64_t begin, int64_t end) {
+  const auto* base = static_cast<const scalar_t*>(rows.logits);
+  const float inv_t = rows.inv_temperature;
+  alignas(64) float buf[kTile];
+  for (int64_t i = begin; i < end; ++i) {
+    const scalar_t* row = base + i * rows.row_stride;
+    const RowStats stats = row_stats(row, rows.vocab, inv_t, buf);
+    const float target_x = static_cast<float>(row[rows.targets[i]]) * inv_t;
+    const float logp = (target_x - stats.max) - std::log(stats.sum_exp);
+    // Mathematically logp <= 0 (target_x <= max, and sum_exp >= 1 since the max's own term is exp(0) = 1), but the
+    // polynomial exp and fp32 rounding can land a hair above; a log-prob > 0 would be a probability > 1, which
+    // ratios and KL terms downstream must never see. NaN passes through (NaN > 0 is false).
+    out[i] = logp > 0.0f ? 0.0f : logp;
+  }
+}
+
+// Converts n fp32 values to scalar_t into dst.
+template <typename scalar_t>
+void store_tile(const float* src, int64_t n, scalar_t* dst) {
+  int64_t i = 0;
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    for (; i + fVec::size() <= n; i += fVec::size()) {
+      fVec::loadu(src + i).store(dst + i);
+    }
+  } else {
+    using rVec = at::vec::Vectorized<scalar_t>;
+    for (; i + rVec::size() <= n; i += rVec::size()) {
+      const fVec a = fVec::loadu(src + i);
+      const fVec b = fVec::loadu(src + i + fVec::size());
+      at::vec::convert_from_float<scalar_t>(a, b).store(dst + i);
+    }
+  }
+  for (; i < n; ++i) {
+    dst[i] = static_cast<scalar_t>(src[i]);
+  }
+}
+
+// Each row is read twice (statistics, then gradient); the second read mostly hits cache, the row having just been
+// streamed.
+template <typename scalar_t>
+void backward_rows(const TokenLogprobsRows& rows, const float* grad_out, void* grad_logits, int64_t begin,
+                   int64_t end) {
+  const auto* base = static_cast<const scalar_t*>(rows.logits);
+  auto* out_base = static_cast<scalar_t*>(grad_logits);
+  const int64_t vocab = rows.vocab;
+  const float inv_t = rows.inv_temperature;
+  alignas(64) float buf[kTile];
+  for (int64_t i = begin; i < end; ++i) {
+    const scalar_t* row = base + i * rows.row_stride;
+    scalar_t* out_row = out_base + i * vocab;
+    const int64_t target = rows.targets[i];
+    const RowStats stats = row_stats(row, vocab, inv_t, buf);
+    const fVec lse(stats.max + std::log(stats.sum_exp));
+    const float scale = grad_out[i] * inv_t;
+    const fVec neg_scale(-scale);
+    for (int64_t start = 0; start < vocab; start += kTile) {
+      const int64_t n = std::min(kTile, vocab - start);
+      load_scaled_tile(row + start, n, inv_t, buf);
+      for (int64_t j = 0; j < round_up_to_vec(n); j += fVec::size()) {
+        (neg_scale * vexp(fVec::loadu(buf + j) - lse)).store(buf + j);  // -g/T * softmax
+      }
+      if (target >= start && target < start + n) {
+        buf[target - start] += scale;  // + g/T * onehot
+      }
+      store_tile(buf, n, out_row + start);
+    }
+  }
+}
+
+}  // namespace
+
+void token_logprobs_rows(const TokenLogprobsRows& rows, float* out, int64_t begin, int64_t end) {
+  switch (rows.dtype) {
+    case LogitsDtype::kFloat32:
+      return forward_rows<float>(rows, out, begin, end);
+    case LogitsDtype::kBFloat16:
+      return forward_rows<c10::BFloat16>(rows, out, begin, end);
+    case LogitsDtype::kFloat16:
+      return forward_rows<c10::Half>(rows, out, begin, end);
+  }
+}
+
+void token_logprobs_backward_rows(
+    const TokenLogprobsRows& rows, const float* grad_out, void* grad_logits, int64_t begin, int64_t end) {
+  switch (rows.dtype) {
+    case LogitsDtype::kFloat32:
+      return backward_rows<float>(rows, grad_out, grad_logits, begin, end);
+    case LogitsDtype::kBFloat16:
+      return backward_rows<c10::BFloat16>(rows, grad_out, grad_logits, begin, end);
+    case LogitsDtype::kFloat16:
+      return backward_rows<c10::Half>(rows, grad_out, grad_logits, begin, end);
+  }
+}
+
+}  // namespace tao_engine::cpu::CPU_CAPABILITY
