@@ -1,0 +1,54 @@
+"""Causal self-attention over packed ragged sequences (GQA, optional q/k RMSNorm over head_dim as in Qwen3)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from tao_engine import ops
+from tao_engine.forward_batch import ForwardBatch
+from tao_engine.layers.norm import RMSNorm
+
+
+class Attention(nn.Module):
+    def __init__(
+        self,
+        hidden_size: int,
+        num_heads: int,
+        num_kv_heads: int,
+        head_dim: int,
+        qkv_bias: bool = False,
+        o_bias: bool = False,
+        qk_norm: bool = False,
+        norm_eps: float = 1e-6,
+    ) -> None:
+        super().__init__()
+        if num_heads <= 0 or num_kv_heads <= 0 or num_heads % num_kv_heads:
+            raise ValueError(
+                f"Attention: num_heads ({num_heads}) must be a positive multiple of num_kv_heads ({num_kv_heads})"
+            )
+        self.num_heads = num_heads
+        self.num_kv_heads = num_kv_heads
+        self.head_dim = head_dim
+        self.scale = head_dim**-0.5
+        self.q_proj = nn.Linear(hidden_size, num_heads * head_dim, bias=qkv_bias)
+        self.k_proj = nn.Linear(hidden_size, num_kv_heads * head_dim, bias=qkv_bias)
+        self.v_proj = nn.Linear(hidden_size, num_kv_heads * head_dim, bias=qkv_bias)
+        self.o_proj = nn.Linear(num_heads * head_dim, hidden_size, bias=o_bias)
+        # Qwen3 normalises each head of q and k before the rotation; the modules exist only when used, so the
+        # state-dict names match transformers' for every architecture.
+        self.q_norm = RMSNorm(head_dim, norm_eps) if qk_norm else None
+        self.k_norm = RMSNorm(head_dim, norm_eps) if qk_norm else None
+
+    def forward(self, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, batch: ForwardBatch) -> torch.Tensor:
+        # hidden [N, H], cos/sin [N, D] -> [N, H]
+        n = hidden.shape[0]
+        q = self.q_proj(hidden).view(n, self.num_heads, self.head_dim)
+        k = self.k_proj(hidden).view(n, self.num_kv_heads, self.head_dim)
+        v = self.v_proj(hidden).view(n, self.num_kv_heads, self.head_dim)
+        if self.q_norm is not None and self.k_norm is not None:
+            q = self.q_norm(q)
+            k = self.k_norm(k)
+        q, k = ops.apply_rotary(q, k, cos, sin)
+        out = ops.varlen_causal_attention(q, k, v, batch.cu_seqlens_q, batch.max_seqlen_q, self.scale)  # [N, Hq, D]
+        return self.o_proj(out.reshape(n, self.num_heads * self.head_dim))

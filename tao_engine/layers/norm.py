@@ -1,0 +1,31 @@
+"""RMSNorm module: holds the weight, delegates the math to `ops.rms_norm`."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from tao_engine import ops
+
+
+class RMSNorm(nn.Module):
+    """y = weight * x / sqrt(mean(x^2) + eps) over the last dim; statistics in fp32, output in x's dtype."""
+
+    def __init__(self, size: int, eps: float) -> None:
+        super().__init__()
+        if size <= 0:
+            raise ValueError(f"RMSNorm: size must be positive, got {size}")
+        if eps <= 0:
+            raise ValueError(f"RMSNorm: eps must be positive, got {eps}")
+        self.weight = nn.Parameter(torch.ones(size))
+        self.eps = float(eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # [..., size] -> [..., size]
+        return ops.rms_norm(x, self.weight, self.eps)
+
+    def reset_parameters(self) -> None:
+        nn.init.ones_(self.weight)
+
+    def extra_repr(self) -> str:
+        return f"{self.weight.shape[0]}, eps={self.eps}"

@@ -1,0 +1,139 @@
+"""Load an HF-layout model directory (config.json + safetensors, single or sharded) into our decoder.
+
+The model is built on the meta device and every tensor is assigned in place from its shard, so weights are
+allocated once (no random init followed by a copy).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from torch import nn
+
+from tao_engine.models.config import ModelConfig
+from tao_engine.models.registry import get_model_class
+
+SINGLE_FILE = "model.safetensors"
+INDEX_FILE = "model.safetensors.index.json"
+# Tensors that some checkpoints carry but that we recompute (rotary tables).
+IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class ModelLoadError(ValueError):
+    """A model directory cannot be loaded; the message names the file and the problem."""
+
+
+def resolve_dtype(dtype: torch.dtype | str | None, config: ModelConfig) -> torch.dtype:
+    """None -> float32; "auto" -> the checkpoint's dtype from config.json; names or torch dtypes as given."""
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    name = config.torch_dtype if dtype == "auto" else dtype
+    if name is None:
+        return torch.float32
+    name = str(name).removeprefix("torch.")
+    if name not in _DTYPES:
+        raise ModelLoadError(f"dtype {dtype!r}: unsupported; choose one of {sorted(_DTYPES)} or 'auto'")
+    return _DTYPES[name]
+
+
+def read_config(model_dir: str | Path) -> ModelConfig:
+    path = Path(model_dir) / "config.json"
+    if not Path(model_dir).is_dir():
+        raise ModelLoadError(
+            f"{model_dir}: not a directory; pass an HF-layout model directory (config.json + safetensors)"
+        )
+    if not path.is_file():
+        raise ModelLoadError(f"{path}: missing; an HF-layout model directory needs config.json")
+    try:
+        raw = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ModelLoadError(f"{path}: invalid JSON ({exc})") from exc
+    try:
+        return ModelConfig.from_dict(raw)
+    except ValueError as exc:
+        raise ModelLoadError(f"{path}: {exc}") from exc
+
+
+def weight_files(model_dir: str | Path) -> dict[str, list[str] | None]:
+    """Map each safetensors file of the directory to the tensor names the index assigns it (None: unindexed)."""
+    model_dir = Path(model_dir)
+    index = model_dir / INDEX_FILE
+    if index.is_file():
+        try:
+            weight_map: dict[str, str] = json.loads(index.read_text())["weight_map"]
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise ModelLoadError(
+                f"{index}: not a valid safetensors index (needs a 'weight_map' object): {exc}"
+            ) from exc
+        files: dict[str, list[str] | None] = {}
+        for name, shard in weight_map.items():
+            files.setdefault(shard, []).append(name)  # type: ignore[union-attr]
+        for shard in files:
+            if not (model_dir / shard).is_file():
+                raise ModelLoadError(f"{model_dir / shard}: missing; {index} lists it as a shard")
+        return files
+    if (model_dir / SINGLE_FILE).is_file():
+        return {SINGLE_FILE: None}
+    raise ModelLoadError(
+        f"{model_dir}: no weights found; expected {SINGLE_FILE} or {INDEX_FILE} "
+        "(PyTorch .bin checkpoints are not supported: convert them to safetensors)"
+    )
+
+
+def load_model(
+    model_dir: str | Path, dtype: torch.dtype | str | None = None, device: torch.device | str = "cpu"
+) -> nn.Module:
+    """Build the model of `model_dir` and load its weights, in `dtype` (default float32) on `device`."""
+    model_dir = Path(model_dir)
+    config = read_config(model_dir)
+    target_dtype = resolve_dtype(dtype, config)
+    try:
+        cls = get_model_class(config)
+    except ValueError as exc:
+        raise ModelLoadError(f"{model_dir / 'config.json'}: {exc}") from exc
+    with torch.device("meta"):
+        model = cls(config)
+    expected = {name: p.shape for name, p in model.state_dict().items()}
+    if config.tie_word_embeddings:
+        expected.pop("lm_head.weight", None)
+
+    loaded: set[str] = set()
+    for shard in weight_files(model_dir):
+        path = model_dir / shard
+        try:
+            with safe_open(str(path), framework="pt", device="cpu") as f:
+                names = list(f.keys())
+                tensors = {}
+                for name in names:
+                    if name.endswith(IGNORED_SUFFIXES) or (config.tie_word_embeddings and name == "lm_head.weight"):
+                        continue
+                    if name not in expected:
+                        raise ModelLoadError(
+                            f"{path}: unexpected tensor {name!r} for {config.architectures[0]} "
+                            f"(is config.json the right one for these weights?)"
+                        )
+                    tensor = f.get_tensor(name)
+                    if tuple(tensor.shape) != tuple(expected[name]):
+                        raise ModelLoadError(
+                            f"{path}: tensor {name!r} has shape {tuple(tensor.shape)}, but config.json implies "
+                            f"{tuple(expected[name])}"
+                        )
+                    tensors[name] = tensor.to(device=device, dtype=target_dtype)
+        except SafetensorError as exc:
+            raise ModelLoadError(f"{path}: corrupt or unreadable safetensors file ({exc})") from exc
+        model.load_state_dict(tensors, strict=False, assign=True)
+        loaded.update(tensors)
+
+    missing = sorted(set(expected) - loaded)
+    if missing:
+        shown = ", ".join(missing[:8]) + (" ..." if len(missing) > 8 else "")
+        raise ModelLoadError(f"{model_dir}: {len(missing)} weight tensors are missing from the safetensors: {shown}")
+    model.tie_weights()
+    return model.eval()
