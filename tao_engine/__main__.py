@@ -1,0 +1,3 @@
+from tao_engine.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,100 @@
+"""The `tao-engine` command line (also `python -m tao_engine`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from tao_engine.doctor import report
+
+    print(report(), end="")
+    return 0
+
+
+def _cmd_import_gguf(args: argparse.Namespace) -> int:
+    from tao_engine.gguf_import import import_gguf
+
+    out = import_gguf(args.file, args.out_dir, dtype=args.dtype, overwrite=args.overwrite)
+    print(f"wrote {out}")
+    return 0
+
+
+def _cmd_chat(args: argparse.Namespace) -> int:
+    from tao_engine.chat import ChatSession
+
+    session = ChatSession.open(args.model, dtype=args.dtype, system=args.system)
+    prompts = args.prompt or []
+    interactive = not prompts
+    if interactive:
+        print("chat with the model; an empty line ends the session", file=sys.stderr)
+    while True:
+        if interactive:
+            try:
+                text = input("you> ")
+            except EOFError:
+                break
+            if not text.strip():
+                break
+        elif prompts:
+            text = prompts.pop(0)
+            print(f"you> {text}")
+        else:
+            break
+        print("model> ", end="", flush=True)
+        for piece in session.reply(text, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                                   top_p=args.top_p, seed=args.seed):
+            print(piece, end="", flush=True)
+        print(f"\n[{session.last_stats}]", file=sys.stderr)
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from tao_engine.demo import run_demo
+
+    return run_demo()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tao-engine", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("doctor", help="show torch/triton/CUDA/extension status and the backend each op uses")
+    p.set_defaults(func=_cmd_doctor)
+
+    p = sub.add_parser("import-gguf", help="convert a GGUF file into an HF-layout model directory")
+    p.add_argument("file", help="the .gguf file")
+    p.add_argument("out_dir", help="directory to create (config.json, safetensors, tokenizer files)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--overwrite", action="store_true", help="replace an existing non-empty out_dir")
+    p.set_defaults(func=_cmd_import_gguf)
+
+    p = sub.add_parser("chat", help="chat with a model directory (default: the bundled SmolLM2)")
+    p.add_argument("--model", default=None, help="HF-layout model directory; default: bundled SmolLM2-135M-Instruct")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    p.add_argument("--system", default=None, help="system message")
+    p.add_argument("--prompt", action="append", help="a user message (repeatable); none: read from stdin")
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_chat)
+
+    p = sub.add_parser("demo", help="the main job on the bundled real model")
+    p.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"tao-engine {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
