@@ -11,7 +11,8 @@ Resolution order for one call:
 3. otherwise the op's preference order for the tensors' device, falling back quietly to the reference.
 
 An explicitly requested backend must run or raise `BackendUnavailableError` saying why; only automatic resolution
-falls back.
+falls back. Under `torch.compile` the choice is made once, when the function is traced: a later change of scope or
+TAO_BACKEND does not reach an already compiled function.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import contextlib
 import contextvars
 import functools
 import os
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,7 +54,7 @@ class Backend:
     supports: Callable[..., tuple[bool, str]]
 
 
-@dataclass
+@dataclass(eq=False)
 class Op:
     """One op: its torch reference and the backends registered for it."""
 
@@ -60,6 +62,9 @@ class Op:
     reference: Callable[..., Any]
     preference: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(DEFAULT_PREFERENCE))
     backends: dict[str, Backend] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _LIVE_OPS[id(self)] = self
 
     def register(
         self,
@@ -86,7 +91,7 @@ class Op:
     def resolve(self, device_type: str, backend: str | None, *args: Any, **kwargs: Any) -> Callable[..., Any]:
         if backend is not None:
             return self._explicit(backend, *args, **kwargs)
-        scoped = _requested_backend.get() or os.environ.get("TAO_BACKEND") or None
+        scoped = _scoped_backend() or None
         # A scope or TAO_BACKEND names one backend for a whole model; ops that have no such backend at all run
         # their reference, while ops that do have it must run it or raise.
         if scoped is not None:
@@ -97,7 +102,7 @@ class Op:
             if name == REFERENCE:
                 return self.reference
             chosen = self.backends.get(name)
-            if chosen is None or not chosen.probe()[0]:
+            if chosen is None or not _probe_ok(self, name):
                 continue
             if chosen.supports(*args, **kwargs)[0]:
                 return chosen.fn
@@ -130,6 +135,28 @@ class Op:
             if self.available(name)[0]:
                 return name
         return REFERENCE
+
+
+# Resolution must also work while torch.compile traces a model: dynamo cannot trace ContextVar.get or the imports a
+# probe does, so these two facts are read through functions whose result dynamo takes as a constant of the trace.
+@torch.compiler.assume_constant_result
+def _scoped_backend() -> str:
+    return _requested_backend.get() or os.environ.get("TAO_BACKEND") or ""
+
+
+def _probe_ok(op: Op, name: str) -> bool:
+    if torch.compiler.is_compiling():
+        return _probe_ok_constant(id(op), name)
+    return op.backends[name].probe()[0]
+
+
+@torch.compiler.assume_constant_result
+def _probe_ok_constant(op_id: int, name: str) -> bool:
+    return _LIVE_OPS[op_id].backends[name].probe()[0]
+
+
+# Every Op by id, so that the constant-result probe above takes only constant arguments (ints and strings).
+_LIVE_OPS: weakref.WeakValueDictionary[int, Op] = weakref.WeakValueDictionary()
 
 
 def _supports_all(*args: Any, **kwargs: Any) -> tuple[bool, str]:

@@ -79,9 +79,8 @@ def test_register_rejects_bad_names():
         op.register("cpp", lambda x: x, probe=lambda: (True, ""))
     with pytest.raises(ValueError, match="backend name"):
         op.register("torch", lambda x: x, probe=lambda: (True, ""))
-    with pytest.raises(ValueError, match="unknown backend"):
-        with use_backend("fast"):
-            pass
+    with pytest.raises(ValueError, match="unknown backend"), use_backend("fast"):
+        op(torch.randn(1))
 
 
 def test_probe_runs_once():
@@ -91,3 +90,18 @@ def test_probe_runs_once():
     for _ in range(5):
         op(torch.randn(1))
     assert len(count) == 1
+
+
+def test_dispatch_traces_under_torch_compile_fullgraph():
+    """Ops called through the registry compile as one graph (the backend is chosen at trace time)."""
+    from tao_engine import ops
+
+    def loss(logits: torch.Tensor, targets: torch.Tensor, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        return ops.token_logprobs(logits, targets).sum() + ops.rms_norm(x, w, 1e-6).sum()
+
+    logits, targets = torch.randn(5, 33), torch.randint(0, 33, (5,))
+    x, w = torch.randn(3, 7), torch.randn(7)
+    compiled = torch.compile(loss, fullgraph=True, backend="aot_eager")
+    torch.testing.assert_close(compiled(logits, targets, x, w), loss(logits, targets, x, w))
+    with use_backend("torch"):
+        torch.testing.assert_close(compiled(logits, targets, x, w), loss(logits, targets, x, w))
