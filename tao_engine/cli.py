@@ -51,6 +51,12 @@ def _cmd_chat(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from tao_engine.generate_cli import run_generate
+
+    return run_generate(args)
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from tao_engine.demo import run_demo
 
@@ -81,6 +87,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_chat)
+
+    p = sub.add_parser("generate", help="sample completions for a JSONL file of prompts with the paged engine")
+    p.add_argument("--model", default=None, help="HF-layout model directory; default: bundled SmolLM2-135M-Instruct")
+    p.add_argument("--input", required=True, help="JSONL, one object a line: prompt | messages | prompt_token_ids")
+    p.add_argument("--output", required=True, help="JSONL file to write (atomically)")
+    p.add_argument("--n", type=int, default=1, help="samples per prompt")
+    p.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--min-p", type=float, default=0.0)
+    p.add_argument("--max-tokens", type=int, default=128)
+    p.add_argument("--stop", action="append", help="stop string (repeatable)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--logprobs", action="store_true", help="write per-token log-probs")
+    p.add_argument("--dtype", default=None, choices=["float32", "bfloat16"])
+    p.add_argument("--block-size", type=int, default=16)
+    p.add_argument("--max-num-seqs", type=int, default=64)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_generate)
 
     p = sub.add_parser("demo", help="the main job on the bundled real model")
     p.set_defaults(func=_cmd_demo)

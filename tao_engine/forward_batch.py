@@ -23,6 +23,10 @@ class ForwardBatch:
     context_lens: torch.Tensor | None = None  # [num_seqs] int32, tokens in cache after this step (incl. new)
     cu_seqlens_k: torch.Tensor | None = None  # [num_seqs + 1] int32, prefix sums of context_lens
     max_seqlen_k: int = 0
+    # Prefill with a cache only: True when some sequence already has tokens in the cache before this step (chunked
+    # prefill, prefix cache), so attention must read the cache through block_tables. False lets attention use the
+    # fresh k/v alone. The caller sets it from its own bookkeeping, so nothing is read back from the device.
+    has_cached_prefix: bool = False
 
     def __post_init__(self) -> None:
         if self.positions.dim() != 1:

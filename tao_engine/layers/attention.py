@@ -40,8 +40,20 @@ class Attention(nn.Module):
         self.q_norm = RMSNorm(head_dim, norm_eps) if qk_norm else None
         self.k_norm = RMSNorm(head_dim, norm_eps) if qk_norm else None
 
-    def forward(self, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, batch: ForwardBatch) -> torch.Tensor:
-        # hidden [N, H], cos/sin [N, D] -> [N, H]
+    def forward(
+        self,
+        hidden: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        batch: ForwardBatch,
+        kv_cache: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """hidden [N, H], cos/sin [N, D] -> [N, H].
+
+        Without a cache every sequence is given whole (prefill/training). With one, (k_cache, v_cache) [num_blocks,
+        block_size, Hkv, D], the new tokens' K/V are first written to their slots (batch.slot_mapping); a prefill
+        with no cached prefix then attends over the fresh K/V, any other step reads the cache via batch.block_tables.
+        """
         n = hidden.shape[0]
         q = self.q_proj(hidden).view(n, self.num_heads, self.head_dim)
         k = self.k_proj(hidden).view(n, self.num_kv_heads, self.head_dim)
@@ -50,5 +62,37 @@ class Attention(nn.Module):
             q = self.q_norm(q)
             k = self.k_norm(k)
         q, k = ops.apply_rotary(q, k, cos, sin)
-        out = ops.varlen_causal_attention(q, k, v, batch.cu_seqlens_q, batch.max_seqlen_q, self.scale)  # [N, Hq, D]
-        return self.o_proj(out.reshape(n, self.num_heads * self.head_dim))
+        if kv_cache is None or (batch.is_prefill and not batch.has_cached_prefix):
+            if kv_cache is not None:
+                ops.write_kv_cache(k, v, kv_cache[0], kv_cache[1], batch.slot_mapping)
+            # Every query's whole context is among this step's tokens: no need to read the cache back.
+            out = ops.varlen_causal_attention(q, k, v, batch.cu_seqlens_q, batch.max_seqlen_q, self.scale)
+        else:
+            out = self._paged_attention(q, k, v, batch, *kv_cache)
+        return self.o_proj(out.reshape(n, self.num_heads * self.head_dim))  # out [N, Hq, D]
+
+    def _paged_attention(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        batch: ForwardBatch,
+        k_cache: torch.Tensor,
+        v_cache: torch.Tensor,
+    ) -> torch.Tensor:
+        # q [N, Hq, D], k/v [N, Hkv, D] -> [N, Hq, D]; the new tokens go to the cache first, then are read back
+        # with the rest of their context.
+        ops.write_kv_cache(k, v, k_cache, v_cache, batch.slot_mapping)
+        if batch.is_prefill:
+            return ops.paged_prefill_attention(
+                q,
+                k_cache,
+                v_cache,
+                batch.cu_seqlens_q,
+                batch.block_tables,
+                batch.context_lens,
+                batch.max_seqlen_q,
+                batch.max_seqlen_k,
+                self.scale,
+            )
+        return ops.paged_decode_attention(q, k_cache, v_cache, batch.block_tables, batch.context_lens, self.scale)

@@ -50,9 +50,16 @@ class DecoderLayer(nn.Module):
         self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
 
-    def forward(self, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, batch: ForwardBatch) -> torch.Tensor:
+    def forward(
+        self,
+        hidden: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        batch: ForwardBatch,
+        kv_cache: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
         # [N, H] -> [N, H], residual stream kept in the model dtype (as transformers does)
-        hidden = hidden + self.self_attn(self.input_layernorm(hidden), cos, sin, batch)
+        hidden = hidden + self.self_attn(self.input_layernorm(hidden), cos, sin, batch, kv_cache)
         return hidden + self.mlp(self.post_attention_layernorm(hidden))
 
 
@@ -68,11 +75,16 @@ class DecoderModel(nn.Module):
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.rotary_emb = RotaryEmbedding(config.head_dim, config.rope_theta, config.rope_scaling)
 
-    def forward(self, input_ids: torch.Tensor, batch: ForwardBatch) -> torch.Tensor:
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        batch: ForwardBatch,
+        kv_caches: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+    ) -> torch.Tensor:
         hidden = self.embed_tokens(input_ids)  # [N, H]
         cos, sin = self.rotary_emb(batch.positions)  # [N, D] each, fp32, shared by every layer
-        for layer in self.layers:
-            hidden = layer(hidden, cos, sin, batch)
+        for i, layer in enumerate(self.layers):
+            hidden = layer(hidden, cos, sin, batch, None if kv_caches is None else kv_caches[i])
         return self.norm(hidden)
 
 
@@ -131,23 +143,46 @@ class DecoderForCausalLM(nn.Module):
         batch: ForwardBatch,
         kv_caches: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
     ) -> torch.Tensor:
-        """Packed tokens [num_tokens] -> final-normed hidden states [num_tokens, hidden]."""
+        """Packed tokens [num_tokens] -> final-normed hidden states [num_tokens, hidden].
+
+        kv_caches: one (k_cache, v_cache) pair per layer, each [num_blocks, block_size, Hkv, D] (see
+        `tao_engine.engine.kv_allocation`); the batch then carries slot_mapping, and block_tables/context_lens for
+        decode steps and for prefills with a cached prefix. None: a full-sequence forward (prefill/training).
+        """
         if kv_caches is not None:
+            self._check_cache_batch(kv_caches, batch)
+        elif not batch.is_prefill:
             raise ValueError(
-                f"{type(self).__name__}.forward: kv_caches is not supported yet; the paged KV cache path comes with "
-                "the engine. Pass kv_caches=None for a full-sequence (prefill/training) forward."
-            )
-        if not batch.is_prefill:
-            raise ValueError(
-                f"{type(self).__name__}.forward: a decode batch (is_prefill=False) needs kv_caches, which come with "
-                "the engine; without a cache every sequence must be given whole (is_prefill=True)"
+                f"{type(self).__name__}.forward: a decode batch (is_prefill=False) needs kv_caches; without a cache "
+                "every sequence must be given whole (is_prefill=True)"
             )
         if input_ids.dim() != 1 or input_ids.numel() != batch.num_tokens:
             raise ValueError(
                 f"{type(self).__name__}.forward: input_ids must be 1-D with batch.num_tokens={batch.num_tokens} "
                 f"entries (packed tokens), got shape {tuple(input_ids.shape)}"
             )
-        return self.model(input_ids, batch)
+        return self.model(input_ids, batch, kv_caches)
+
+    def _check_cache_batch(self, kv_caches: list[tuple[torch.Tensor, torch.Tensor]], batch: ForwardBatch) -> None:
+        name = f"{type(self).__name__}.forward"
+        if len(kv_caches) != self.config.num_hidden_layers:
+            raise ValueError(
+                f"{name}: kv_caches has {len(kv_caches)} entries but the model has {self.config.num_hidden_layers} "
+                "layers; give one (k_cache, v_cache) pair per layer (allocate_kv_caches does)"
+            )
+        if batch.slot_mapping is None:
+            raise ValueError(f"{name}: with kv_caches the batch needs slot_mapping (the cache slot of each new token)")
+        reads_cache = not batch.is_prefill or batch.has_cached_prefix
+        if reads_cache and (batch.block_tables is None or batch.context_lens is None):
+            raise ValueError(
+                f"{name}: a decode batch or a prefill with has_cached_prefix=True reads the cache, so it needs "
+                "block_tables and context_lens"
+            )
+        if not batch.is_prefill and batch.num_tokens != batch.num_seqs:
+            raise ValueError(
+                f"{name}: a decode batch has exactly one new token per sequence, got {batch.num_tokens} tokens for "
+                f"{batch.num_seqs} sequences"
+            )
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         # [..., H] -> [..., V]

@@ -185,7 +185,7 @@ def test_all_padding_rows_and_bad_inputs() -> None:
     with torch.no_grad():
         assert torch.count_nonzero(model.forward_padded(ids, torch.zeros_like(mask))) == 0
     batch = ForwardBatch.for_sequences([4])
-    with pytest.raises(ValueError, match="paged KV cache path comes with the engine"):
+    with pytest.raises(ValueError, match="one \\(k_cache, v_cache\\) pair per layer"):
         model(ids[0], batch, kv_caches=[])
     with pytest.raises(ValueError, match="is_prefill=False"):
         model(ids[0], ForwardBatch(batch.positions, batch.cu_seqlens_q, 4, is_prefill=False))

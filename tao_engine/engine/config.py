@@ -1,0 +1,52 @@
+"""`EngineConfig`: how the engine sizes its KV cache and batches its work."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+_DTYPES = ("float32", "bfloat16", "float16")
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    block_size: int = 16  # tokens per KV block
+    # KV budget: bytes, or a fraction of the memory available now (free GPU memory / MemAvailable on CPU).
+    # Neither given: 25% of available memory. Never more blocks than max_num_seqs full-length sequences need.
+    kv_cache_bytes: int | None = None
+    kv_cache_memory_fraction: float | None = None
+    max_num_seqs: int = 64  # sequences holding KV at once
+    max_num_batched_tokens: int = 2048  # tokens in one forward (prefill chunks are cut to fit)
+    max_model_len: int | None = None  # prompt + output; default: the model's max_position_embeddings
+    enable_prefix_caching: bool = True
+    enable_chunked_prefill: bool = True
+    dtype: str | None = None  # weights/KV dtype when loading from a path; None: float32 (a module keeps its own)
+    device: str = "cpu"  # where a model loaded from a path goes (a module stays where it is)
+    seed: int = 0  # the engine's generator, which draws a seed for each request that gives none
+    sampler_backend: str | None = None  # backend of ops.sample; None: automatic
+
+    def __post_init__(self) -> None:
+        for name in ("block_size", "max_num_seqs", "max_num_batched_tokens"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"EngineConfig.{name} must be an int >= 1, got {value!r}")
+        if self.kv_cache_bytes is not None and self.kv_cache_memory_fraction is not None:
+            raise ValueError("EngineConfig: give kv_cache_bytes or kv_cache_memory_fraction, not both")
+        if self.kv_cache_bytes is not None and (not isinstance(self.kv_cache_bytes, int) or self.kv_cache_bytes < 1):
+            raise ValueError(f"EngineConfig.kv_cache_bytes must be a positive int, got {self.kv_cache_bytes!r}")
+        fraction = self.kv_cache_memory_fraction
+        if fraction is not None and not 0 < fraction <= 0.95:
+            raise ValueError(f"EngineConfig.kv_cache_memory_fraction must be in (0, 0.95], got {fraction!r}")
+        if self.max_model_len is not None and (not isinstance(self.max_model_len, int) or self.max_model_len < 1):
+            raise ValueError(f"EngineConfig.max_model_len must be an int >= 1 or None, got {self.max_model_len!r}")
+        if self.dtype is not None and self.dtype not in _DTYPES:
+            raise ValueError(f"EngineConfig.dtype must be one of {_DTYPES} or None, got {self.dtype!r}")
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> EngineConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"EngineConfig: unknown key(s) {unknown}; valid keys are {sorted(known)}")
+        return cls(**d)

@@ -1,0 +1,83 @@
+"""Paged KV cache writes: store the new tokens' K/V in their slots, and copy whole blocks (copy-on-write).
+
+Cache layout (one pair per layer): k_cache, v_cache [num_blocks, block_size, Hkv, D]. Token position p of a sequence
+lives in flat slot `block_table[p // block_size] * block_size + p % block_size`, i.e. row `slot` of the cache viewed
+as [num_blocks * block_size, Hkv, D].
+"""
+
+from __future__ import annotations
+
+import torch
+
+from tao_engine.ops.registry import define_op
+
+
+def _check_cache_pair(op: str, k_cache: torch.Tensor, v_cache: torch.Tensor) -> None:
+    if k_cache.dim() != 4 or k_cache.shape != v_cache.shape:
+        raise ValueError(
+            f"{op}: k_cache and v_cache must both be [num_blocks, block_size, Hkv, D], got "
+            f"{tuple(k_cache.shape)} and {tuple(v_cache.shape)}"
+        )
+    if not (k_cache.is_contiguous() and v_cache.is_contiguous()):
+        # The flat-slot view below needs contiguous storage; allocate_kv_caches always gives that.
+        raise ValueError(f"{op}: k_cache and v_cache must be contiguous (allocate them with allocate_kv_caches)")
+
+
+def write_kv_cache_reference(
+    k: torch.Tensor,
+    v: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    slot_mapping: torch.Tensor,
+) -> None:
+    """k/v [N, Hkv, D] -> rows `slot_mapping` [N] of the caches, in place, cast to the cache dtype; slots < 0 skip."""
+    _check_cache_pair("write_kv_cache", k_cache, v_cache)
+    n = k.shape[0]
+    if k.shape != v.shape or k.dim() != 3 or k.shape[1:] != k_cache.shape[2:]:
+        raise ValueError(
+            f"write_kv_cache: k and v must be [N, Hkv, D] = [N, {k_cache.shape[2]}, {k_cache.shape[3]}] to match the "
+            f"cache, got {tuple(k.shape)} and {tuple(v.shape)}"
+        )
+    if slot_mapping.dim() != 1 or slot_mapping.numel() != n or slot_mapping.dtype != torch.int64:
+        raise ValueError(
+            f"write_kv_cache: slot_mapping must be int64 [N={n}], got {slot_mapping.dtype} {tuple(slot_mapping.shape)}"
+        )
+    flat_k = k_cache.view(-1, *k_cache.shape[2:])  # [num_blocks * block_size, Hkv, D]
+    flat_v = v_cache.view(-1, *v_cache.shape[2:])
+    # Boolean selection of the kept rows (a host sync on CUDA; a fused kernel would skip slots < 0 in place).
+    keep = slot_mapping >= 0
+    slots, k, v = slot_mapping[keep], k[keep], v[keep]
+    flat_k.index_copy_(0, slots, k.to(k_cache.dtype))
+    flat_v.index_copy_(0, slots, v.to(v_cache.dtype))
+
+
+def copy_blocks_reference(
+    k_caches: list[torch.Tensor],
+    v_caches: list[torch.Tensor],
+    src: torch.Tensor,
+    dst: torch.Tensor,
+) -> None:
+    """For every layer's pair, block dst[i] := block src[i] (whole blocks), in place.
+
+    All layers at once because a copy-on-write of a shared tail block must happen in every layer. Every block is read
+    before any is written, so src and dst may overlap; dst must not repeat (the result would depend on order).
+    """
+    if len(k_caches) != len(v_caches):
+        raise ValueError(f"copy_blocks: {len(k_caches)} k caches but {len(v_caches)} v caches; give one pair per layer")
+    if src.dim() != 1 or src.shape != dst.shape or src.dtype != torch.int64 or dst.dtype != torch.int64:
+        raise ValueError(
+            f"copy_blocks: src and dst must be int64 [M] of equal length, got {src.dtype} {tuple(src.shape)} and "
+            f"{dst.dtype} {tuple(dst.shape)}"
+        )
+    if dst.numel() == 0:
+        return
+    if torch.unique(dst).numel() != dst.numel():
+        raise ValueError(f"copy_blocks: dst must not repeat a block, got {dst.tolist()}")
+    for k_cache, v_cache in zip(k_caches, v_caches, strict=True):
+        _check_cache_pair("copy_blocks", k_cache, v_cache)
+        k_cache.index_copy_(0, dst, k_cache.index_select(0, src))  # [M, block_size, Hkv, D] read, then written
+        v_cache.index_copy_(0, dst, v_cache.index_select(0, src))
+
+
+write_kv_cache = define_op("write_kv_cache", write_kv_cache_reference)
+copy_blocks = define_op("copy_blocks", copy_blocks_reference)

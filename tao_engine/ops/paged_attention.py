@@ -1,0 +1,143 @@
+"""Attention that reads keys and values from the paged KV cache through per-sequence block tables.
+
+Cache layout (see kv_cache.py): k_cache, v_cache [num_blocks, block_size, Hkv, D]. Sequence b's context is the first
+context_lens[b] positions of the blocks block_tables[b] lists, in order; table entries past the context are padding
+(any valid block id, 0 by convention) and are never attended to. Hq is a multiple of Hkv (GQA).
+
+The torch references gather each sequence's blocks into a padded [B, L, Hkv, D] tensor (L = blocks x block_size) and
+run one batched SDPA with a boolean mask: no Python loop over sequences and no host sync. Decode reads every column
+of `block_tables`, so callers pad the tables to the batch's longest context, not to a global maximum (prefill reads
+only the columns max_seqlen_k needs). SDPA computes the softmax in fp32 for half-precision inputs; the output has q's
+dtype.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from tao_engine.ops.registry import define_op
+
+
+def _gather_context(cache: torch.Tensor, block_tables: torch.Tensor) -> torch.Tensor:
+    # cache [num_blocks, bs, Hkv, D], tables [B, M] -> [B, Hkv, M * bs, D] (a view for SDPA, no extra copy)
+    b, m = block_tables.shape
+    # index_select over the flattened table is several times faster on CPU than advanced indexing.
+    gathered = cache.index_select(0, block_tables.reshape(-1))  # [B * M, bs, Hkv, D]
+    return gathered.view(b, m * cache.shape[1], cache.shape[2], cache.shape[3]).transpose(1, 2)
+
+
+def _check_paged(
+    op: str,
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    block_tables: torch.Tensor,
+    context_lens: torch.Tensor,
+    q_rows: str,
+) -> None:
+    if k_cache.dim() != 4 or k_cache.shape != v_cache.shape:
+        raise ValueError(
+            f"{op}: k_cache and v_cache must both be [num_blocks, block_size, Hkv, D], got {tuple(k_cache.shape)} and "
+            f"{tuple(v_cache.shape)}"
+        )
+    hkv, d = k_cache.shape[2], k_cache.shape[3]
+    if q.dim() != 3 or q.shape[2] != d or q.shape[1] % hkv:
+        raise ValueError(f"{op}: q must be [{q_rows}, Hq, {d}] with Hq a multiple of Hkv={hkv}, got {tuple(q.shape)}")
+    if block_tables.dim() != 2 or block_tables.dtype not in (torch.int32, torch.int64):
+        raise ValueError(
+            f"{op}: block_tables must be int32 [B, max_blocks], got {block_tables.dtype} {tuple(block_tables.shape)}"
+        )
+    if context_lens.shape != block_tables.shape[:1]:
+        raise ValueError(
+            f"{op}: context_lens must be [B={block_tables.shape[0]}] like block_tables' rows, got "
+            f"{tuple(context_lens.shape)}"
+        )
+
+
+def paged_decode_attention_reference(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    block_tables: torch.Tensor,
+    context_lens: torch.Tensor,
+    scale: float,
+) -> torch.Tensor:
+    """One query token per sequence (the last of its context) -> [B, Hq, D]. q [B, Hq, D]; context_lens >= 1."""
+    _check_paged("paged_decode_attention", q, k_cache, v_cache, block_tables, context_lens, "B")
+    if q.shape[0] != block_tables.shape[0]:
+        raise ValueError(
+            f"paged_decode_attention: q has {q.shape[0]} rows but block_tables {block_tables.shape[0]}; one query per "
+            "sequence"
+        )
+    b, hq, d = q.shape
+    keys = _gather_context(k_cache, block_tables)  # [B, Hkv, L, D]
+    values = _gather_context(v_cache, block_tables)
+    hkv = keys.shape[1]
+    positions = torch.arange(keys.shape[2], device=q.device)
+    mask = (positions < context_lens.unsqueeze(1))[:, None, None, :]  # [B, 1, 1, L]
+    # Query head h reads kv head h // (Hq / Hkv): viewing q as [B, Hkv, Hq / Hkv, D] makes each group of query heads
+    # the "query rows" of its kv head, so GQA needs no expansion of K/V.
+    grouped = q.to(keys.dtype).reshape(b, hkv, hq // hkv, d)
+    out = F.scaled_dot_product_attention(grouped, keys, values, attn_mask=mask, scale=scale)  # [B, Hkv, Hq/Hkv, D]
+    return out.reshape(b, hq, d).to(q.dtype)
+
+
+def paged_prefill_attention_reference(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    cu_seqlens_q: torch.Tensor,
+    block_tables: torch.Tensor,
+    context_lens: torch.Tensor,
+    max_seqlen_q: int,
+    max_seqlen_k: int,
+    scale: float,
+) -> torch.Tensor:
+    """Packed queries [N, Hq, D] -> [N, Hq, D]; sequence b's queries are the LAST q_len_b tokens of its context.
+
+    Query j of sequence b sits at position context_lens[b] - q_len_b + j and attends causally to cache positions up to
+    its own (already written). max_seqlen_q / max_seqlen_k bound q_len and context_lens over the batch.
+    """
+    _check_paged("paged_prefill_attention", q, k_cache, v_cache, block_tables, context_lens, "N")
+    b = block_tables.shape[0]
+    if cu_seqlens_q.shape != (b + 1,):
+        raise ValueError(
+            f"paged_prefill_attention: cu_seqlens_q must be [B + 1 = {b + 1}], got {tuple(cu_seqlens_q.shape)}"
+        )
+    block_size = k_cache.shape[1]
+    num_blocks = -(-max_seqlen_k // block_size)
+    if max_seqlen_q < 1 or max_seqlen_k < 1 or num_blocks > block_tables.shape[1]:
+        raise ValueError(
+            f"paged_prefill_attention: need max_seqlen_q >= 1 and 1 <= max_seqlen_k <= block_tables width x "
+            f"block_size ({block_tables.shape[1]} x {block_size}), got max_seqlen_q={max_seqlen_q}, "
+            f"max_seqlen_k={max_seqlen_k}"
+        )
+    n, device = q.shape[0], q.device
+    q_lens = (cu_seqlens_q[1:] - cu_seqlens_q[:-1]).long()  # [B]
+    # Packed row i -> (sequence, index within its queries); output_size avoids a host sync on CUDA.
+    seq_of_row = torch.repeat_interleave(torch.arange(b, device=device), q_lens, output_size=n)  # [N]
+    j_of_row = torch.arange(n, device=device) - cu_seqlens_q.long()[seq_of_row]  # [N]
+    padded_q = q.new_zeros(b, max_seqlen_q, *q.shape[1:])  # [B, Tq, Hq, D]
+    padded_q[seq_of_row, j_of_row] = q
+
+    keys = _gather_context(k_cache, block_tables[:, :num_blocks])  # [B, Hkv, L, D]
+    values = _gather_context(v_cache, block_tables[:, :num_blocks])
+    j = torch.arange(max_seqlen_q, device=device)
+    q_pos = (context_lens.long() - q_lens).unsqueeze(1) + j  # [B, Tq], position of each query in its sequence
+    # Padding query rows (j >= q_len) would see no key and give NaN: let them see every position; they are dropped.
+    q_pos = torch.where(j < q_lens.unsqueeze(1), q_pos, keys.shape[2])
+    mask = torch.arange(keys.shape[2], device=device) <= q_pos.unsqueeze(2)  # [B, Tq, L]
+    out = F.scaled_dot_product_attention(
+        padded_q.transpose(1, 2).to(keys.dtype),
+        keys,
+        values,
+        attn_mask=mask.unsqueeze(1),
+        scale=scale,
+        enable_gqa=q.shape[1] != keys.shape[1],
+    )  # [B, Hq, Tq, D]
+    return out.transpose(1, 2)[seq_of_row, j_of_row].to(q.dtype)
+
+
+paged_decode_attention = define_op("paged_decode_attention", paged_decode_attention_reference)
+paged_prefill_attention = define_op("paged_prefill_attention", paged_prefill_attention_reference)
