@@ -7,16 +7,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from torch import nn
+from tao_engine.engine import Engine, EngineConfig, SamplingParams
 
-from tao_engine.reference_generate import stream_tokens
-from tao_engine.tokenizer import Tokenizer
+# A chat holds one conversation at a time: a small KV budget is plenty.
+CHAT_KV_BYTES = 256 * 2**20
 
 
 @dataclass
 class ChatSession:
-    model: nn.Module
-    tokenizer: Tokenizer
+    engine: Engine
     system: str | None = None
     history: list[dict[str, str]] = field(default_factory=list)
     last_stats: str = ""
@@ -24,10 +23,9 @@ class ChatSession:
     @classmethod
     def open(cls, model_dir: str | Path | None, dtype: str = "float32", system: str | None = None) -> ChatSession:
         from tao_engine.bundled import smollm2_dir
-        from tao_engine.pretrained import load_pretrained
 
-        model, tokenizer = load_pretrained(model_dir if model_dir is not None else smollm2_dir(), dtype=dtype)
-        return cls(model, tokenizer, system)
+        path = model_dir if model_dir is not None else smollm2_dir()
+        return cls(Engine(path, EngineConfig(dtype=dtype, kv_cache_bytes=CHAT_KV_BYTES, max_num_seqs=4)), system)
 
     def messages(self, user_text: str) -> list[dict[str, str]]:
         system = [{"role": "system", "content": self.system}] if self.system else []
@@ -38,28 +36,21 @@ class ChatSession:
         seed: int | None = 0,
     ) -> Iterator[str]:
         """Stream the assistant's answer; the turn joins the history once the answer is complete."""
-        messages = self.messages(user_text)
-        prompt_ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-        stop = set(self.tokenizer.eos_token_ids)
-        decoder = self.tokenizer.incremental_decoder(skip_special_tokens=True)
-        pieces: list[str] = []
+        params = SamplingParams(max_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed)
         start = time.perf_counter()
-        count = 0
-        for token in stream_tokens(self.model, prompt_ids, max_new_tokens, stop, temperature, top_p, seed):
-            count += 1
-            if token in stop:
-                break
-            piece = decoder.push(token)
-            if piece:
-                pieces.append(piece)
-                yield piece
-        tail = decoder.finish()
-        if tail:
-            pieces.append(tail)
-            yield tail
+        shown = 0
+        output = None
+        for output in self.engine.stream([self.messages(user_text)], params):
+            text = output.samples[0].text
+            if len(text) > shown:
+                yield text[shown:]
+                shown = len(text)
+        assert output is not None
         elapsed = time.perf_counter() - start
+        count = len(output.samples[0].token_ids)
         self.last_stats = (
-            f"{len(prompt_ids)} prompt tokens, {count} new tokens in {elapsed:.2f}s "
+            f"{len(output.prompt_token_ids)} prompt tokens, {count} new tokens in {elapsed:.2f}s "
             f"({count / max(elapsed, 1e-9):.1f} tok/s)"
         )
-        self.history += [{"role": "user", "content": user_text}, {"role": "assistant", "content": "".join(pieces)}]
+        self.history += [{"role": "user", "content": user_text},
+                         {"role": "assistant", "content": output.samples[0].text}]

@@ -13,7 +13,8 @@ _DTYPES = ("float32", "bfloat16", "float16")
 class EngineConfig:
     block_size: int = 16  # tokens per KV block
     # KV budget: bytes, or a fraction of the memory available now (free GPU memory / MemAvailable on CPU).
-    # Neither given: 25% of available memory. Never more blocks than max_num_seqs full-length sequences need.
+    # Neither given: 25% of free GPU memory on CUDA; on CPU 2 GiB, capped at 25% of available RAM. Never more blocks
+    # than max_num_seqs full-length sequences can use.
     kv_cache_bytes: int | None = None
     kv_cache_memory_fraction: float | None = None
     max_num_seqs: int = 64  # sequences holding KV at once

@@ -37,7 +37,8 @@ from tao_engine.engine.sequence import Sequence as Seq
 from tao_engine.engine.stop_strings import SampleText
 from tao_engine.tokenizer import Tokenizer
 
-DEFAULT_KV_FRACTION = 0.25
+DEFAULT_KV_FRACTION = 0.25  # of free memory, on CUDA or when EngineConfig.kv_cache_memory_fraction asks for it
+DEFAULT_CPU_KV_BYTES = 2 * 2**30  # the CPU default, capped by DEFAULT_KV_FRACTION of available RAM
 
 
 @dataclass
@@ -85,10 +86,7 @@ class Engine:
         self.dtype, self.device = weight.dtype, weight.device
         cfg = self.config
         max_model_len = cfg.max_model_len or model_config.max_position_embeddings
-        budget = {"budget_bytes": cfg.kv_cache_bytes} if cfg.kv_cache_bytes is not None else {
-            "memory_fraction": cfg.kv_cache_memory_fraction or DEFAULT_KV_FRACTION
-        }
-        num_blocks = num_blocks_for_budget(model_config, cfg.block_size, self.dtype, device=self.device, **budget)
+        num_blocks = self._kv_blocks(model_config)
         # More blocks than max_num_seqs full-length sequences can use would only waste memory.
         num_blocks = min(num_blocks, cfg.max_num_seqs * -(-max_model_len // cfg.block_size) + 1)
         self.block_bytes = kv_cache_bytes_per_block(model_config, cfg.block_size, self.dtype)
@@ -114,6 +112,18 @@ class Engine:
         self._ids = itertools.count()
         self._stats = EngineStats()
         self._weights_version = self._current_weights_version()
+
+    def _kv_blocks(self, model_config) -> int:
+        cfg = self.config
+        bs, dtype, device = cfg.block_size, self.dtype, self.device
+        if cfg.kv_cache_bytes is not None:
+            return num_blocks_for_budget(model_config, bs, dtype, budget_bytes=cfg.kv_cache_bytes, device=device)
+        if cfg.kv_cache_memory_fraction is not None or device.type == "cuda":
+            fraction = cfg.kv_cache_memory_fraction or DEFAULT_KV_FRACTION
+            return num_blocks_for_budget(model_config, bs, dtype, memory_fraction=fraction, device=device)
+        # CPU default: host RAM is shared with everything else on the machine, so take at most DEFAULT_CPU_KV_BYTES.
+        by_fraction = num_blocks_for_budget(model_config, bs, dtype, memory_fraction=DEFAULT_KV_FRACTION, device=device)
+        return min(by_fraction, DEFAULT_CPU_KV_BYTES // kv_cache_bytes_per_block(model_config, bs, dtype))
 
     # ---- requests -------------------------------------------------------------------------------------------------
 
