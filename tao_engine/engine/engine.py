@@ -194,8 +194,11 @@ class Engine:
         self.scheduler.on_step_done(out)
         rows = self._sample_rows(sampled)
         if rows:
+            row_index = [r for r, _ in rows]
+            if row_index != list(range(logits.shape[0])):  # a fresh prompt's row repeats for its n samples
+                logits = logits[torch.tensor(row_index, dtype=torch.int64, device=logits.device)]
             result = self.sampler(
-                logits[torch.tensor([r for r, _ in rows], dtype=torch.int64, device=logits.device)],
+                logits,
                 [self._requests[s.request_id].params for _, s in rows],
                 [sample_seed(self._requests[s.request_id].seed, s.sample_index) for _, s in rows],
                 [s.output_token_ids for _, s in rows],

@@ -42,13 +42,38 @@ def write_kv_cache_reference(
         raise ValueError(
             f"write_kv_cache: slot_mapping must be int64 [N={n}], got {slot_mapping.dtype} {tuple(slot_mapping.shape)}"
         )
+    if n == 0:
+        return
     flat_k = k_cache.view(-1, *k_cache.shape[2:])  # [num_blocks * block_size, Hkv, D]
     flat_v = v_cache.view(-1, *v_cache.shape[2:])
-    # Boolean selection of the kept rows (a host sync on CUDA; a fused kernel would skip slots < 0 in place).
-    keep = slot_mapping >= 0
-    slots, k, v = slot_mapping[keep], k[keep], v[keep]
-    flat_k.index_copy_(0, slots, k.to(k_cache.dtype))
-    flat_v.index_copy_(0, slots, v.to(v_cache.dtype))
+    k, v = k.to(k_cache.dtype), v.to(v_cache.dtype)
+    keep = slot_mapping >= 0  # [N]
+    # On CPU reading a flag costs nothing, and the engine never skips a slot: write straight through.
+    if slot_mapping.device.type != "cpu" or not bool(keep.all()):
+        slot_mapping, k, v = _redirect_skipped(flat_k, flat_v, keep, slot_mapping, k, v)
+    flat_k.index_copy_(0, slot_mapping, k)
+    flat_v.index_copy_(0, slot_mapping, v)
+
+
+def _redirect_skipped(
+    flat_k: torch.Tensor,
+    flat_v: torch.Tensor,
+    keep: torch.Tensor,
+    slot_mapping: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Slots and rows [N] to write with every skipped row made harmless, without a host sync (a boolean selection
+    would need one to size its result): a skipped row repeats the first kept row's write (same slot, same values, so
+    the repeated index is benign); when no row is kept, every row rewrites flat slot 0 with what it holds."""
+    rows = torch.arange(keep.shape[0], device=keep.device)
+    first_kept = keep.to(torch.int32).argmax()  # the first True; 0 when none is kept
+    source = torch.where(keep, rows, first_kept)  # [N]
+    slots = slot_mapping[source].clamp(min=0)  # only slot 0 when nothing is kept
+    any_kept = keep.any()
+    k = torch.where(any_kept, k[source], flat_k[slots])
+    v = torch.where(any_kept, v[source], flat_v[slots])
+    return slots, k, v
 
 
 def copy_blocks_reference(
