@@ -75,13 +75,18 @@ def bench_transformers(model_dir: Path, prompts, args) -> dict:
             out = model.generate(**enc, do_sample=True, temperature=0.7, top_p=0.9, max_new_tokens=args.max_tokens,
                                  num_return_sequences=args.n, pad_token_id=tok.pad_token_id)
         elapsed = time.perf_counter() - start
-        new = out[:, enc["input_ids"].shape[1]:]
-        generated = int(((new != tok.pad_token_id) | (new == tok.eos_token_id)).sum())
+        new = out[:, enc["input_ids"].shape[1]:]  # [B*n, T]; rows that ended early are padded after their EOS
+        generated = sum(_generated_length(row, tok.eos_token_id) for row in new.tolist())
         row = {"provider": f"transformers ({str(dtype).removeprefix('torch.')})", "seconds": elapsed,
                "generated": generated, "tok/s": generated / elapsed}
         if best is None or row["tok/s"] > best["tok/s"]:
             best = row
     return best
+
+
+def _generated_length(row: list[int], eos: int) -> int:
+    """Tokens a sample really generated: up to and including its first EOS (the rest is batch padding)."""
+    return row.index(eos) + 1 if eos in row else len(row)
 
 
 def bench_llama_cpp(gguf: Path, prompts, args) -> dict | None:

@@ -309,8 +309,10 @@ class Scheduler:
                     f"Scheduler: sequence {seq.seq_id} has {seq.num_tokens} tokens, past max_seq_len="
                     f"{self.max_seq_len}; finish sequences for which reached_length_cap() is true"
                 )
-            while not bm.can_allocate(seq, 1) and self._preempt_younger(seq, step):
-                pass
+            # Preempt younger sequences one at a time until this one gets its block or none is left to preempt.
+            while not bm.can_allocate(seq, 1):
+                if not self._preempt_younger(seq, step):
+                    break
             if not bm.can_allocate(seq, 1):
                 self._preempt(seq, step)  # it is the youngest left: it yields
                 continue
