@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
+
+from tao_engine.config_dict import dataclass_from_dict
 
 _DTYPES = ("float32", "bfloat16", "float16")
 
@@ -46,8 +48,4 @@ class EngineConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> EngineConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"EngineConfig: unknown key(s) {unknown}; valid keys are {sorted(known)}")
-        return cls(**d)
+        return dataclass_from_dict(cls, d)

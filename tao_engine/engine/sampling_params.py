@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+from tao_engine.config_dict import dataclass_from_dict
 
 _MIN_TEMPERATURE = 1e-3  # below this logits / T overflows fp32 for ordinary logits; 0 means greedy
 _MAX_ABS_PENALTY = 2.0  # presence/frequency range of the OpenAI API and vLLM
@@ -93,11 +95,7 @@ class SamplingParams:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> SamplingParams:
         """Build from a mapping (a TOML table, a JSON request); unknown keys are an error that names them."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"SamplingParams: unknown key(s) {unknown}; valid keys are {sorted(known)}")
-        return cls(**d)
+        return dataclass_from_dict(cls, d)
 
 
 def resolve_seed(params: SamplingParams, generator: torch.Generator) -> int:

@@ -17,11 +17,11 @@ item with `sample`: append one sampled token to `item.seq` -> `finish(seq, reaso
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from tao_engine.config_dict import dataclass_from_dict
 from tao_engine.engine.block_manager import BlockManager
 from tao_engine.engine.sequence import ScheduledSeq, SchedulerOutput, Sequence, SequenceGroup, SequenceStatus
 
@@ -51,13 +51,7 @@ class SchedulerConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> SchedulerConfig:
-        names = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(d) - set(names))
-        if unknown:
-            raise ValueError(f"SchedulerConfig: unknown keys {unknown}; valid keys are {names}")
-        if "max_model_len" not in d:
-            raise ValueError("SchedulerConfig: missing required key 'max_model_len'")
-        return cls(**dict(d))
+        return dataclass_from_dict(cls, d)
 
 
 @dataclass
