@@ -10,7 +10,7 @@ import torch
 
 from tao_engine import __version__
 from tao_engine.ops import all_ops
-from tao_engine.ops.extension import extension_status
+from tao_engine.ops.extension import extension_status, load_extension
 
 
 def _triton_status() -> str:
@@ -35,7 +35,7 @@ def report() -> str:
     loaded, why = extension_status()
     ext = "loaded" if loaded else f"not loaded: {why}"
     if loaded:
-        with_cuda = bool(getattr(importlib.import_module("tao_engine._C"), "WITH_CUDA", False))
+        with_cuda = bool(getattr(load_extension(), "WITH_CUDA", False))
         ext += f" (CUDA kernels: {'yes' if with_cuda else 'no'})"
     print(f"_C         {ext}", file=out)
     print("", file=out)

@@ -144,3 +144,13 @@ def padded_batch(
             mask[row, :n] = 1
     positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
     return ids, mask, positions
+
+
+def tiny_model(seed: int = 0, **overrides: Any) -> torch.nn.Module:
+    """Our own tiny random decoder (Llama unless `overrides` say otherwise), randomized by `randomize_`, eval mode."""
+    from tao_engine.models import ModelConfig, build_model
+
+    fields = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", **_TINY, **overrides}
+    model = build_model(ModelConfig(**fields))
+    randomize_(model, seed=seed)
+    return model.eval()

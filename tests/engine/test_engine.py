@@ -8,22 +8,14 @@ import torch
 
 from tao_engine import ForwardBatch
 from tao_engine.engine import Engine, EngineConfig, SamplingParams
-from tao_engine.models import ModelConfig, build_model
 from tao_engine.reference_generate import generate_tokens
-from tests.helpers import randomize_
+from tests import helpers
 
 VOCAB = 101
 
 
 def tiny_model(seed: int = 0) -> torch.nn.Module:
-    config = ModelConfig(
-        architectures=["LlamaForCausalLM"], model_type="llama", vocab_size=VOCAB, hidden_size=64,
-        intermediate_size=96, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-        max_position_embeddings=512, eos_token_id=VOCAB - 1,
-    )
-    model = build_model(config)
-    randomize_(model, seed=seed)
-    return model.eval()
+    return helpers.tiny_model(seed, eos_token_id=VOCAB - 1)
 
 
 def prompts(count: int, seed: int = 0) -> list[list[int]]:

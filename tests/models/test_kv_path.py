@@ -9,8 +9,7 @@ import torch
 from tao_engine import ops
 from tao_engine.engine.kv_allocation import allocate_kv_caches
 from tao_engine.forward_batch import ForwardBatch
-from tao_engine.models import ModelConfig, build_model
-from tests.helpers import randomize_
+from tests import helpers
 
 BLOCK_SIZE = 4
 NUM_BLOCKS = 40
@@ -23,19 +22,8 @@ CONFIGS = {
 
 
 def tiny_model(name: str) -> torch.nn.Module:
-    config = ModelConfig(
-        **CONFIGS[name],
-        vocab_size=97,
-        hidden_size=64,
-        intermediate_size=96,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-    )
-    model = build_model(config)
-    randomize_(model, seed=len(name))  # unit-order activations, so wiring mistakes show in the logits
-    return model.eval()
+    # unit-order activations (randomize_), so wiring mistakes show in the logits
+    return helpers.tiny_model(len(name), **CONFIGS[name], vocab_size=97, max_position_embeddings=256)
 
 
 class Pager:
