@@ -179,6 +179,16 @@ class BlockManager:
             )
         seq.num_computed_tokens = end
 
+    def forget_uncomputed(self, seq: Sequence, start: int, end: int) -> None:
+        """A step that was to compute positions [start, end) of `seq` failed: the blocks holding them were hashed
+        when allocated, but their KV was never written, so no later request may match them."""
+        bs = self.block_size
+        for idx in range(start // bs, min(len(seq.block_table), -(-end // bs))):
+            block = self.blocks[seq.block_table[idx]]
+            if block.hash is not None and self._cached.get(block.hash) == block.block_id:
+                del self._cached[block.hash]
+            block.hash = None
+
     def match_prefix(self, seq: Sequence) -> int:
         """At first allocation: reuse the longest cached chain of full blocks of the sequence's tokens.
 

@@ -189,6 +189,31 @@ class Engine:
                 changed[group.request_id] = request.output
         if out.is_empty:
             return list(changed.values())
+        try:
+            self._run_step(out, changed)
+        except BaseException as exc:  # KeyboardInterrupt included: the engine must stay usable afterwards
+            self._abandon_step(out, exc)
+            raise
+        for request_id in list(changed):
+            request = self._requests.get(request_id)
+            if request is not None and all(s.finish_reason is not None for s in request.output.samples):
+                self._close(request)
+        return list(changed.values())
+
+    def _abandon_step(self, out, exc: BaseException) -> None:
+        # The requests of a failed step have incomplete KV or a missing token: end them with the error, free their
+        # blocks, and keep every other request (and the engine) running.
+        for request_id in self.scheduler.abandon_step(out):
+            request = self._requests.get(request_id)
+            self.scheduler.abort(request_id)
+            if request is None:
+                continue
+            if all(s.finish_reason is not None for s in request.output.samples):
+                self._close(request)  # every sample ended before the failure: the output is whole
+            else:
+                self._fail(request, f"the engine step running this request failed: {type(exc).__name__}: {exc}")
+
+    def _run_step(self, out, changed: dict[str, RequestOutput]) -> None:
         start = time.perf_counter()
         sampled, logits = self.runner.run(out)
         self.scheduler.on_step_done(out)
@@ -214,11 +239,6 @@ class Engine:
                 self._accept(seq, token, lp, rlp, now)
                 changed[seq.request_id] = self._requests[seq.request_id].output
         self._account(out, time.perf_counter() - start)
-        for request_id in list(changed):
-            request = self._requests.get(request_id)
-            if request is not None and all(s.finish_reason is not None for s in request.output.samples):
-                self._close(request)
-        return list(changed.values())
 
     def _sample_rows(self, sampled: list[ScheduledSeq]) -> list[tuple[int, Seq | _PendingSample]]:
         """One sampling row per sequence to extend; a fresh prompt's row serves all n of its samples."""

@@ -237,6 +237,18 @@ class Scheduler:
         for item in out.scheduled:
             self.block_manager.mark_computed(item.seq, item.num_new_tokens)
 
+    def abandon_step(self, out: SchedulerOutput) -> list[str]:
+        """The step's forward or sampling failed: forget the prefix-cache entries of the blocks it was to fill and
+        return the ids of the requests it touched, which the caller must abort (their KV is incomplete)."""
+        if out is self._in_flight:
+            self._in_flight = None
+        touched: list[str] = []
+        for item in out.scheduled:
+            self.block_manager.forget_uncomputed(item.seq, item.start, item.start + item.num_new_tokens)
+            if item.seq.request_id not in touched:
+                touched.append(item.seq.request_id)
+        return touched
+
     def _slots_used(self) -> int:
         return sum(1 if self.groups[s.request_id].forked else self.groups[s.request_id].n for s in self.running)
 
