@@ -20,9 +20,37 @@ TOLERANCES: dict[tuple[str, torch.dtype], tuple[float, float]] = {
     ("varlen_causal_attention", torch.float32): (2e-5, 2e-5),
     ("varlen_causal_attention", torch.float16): (3e-3, 3e-3),
     ("varlen_causal_attention", torch.bfloat16): (2e-2, 2e-2),
+    ("shared_prefix_attention", torch.float32): (2e-5, 2e-5),
+    ("shared_prefix_attention", torch.bfloat16): (2e-2, 2e-2),
+    # Per-token completion log-probs of the tiny fp32 model: shared-prompt vs unshared packing vs a padded forward.
+    ("completion_logprobs", torch.float32): (1e-4, 1e-5),
     ("token_logprobs", torch.float32): (1e-5, 1e-5),
+    # paged_decode_attention (cpp) against fp64 on the same cache values, keyed by q's (= the output's) dtype: fp32
+    # math throughout (measured <= 1e-6 in fp32), then one rounding into bf16/fp16 for a half-precision q.
+    ("paged_decode_attention", torch.float32): (1e-5, 1e-5),
+    ("paged_decode_attention", torch.bfloat16): (1.6e-2, 1.6e-2),
+    ("paged_decode_attention", torch.float16): (2e-3, 2e-3),
+    # RL ops in fp32 against plain-math fp64 (tests/ops/rl_plain_math.py): values of order 1, a few roundings each.
+    ("group_advantages", torch.float32): (1e-5, 1e-5),
+    ("policy_loss", torch.float32): (1e-5, 1e-5),
+    # d loss / d logprobs against fp64 central differences (step 1e-6): entries of order 1 / (number of tokens).
+    ("policy_loss_grad", torch.float32): (1e-6, 1e-4),
     ("token_logprobs", torch.float16): (5e-3, 5e-3),
     ("token_logprobs", torch.bfloat16): (3e-2, 3e-2),
+    # sample's log-probs (cpp vs the torch reference) and raw log-probs (vs fp64): fp32 math on the logits' exact
+    # values in every dtype, so one fp32-sized tolerance for all three.
+    ("sample", torch.float32): (2e-5, 1e-5),
+    ("sample", torch.float16): (2e-5, 1e-5),
+    ("sample", torch.bfloat16): (2e-5, 1e-5),
+    # linear_logprobs (log-probs and entropy; both backends) against fp64 on the same inputs: bf16/fp16 inputs are
+    # upcast exactly and everything runs in fp32, so every dtype gets the fp32 margin (a few fp32 roundings of
+    # logits of order 10, summed over H <= 64).
+    ("linear_logprobs", torch.float32): (2e-5, 1e-5),
+    ("linear_logprobs", torch.bfloat16): (2e-5, 1e-5),
+    ("linear_logprobs", torch.float16): (2e-5, 1e-5),
+    # Its gradients (hidden and weight): fp32 accumulation, then one rounding into the input's dtype (2**-9 for bf16).
+    ("linear_logprobs_grad", torch.float32): (2e-5, 1e-5),
+    ("linear_logprobs_grad", torch.bfloat16): (1e-2, 1.6e-2),
     # RoPE cos/sin against transformers' rotary embedding (same fp32 formula; positions up to 131072).
     ("rotary_cos_sin", torch.float32): (1e-6, 0.0),
     # Our fp32 model against transformers' fp32 eager model: max abs logits difference.
@@ -31,6 +59,8 @@ TOLERANCES: dict[tuple[str, torch.dtype], tuple[float, float]] = {
     # `assert_close_to_scale`). bf16 keeps 8 mantissa bits; on the `HF_CASES` models both ours and transformers' bf16
     # land at 1-2.5% of the logit scale.
     ("model_logits_scaled", torch.bfloat16): (5e-2, 0.0),
+    # Self-certainty (mean KL(uniform || p_t), values of a few nats) of the tiny fp32 model against an fp64 forward.
+    ("self_certainty", torch.float32): (1e-4, 1e-5),
 }
 
 

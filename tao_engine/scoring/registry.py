@@ -29,6 +29,11 @@ BUILTIN_SCORERS: dict[str, str] = {
     "sql": "tao_engine.scoring.sql:SqlVerifier",
     "python_exec": "tao_engine.scoring.python_exec:PythonExecScorer",
     "majority_vote": "tao_engine.scoring.majority:MajorityVoteScorer",
+    "reward_model": "tao_engine.scoring.reward_model:RewardModelScorer",
+    "self_certainty": "tao_engine.scoring.self_certainty:SelfCertaintyScorer",
+    "judge_pointwise": "tao_engine.scoring.judges.pointwise:PointwiseJudge",
+    "judge_pairwise": "tao_engine.scoring.judges.pairwise:PairwiseJudge",
+    "judge_group": "tao_engine.scoring.judges.group:GroupJudge",
 }
 
 SPEC_KEYS = ("name", "weight", "label", "timeout_s")

@@ -1,0 +1,77 @@
+"""`GroupJudge` ("judge_group"): all n candidates of a prompt in one judge prompt, scored relative to one another
+(as OpenPipe's RULER does); the judge answers with a JSON object of scores by candidate id."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from tao_engine.scoring.chat_context import per_item, task_text
+from tao_engine.scoring.judges.engine_judge import EngineJudge, JudgeEngine, check_scale, mean_or_none
+from tao_engine.scoring.judges.parsing import parse_group_scores
+from tao_engine.scoring.judges.prompts import group_prompt, truncate_middle
+
+
+class GroupJudge(EngineJudge):
+    """Group scorer: each candidate's score in [min_score, max_score] (mean over `samples` answers); None for a
+    candidate no answer scored. An answer with no readable score at all is a parse failure; candidates left out of
+    an otherwise readable answer count in `missing_scores`."""
+
+    name = "judge_group"
+    extra_counters = ("missing_scores",)
+
+    def __init__(
+        self,
+        model: str | Path | None = None,
+        engine: JudgeEngine | None = None,
+        *,
+        rubric: str | None = None,
+        min_score: float = 0,
+        max_score: float = 10,
+        max_tokens: int = 512,
+        samples: int = 1,
+        temperature: float | None = None,
+        seed: int = 0,
+        max_response_chars: int | None = 4000,
+        engine_config: Mapping[str, Any] | None = None,
+    ) -> None:
+        check_scale(self.name, min_score, max_score)
+        super().__init__(model, engine, rubric=rubric, max_tokens=max_tokens, samples=samples,
+                         temperature=temperature, seed=seed, max_response_chars=max_response_chars,
+                         engine_config=engine_config)
+        self.min_score, self.max_score = min_score, max_score
+
+    def prompt_for(self, prompt: str, candidates: Sequence[str]) -> str:
+        ids = candidate_ids(len(candidates))
+        texts = [truncate_middle(c, self.max_response_chars) for c in candidates]
+        return group_prompt(prompt, texts, ids, self.rubric, self.min_score, self.max_score)
+
+    def score_groups(
+        self, prompts: Sequence[str], groups: Sequence[Sequence[str]], **context: Any
+    ) -> list[list[float | None]]:
+        if len(prompts) != len(groups):
+            raise ValueError(f"{self.name}: {len(prompts)} prompts but {len(groups)} groups")
+        tasks = [task_text(p, m, self.name) for p, m in zip(prompts, per_item(context, len(prompts), self.name),
+                                                              strict=True)]
+        judged = [g for g, group in enumerate(groups) if len(group) > 0]
+        answers = self.run([self.prompt_for(tasks[g], groups[g]) for g in judged])
+        out: list[list[float | None]] = [[] for _ in groups]
+        for g, texts in zip(judged, answers, strict=True):
+            ids = candidate_ids(len(groups[g]))
+            per_candidate: dict[str, list[float | None]] = {i: [] for i in ids}
+            for text in texts or []:
+                parsed = parse_group_scores(text, ids, self.min_score, self.max_score)
+                readable = [v for v in parsed.values() if v is not None]
+                if not readable:
+                    self.count_parse_failure()
+                    continue
+                self.count("missing_scores", len(ids) - len(readable))
+                for i, value in parsed.items():
+                    per_candidate[i].append(value)
+            out[g] = [mean_or_none(per_candidate[i]) for i in ids]
+        return out
+
+
+def candidate_ids(n: int) -> list[str]:
+    return [str(k + 1) for k in range(n)]
