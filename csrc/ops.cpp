@@ -13,6 +13,43 @@ TORCH_LIBRARY(tao_engine, m) {
   m.def("token_logprobs(Tensor logits, Tensor targets, float temperature) -> Tensor");
   // -> [N, V] in logits' dtype: grad_out[:, None] * (onehot(targets) - softmax(logits / temperature)) / temperature.
   m.def("token_logprobs_backward(Tensor grad_out, Tensor logits, Tensor targets, float temperature) -> Tensor");
+  // q [B, Hq, D], k_cache/v_cache [num_blocks, block_size, Hkv, D], block_tables [B, M] int32/int64, context_lens [B]
+  // -> [B, Hq, D] in q's dtype: each query attends to the first context_lens[b] positions of its blocks (GQA).
+  m.def(
+      "paged_decode_attention(Tensor q, Tensor k_cache, Tensor v_cache, Tensor block_tables, Tensor context_lens, "
+      "float scale) -> Tensor");
+  // k/v [N, Hkv, D] -> rows slot_mapping [N] int64 of the caches viewed as [num_blocks * block_size, Hkv, D], in
+  // place, cast to the cache dtype; negative slots are skipped.
+  m.def(
+      "write_kv_cache(Tensor k, Tensor v, Tensor(a!) k_cache, Tensor(b!) v_cache, Tensor slot_mapping) -> ()");
+  // rewards [P, n] fp32/fp64 (NaN = no reward) -> (advantages [P, n] fp32, zero_variance [P] bool). Modes:
+  // mean, mean_std, leave_one_out, mean_batch_std, none (tao_engine/ops/advantages.py). No autograd.
+  m.def("group_advantages(Tensor rewards, str mode, float eps) -> (Tensor, Tensor)");
+  // logprobs/old_logprobs/mask(bool|fp32)/ref_logprobs/token_weights [B, T], advantages [B] or [B, T], fp32 ->
+  // (loss [] fp32, per_token_loss [B, T], stats [4] = clip_fraction, ratio_mean, ratio_max, kl_mean,
+  //  grad_logprobs = d loss / d logprobs [B, T], or [0] when compute_grad is false). tao_engine/ops/policy_loss.py.
+  m.def(
+      "policy_loss(Tensor logprobs, Tensor old_logprobs, Tensor advantages, Tensor mask, Tensor? ref_logprobs, "
+      "Tensor? token_weights, float clip_low, float clip_high, float? dual_clip, str ratio_level, str kl_type, "
+      "float kl_coef, str loss_agg, int? max_tokens, bool compute_grad) -> (Tensor, Tensor, Tensor, Tensor)");
+  // logits [B, V] fp32/bf16/fp16, temperature/top_p/min_p [B] fp32, top_k/seeds/steps [B] int64 -> (tokens [B]
+  // int64, logprobs [B] fp32 under the filtered distribution, raw_logprobs [B] fp32 = log_softmax(logits)[token]):
+  // the same tokens as tao_engine/ops/sampling.py's reference. No autograd.
+  m.def(
+      "sample(Tensor logits, Tensor temperature, Tensor top_k, Tensor top_p, Tensor min_p, Tensor seeds, "
+      "Tensor steps) -> (Tensor, Tensor, Tensor)");
+  // hidden [N, H], weight [V, H] (each fp32/bf16/fp16), targets [N] int64 -> (logprobs [N] <= 0, entropy [N] >= 0,
+  // lse [N]), all fp32, of z = hidden @ weight.T / temperature: log_softmax(z)[targets], -sum p log p, logsumexp(z).
+  // Never holds [N, V]: the vocabulary is walked in blocks (csrc/cpu/linear_logprobs.cpp).
+  m.def(
+      "linear_logprobs(Tensor hidden, Tensor weight, Tensor targets, float temperature) -> (Tensor, Tensor, "
+      "Tensor)");
+  // grad_logprobs/grad_entropy/lse/entropy [N] fp32 -> (grad_hidden [N, H] in hidden's dtype, grad_weight [V, H] in
+  // weight's dtype); a gradient not asked for comes back as an empty [0] tensor.
+  m.def(
+      "linear_logprobs_backward(Tensor grad_logprobs, Tensor grad_entropy, Tensor hidden, Tensor weight, "
+      "Tensor targets, Tensor lse, Tensor entropy, float temperature, bool compute_grad_hidden, "
+      "bool compute_grad_weight) -> (Tensor, Tensor)");
 }
 
 namespace {

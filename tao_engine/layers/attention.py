@@ -53,6 +53,7 @@ class Attention(nn.Module):
         Without a cache every sequence is given whole (prefill/training). With one, (k_cache, v_cache) [num_blocks,
         block_size, Hkv, D], the new tokens' K/V are first written to their slots (batch.slot_mapping); a prefill
         with no cached prefix then attends over the fresh K/V, any other step reads the cache via batch.block_tables.
+        A batch with the shared-prompt layout (batch.prompt_seq, no cache) goes to `ops.shared_prefix_attention`.
         """
         n = hidden.shape[0]
         q = self.q_proj(hidden).view(n, self.num_heads, self.head_dim)
@@ -62,7 +63,14 @@ class Attention(nn.Module):
             q = self.q_norm(q)
             k = self.k_norm(k)
         q, k = ops.apply_rotary(q, k, cos, sin)
-        if kv_cache is None or (batch.is_prefill and not batch.has_cached_prefix):
+        if batch.prompt_seq is not None:
+            if kv_cache is not None:
+                raise ValueError("Attention: a shared-prompt batch (prompt_seq) is for cache-free forwards only")
+            # Groups [prompt][completions...]: each completion sees its prompt's K/V plus its own causal prefix.
+            out = ops.shared_prefix_attention(
+                q, k, v, batch.cu_seqlens_q, batch.prompt_seq, batch.max_seqlen_q, self.scale
+            )
+        elif kv_cache is None or (batch.is_prefill and not batch.has_cached_prefix):
             if kv_cache is not None:
                 ops.write_kv_cache(k, v, kv_cache[0], kv_cache[1], batch.slot_mapping)
             # Every query's whole context is among this step's tokens: no need to read the cache back.

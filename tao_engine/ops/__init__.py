@@ -4,24 +4,33 @@ Every op is `op(..., backend=None)`; see `registry.py` for how a backend is chos
 """
 
 from tao_engine.ops.activation import silu_and_mul
+from tao_engine.ops.advantages import group_advantages
 from tao_engine.ops.attention import varlen_causal_attention
 from tao_engine.ops.kv_cache import copy_blocks, write_kv_cache
+from tao_engine.ops.linear_logprobs import linear_logprobs
 from tao_engine.ops.logprobs import token_logprobs
 from tao_engine.ops.paged_attention import paged_decode_attention, paged_prefill_attention
+from tao_engine.ops.policy_loss import PolicyLossOutput, policy_loss
 from tao_engine.ops.registry import BackendUnavailableError, all_ops, use_backend
 from tao_engine.ops.rms_norm import rms_norm
 from tao_engine.ops.rotary import apply_rotary
 from tao_engine.ops.sampling import sample
+from tao_engine.ops.shared_prefix_attention import shared_prefix_attention
 
 __all__ = [
     "BackendUnavailableError",
+    "PolicyLossOutput",
     "all_ops",
     "apply_rotary",
     "copy_blocks",
+    "group_advantages",
+    "linear_logprobs",
     "paged_decode_attention",
     "paged_prefill_attention",
+    "policy_loss",
     "rms_norm",
     "sample",
+    "shared_prefix_attention",
     "silu_and_mul",
     "token_logprobs",
     "use_backend",

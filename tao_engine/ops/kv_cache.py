@@ -106,3 +106,39 @@ def copy_blocks_reference(
 
 write_kv_cache = define_op("write_kv_cache", write_kv_cache_reference)
 copy_blocks = define_op("copy_blocks", copy_blocks_reference)
+
+
+# --- cpp backend of write_kv_cache (csrc/cpu/kv_cache.cpp): `torch.ops.tao_engine.write_kv_cache`, in place, with a
+# fake kernel (ops/_C_registrations.py). The extension loads in the probe, on first use, never at import time.
+# Shape errors are the kernel's, with the reference's messages (ValueError); `supports` refuses only what it cannot run.
+from tao_engine.ops.extension import cpu_backend_probe  # noqa: E402
+
+
+def _write_kv_cache_cpp(
+    k: torch.Tensor,
+    v: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    slot_mapping: torch.Tensor,
+) -> None:
+    torch.ops.tao_engine.write_kv_cache(k, v, k_cache, v_cache, slot_mapping)
+
+
+def _write_kv_cache_cpp_supports(
+    k: torch.Tensor,
+    v: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    slot_mapping: torch.Tensor,
+) -> tuple[bool, str]:
+    tensors = (k, v, k_cache, v_cache, slot_mapping)
+    if any(t.device.type != "cpu" for t in tensors):
+        return False, f"every tensor must be on the CPU, got {[str(t.device) for t in tensors]}"
+    if v_cache.dtype != k_cache.dtype:
+        return False, f"k_cache and v_cache must share one dtype, got {k_cache.dtype} and {v_cache.dtype}"
+    if not (k_cache.is_contiguous() and v_cache.is_contiguous()):
+        return False, "k_cache and v_cache must be contiguous (allocate them with allocate_kv_caches)"
+    return True, ""
+
+
+write_kv_cache.register("cpp", _write_kv_cache_cpp, cpu_backend_probe, _write_kv_cache_cpp_supports)

@@ -141,3 +141,51 @@ def paged_prefill_attention_reference(
 
 paged_decode_attention = define_op("paged_decode_attention", paged_decode_attention_reference)
 paged_prefill_attention = define_op("paged_prefill_attention", paged_prefill_attention_reference)
+
+
+# --- cpp backend of paged_decode_attention (csrc/cpu/paged_attention*.{h,cpp}): one op in tao_engine._C,
+# `torch.ops.tao_engine.paged_decode_attention`, with a fake kernel (ops/_C_registrations.py); inference only. The
+# extension loads in the probe, on first use, never at import time. Shape errors are the kernel's, with the
+# reference's messages (ValueError); `supports` refuses only what the kernel cannot run.
+from tao_engine.ops.extension import cpu_backend_probe  # noqa: E402
+
+_CPP_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+def _paged_decode_attention_cpp(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    block_tables: torch.Tensor,
+    context_lens: torch.Tensor,
+    scale: float,
+) -> torch.Tensor:
+    return torch.ops.tao_engine.paged_decode_attention(q, k_cache, v_cache, block_tables, context_lens, float(scale))
+
+
+def _paged_decode_attention_cpp_supports(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    block_tables: torch.Tensor,
+    context_lens: torch.Tensor,
+    scale: float,
+) -> tuple[bool, str]:
+    tensors = (q, k_cache, v_cache, block_tables, context_lens)
+    if any(t.device.type != "cpu" for t in tensors):
+        return False, f"every tensor must be on the CPU, got {[str(t.device) for t in tensors]}"
+    if q.dtype not in _CPP_DTYPES or k_cache.dtype not in _CPP_DTYPES or v_cache.dtype != k_cache.dtype:
+        return False, (
+            f"q and the caches must be float32, bfloat16 or float16 (both caches alike), got q {q.dtype}, k_cache "
+            f"{k_cache.dtype}, v_cache {v_cache.dtype}"
+        )
+    if context_lens.dtype.is_floating_point or context_lens.dtype.is_complex or context_lens.dtype == torch.bool:
+        return False, f"context_lens must be an integer tensor, got {context_lens.dtype}"
+    if not (k_cache.is_contiguous() and v_cache.is_contiguous()):
+        return False, "k_cache and v_cache must be contiguous (allocate them with allocate_kv_caches)"
+    return True, ""
+
+
+paged_decode_attention.register(
+    "cpp", _paged_decode_attention_cpp, cpu_backend_probe, _paged_decode_attention_cpp_supports
+)

@@ -265,3 +265,40 @@ def _check_inputs(
 
 
 sample = define_op("sample", sample_reference)
+
+
+# --- cpp backend (csrc/cpu/sampling*.{h,cpp}): `torch.ops.tao_engine.sample`, with a fake kernel in
+# ops/_C_registrations.py. The same tokens as the reference: the same cutoffs (top-k by selection, top-p by a search
+# over mass instead of a sort), the same splitmix64 uniform and the same fp64 CDF inversion in vocabulary order; only
+# exp's last-ulp rounding differs from torch's. The extension loads in the probe, on first use, never at import time.
+from tao_engine.ops.extension import cpu_backend_probe  # noqa: E402
+
+_CPP_LOGITS_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+def _sample_cpp(
+    logits: torch.Tensor,
+    temperature: torch.Tensor,
+    top_k: torch.Tensor,
+    top_p: torch.Tensor,
+    min_p: torch.Tensor,
+    seeds: torch.Tensor,
+    steps: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    _check_inputs(logits, temperature, top_k, top_p, min_p, seeds, steps)  # the reference's errors, word for word
+    # The kernel takes exactly fp32 / int64 parameters; the reference accepts any float / integer dtype.
+    return torch.ops.tao_engine.sample(
+        logits, temperature.float(), top_k.long(), top_p.float(), min_p.float(), seeds.long(), steps.long()
+    )
+
+
+def _sample_cpp_supports(logits: torch.Tensor, *params: torch.Tensor) -> tuple[bool, str]:
+    devices = {t.device.type for t in (logits, *params) if isinstance(t, torch.Tensor)}
+    if devices != {"cpu"}:
+        return False, f"logits and the per-row parameters must all be CPU tensors, got {sorted(devices)}"
+    if logits.dtype not in _CPP_LOGITS_DTYPES:
+        return False, f"logits must be float32, bfloat16 or float16, got {logits.dtype}"
+    return True, ""
+
+
+sample.register("cpp", _sample_cpp, cpu_backend_probe, _sample_cpp_supports)

@@ -1,0 +1,63 @@
+// Row kernels of linear_logprobs (csrc/cpu/linear_logprobs.cpp), compiled once per CPU capability as ATen does: the
+// same source (linear_logprobs_kernels_impl.h) is built for the baseline ISA (namespace DEFAULT) and, on x86-64 with
+// GCC, for AVX2 + FMA + F16C (namespace AVX2). The host code computes one block of logits with a GEMM and hands it
+// here: the forward folds it into running per-row statistics, the backward turns it in place into d loss / d logits.
+// The entry points take raw pointers only, so the per-ISA translation units include as little as possible.
+#pragma once
+
+#include <cstdint>
+
+// The AVX2 copy is compiled with GCC's `#pragma GCC target`; other compilers and architectures build only DEFAULT.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define TAO_CPU_AVX2_LINEAR_LOGPROBS 1
+#else
+#define TAO_CPU_AVX2_LINEAR_LOGPROBS 0
+#endif
+
+namespace tao_engine::cpu {
+
+// One block of raw logits, hidden[row0 : row0 + rows] @ weight[col0 : col0 + cols].T, as a contiguous fp32
+// [rows, cols] buffer. Row r of the block is row row0 + r of the batch.
+struct LogitsBlock {
+  float* logits;  // [rows, cols]; the backward overwrites it with d loss / d logits
+  int64_t row0;
+  int64_t col0;
+  int64_t cols;
+  const int64_t* targets;  // [N] of the whole batch, each in [0, V)
+  float inv_temperature;  // 1 / T: the kernels work on z = logits / T
+};
+
+// Per-row running statistics over the vocabulary blocks seen so far, each [N] fp32, indexed by batch row.
+struct RunningStats {
+  float* max;  // running max of z (-inf before the first block)
+  float* sum_exp;  // sum of exp(z - max)
+  float* sum_exp_shifted;  // sum of exp(z - max) * (z - max), <= 0; the entropy is log(sum_exp) - this / sum_exp
+  float* target_z;  // z at the row's target, written by the block that holds it
+};
+
+// What the backward needs per row, each [N] fp32, indexed by batch row.
+struct RowGradients {
+  const float* lse;  // log sum exp(z)
+  const float* entropy;  // -sum p log p
+  const float* grad_logprobs;  // upstream gradient of the log-prob
+  const float* grad_entropy;  // upstream gradient of the entropy
+};
+
+// Folds block rows [begin, end) into `stats`.
+using ForwardBlockFn = void (*)(const LogitsBlock& block, const RunningStats& stats, int64_t begin, int64_t end);
+// Overwrites block rows [begin, end) with d loss / d logits = (g_lp * (onehot - p) - g_ent * p * (log p + H)) / T.
+using BackwardBlockFn = void (*)(const LogitsBlock& block, const RowGradients& grads, int64_t begin, int64_t end);
+
+namespace DEFAULT {
+void linear_logprobs_forward_block(const LogitsBlock& block, const RunningStats& stats, int64_t begin, int64_t end);
+void linear_logprobs_backward_block(const LogitsBlock& block, const RowGradients& grads, int64_t begin, int64_t end);
+}  // namespace DEFAULT
+
+#if TAO_CPU_AVX2_LINEAR_LOGPROBS
+namespace AVX2 {
+void linear_logprobs_forward_block(const LogitsBlock& block, const RunningStats& stats, int64_t begin, int64_t end);
+void linear_logprobs_backward_block(const LogitsBlock& block, const RowGradients& grads, int64_t begin, int64_t end);
+}  // namespace AVX2
+#endif
+
+}  // namespace tao_engine::cpu

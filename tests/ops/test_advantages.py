@@ -1,0 +1,142 @@
+"""group_advantages: the torch reference and the `cpp` backend (csrc/cpu/advantages.cpp) against a plain-math fp64
+implementation (tests/ops/rl_plain_math.py), every mode, NaN rewards, ties, zero-variance groups; opcheck; errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tao_engine import ops
+from tao_engine.ops.advantages import ADVANTAGE_MODES
+from tao_engine.ops.extension import extension_status, load_extension
+from tao_engine.ops.registry import all_ops
+from tests.helpers import tolerance
+from tests.ops.rl_plain_math import plain_group_advantages
+
+NAN = float("nan")
+BACKENDS = ["torch", pytest.param("cpp", marks=pytest.mark.ext)]
+SHAPES = [(1, 1), (1, 7), (7, 2), (33, 8), (129, 5)]  # (P, n)
+
+
+@pytest.fixture(autouse=True)
+def _needs_extension(request: pytest.FixtureRequest) -> None:
+    if request.node.get_closest_marker("ext") is not None:
+        loaded, why = extension_status()
+        if not loaded:
+            pytest.skip(f"tao_engine._C is not built: {why}")
+
+
+def _rewards(groups: int, n: int, seed: int, kind: str) -> torch.Tensor:
+    """Random rewards of the kinds a verifier gives: continuous scores, or binary 0/1 (many ties and all-equal
+    groups), with some NaN (no reward) entries."""
+    gen = torch.Generator().manual_seed(seed)
+    if kind == "binary":
+        rewards = torch.randint(0, 2, (groups, n), generator=gen).float()
+    else:
+        rewards = torch.randn(groups, n, generator=gen) * 2.0 + 0.5
+    rewards[torch.rand(groups, n, generator=gen) < 0.15] = NAN
+    return rewards
+
+
+def _check(rewards: torch.Tensor, mode: str, backend: str, eps: float = 1e-6) -> torch.Tensor:
+    advantages, zero_variance = ops.group_advantages(rewards, mode, eps, backend=backend)
+    expected, expected_zv = plain_group_advantages(rewards, mode, eps)
+    assert advantages.dtype == torch.float32 and advantages.shape == rewards.shape and advantages.is_contiguous()
+    assert zero_variance.dtype == torch.bool and zero_variance.tolist() == expected_zv
+    atol, rtol = tolerance("group_advantages", torch.float32)
+    torch.testing.assert_close(
+        advantages.double(), torch.tensor(expected, dtype=torch.float64).reshape(rewards.shape), atol=atol, rtol=rtol
+    )
+    assert not advantages.requires_grad
+    return advantages
+
+
+@pytest.mark.parametrize("kind", ["continuous", "binary"])
+@pytest.mark.parametrize("mode", ADVANTAGE_MODES)
+@pytest.mark.parametrize(("groups", "n"), SHAPES)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_matches_plain_math(backend, groups, n, mode, kind):
+    _check(_rewards(groups, n, seed=groups * 31 + n, kind=kind), mode, backend)
+
+
+@pytest.mark.parametrize("mode", ADVANTAGE_MODES)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_nan_ties_and_zero_variance_groups(backend, mode):
+    rewards = torch.tensor(
+        [
+            [1.0, 0.0, 1.0, 0.0],  # ties, nonzero variance
+            [0.7, 0.7, 0.7, 0.7],  # all equal: zero variance
+            [NAN, NAN, NAN, NAN],  # no reward at all
+            [NAN, 2.5, NAN, NAN],  # a single valid reward
+            [3.0, NAN, 3.0, NAN],  # two equal valid rewards
+            [0.1, 0.1, 0.1, 0.2],  # fp rounding of the mean must not make [0.1]*3 nonzero
+            [NAN, -1.0, 4.0, NAN],  # two valid, different
+        ]
+    )
+    advantages = _check(rewards, mode, backend)
+    zero_variance = ops.group_advantages(rewards, mode, backend=backend)[1]
+    assert zero_variance.tolist() == [False, True, True, True, True, False, False]
+    assert (advantages[torch.isnan(rewards)] == 0).all(), "NaN rewards must get advantage exactly 0"
+    if mode == "none":
+        assert advantages[1].tolist() == pytest.approx([0.7] * 4) and advantages[3, 1].item() == 2.5
+    else:
+        assert (advantages[zero_variance] == 0).all(), "zero-variance groups must get advantages exactly 0"
+        assert advantages[5, 3] > 0 and (advantages[5, :3] < 0).all()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_mode_invariants(backend):
+    rewards = _rewards(33, 8, seed=3, kind="continuous")
+    valid = ~torch.isnan(rewards)
+    mean = ops.group_advantages(rewards, "mean", backend=backend)[0]
+    torch.testing.assert_close(mean.sum(-1), torch.zeros(33), atol=1e-5, rtol=0)  # centered per group
+    std = ops.group_advantages(rewards, "mean_std", eps=0.0, backend=backend)[0]
+    for p in range(33):
+        group = std[p][valid[p]].double()
+        if group.numel() >= 2:
+            assert group.std().item() == pytest.approx(1.0, abs=1e-5)  # unit sample std
+    batch = ops.group_advantages(rewards, "mean_batch_std", eps=0.0, backend=backend)[0]
+    assert batch[valid].double().std().item() == pytest.approx(1.0, abs=1e-5)  # unit std over the batch
+    loo = ops.group_advantages(rewards, "leave_one_out", backend=backend)[0]
+    counts = valid.sum(-1, keepdim=True).double()
+    torch.testing.assert_close(loo.double(), mean.double() * counts / (counts - 1).clamp(min=1), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_eps_and_input_layouts(backend):
+    rewards = _rewards(9, 6, seed=4, kind="continuous")
+    _check(rewards, "mean_std", backend, eps=0.5)
+    _check(rewards, "mean_batch_std", backend, eps=0.25)
+    _check(rewards.t().contiguous().t(), "mean_std", backend)  # column-major: read through strides
+    _check(rewards.double(), "leave_one_out", backend)  # fp64 rewards
+    _check(rewards.to(torch.bfloat16), "mean_std", backend)  # low-precision rewards are widened
+    _check(torch.empty(0, 4), "mean_std", backend)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_bad_input_names_the_field(backend):
+    rewards = torch.randn(3, 4)
+    with pytest.raises(ValueError, match="mode must be one of"):
+        ops.group_advantages(rewards, "grpo", backend=backend)
+    with pytest.raises(ValueError, match=r"rewards must be a 2-D \[P, n\] tensor"):
+        ops.group_advantages(rewards[0], backend=backend)
+    with pytest.raises(ValueError, match="rewards must be a floating-point tensor"):
+        ops.group_advantages(torch.ones(3, 4, dtype=torch.long), backend=backend)
+    with pytest.raises(ValueError, match="eps must be a finite number >= 0"):
+        ops.group_advantages(rewards, eps=-1.0, backend=backend)
+
+
+@pytest.mark.ext
+def test_compiled_op_checks_and_opcheck():
+    load_extension()
+    op = torch.ops.tao_engine.group_advantages
+    rewards = _rewards(7, 5, seed=5, kind="binary")
+    for mode in ADVANTAGE_MODES:
+        torch.library.opcheck(op.default, (rewards, mode, 1e-6))
+    with pytest.raises(ValueError, match="mode must be one of"):
+        op(rewards, "bogus", 1e-6)
+    with pytest.raises(ValueError, match="rewards must be float32 or float64"):
+        op(rewards.half(), "mean", 1e-6)
+    with pytest.raises(ValueError, match="eps must be a finite number"):
+        op(rewards, "mean", float("nan"))
+    assert all_ops()["group_advantages"].describe("cpu") == "cpp"

@@ -1,0 +1,273 @@
+"""The `cpp` backend of linear_logprobs (csrc/cpu/linear_logprobs*.{h,cpp}) against fp64 log_softmax of the full
+logits: log-probs, entropy and the gradients of both in hidden and weight, blocked paths (several vocabulary and row
+blocks), the never-positive guard, both per-ISA kernel copies, the op registrations (opcheck) and bad input."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from tao_engine import ops
+from tao_engine.ops.extension import extension_status, load_extension
+from tao_engine.ops.linear_logprobs import linear_logprobs_reference
+from tao_engine.ops.registry import BackendUnavailableError, all_ops
+from tests.helpers import tolerance
+
+pytestmark = pytest.mark.ext
+
+# (N, V, H). For small N the kernels take the vocabulary in blocks of 8192 rows, so V = 9001 spans two blocks (the
+# second ragged); N = 4097 takes 4096 + 1 rows per block and V = 1100 two blocks of 1024 + 76.
+SHAPES = [(1, 7, 5), (7, 129, 64), (129, 4099, 64), (129, 129, 5), (7, 9001, 16)]
+BLOCKED_SHAPE = (4097, 1100, 5)
+DTYPES = [torch.float32, torch.bfloat16]
+TEMPERATURES = [0.7, 1.0, 1.3]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _extension() -> None:
+    loaded, why = extension_status()
+    if not loaded:
+        pytest.skip(f"tao_engine._C is not built: {why}")
+
+
+def _inputs(rows: int, vocab: int, width: int, dtype: torch.dtype, seed: int, scale: float = 3.0):
+    """hidden [N, H], weight [V, H] (logits of std ~scale) and targets [N], fresh for each seed."""
+    gen = torch.Generator().manual_seed(seed)
+    hidden = torch.randn(rows, width, generator=gen).to(dtype)
+    weight = (torch.randn(vocab, width, generator=gen) * scale / width**0.5).to(dtype)
+    targets = torch.randint(0, vocab, (rows,), generator=gen)
+    return hidden, weight, targets
+
+
+def _reference64(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, temperature: float):
+    # The specification in fp64 (linear_logprobs_reference itself computes in fp32): (logprobs, entropy).
+    logp = torch.log_softmax(hidden.double() @ weight.double().T / temperature, dim=-1)
+    return logp.gather(-1, targets[:, None]).squeeze(-1), -(logp.exp() * logp).sum(-1)
+
+
+def _assert_values(logprobs, entropy, ref_logprobs, ref_entropy, dtype):
+    atol, rtol = tolerance("linear_logprobs", dtype)
+    for out, ref in ((logprobs, ref_logprobs), (entropy, ref_entropy)):
+        assert out.dtype == torch.float32 and out.shape == ref.shape
+        torch.testing.assert_close(out.double(), ref, atol=atol, rtol=rtol)
+    assert (logprobs <= 0).all() and (entropy >= 0).all()
+
+
+@pytest.mark.parametrize("temperature", TEMPERATURES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(("rows", "vocab", "width"), SHAPES)
+def test_values_match_fp64_reference(rows, vocab, width, dtype, temperature):
+    hidden, weight, targets = _inputs(rows, vocab, width, dtype, seed=rows * 7919 + vocab + width)
+    logprobs, entropy = ops.linear_logprobs(hidden, weight, targets, temperature, return_entropy=True, backend="cpp")
+    _assert_values(logprobs, entropy, *_reference64(hidden, weight, targets, temperature), dtype)
+    only = ops.linear_logprobs(hidden, weight, targets, temperature, backend="cpp")
+    assert isinstance(only, torch.Tensor) and torch.equal(only, logprobs)
+
+
+def _check_gradients(hidden, weight, targets, temperature, terms, dtype, backend="cpp"):
+    """d/d(hidden, weight) of sum(g_lp * logprobs) + sum(g_ent * entropy) against fp64 autograd."""
+    gen = torch.Generator().manual_seed(hidden.shape[0] + weight.shape[0])
+    g_lp = torch.randn(hidden.shape[0], generator=gen) if "logprobs" in terms else None  # non-uniform upstream
+    g_ent = torch.randn(hidden.shape[0], generator=gen) if "entropy" in terms else None
+    h = hidden.detach().clone().requires_grad_()
+    w = weight.detach().clone().requires_grad_()
+    logprobs, entropy = ops.linear_logprobs(h, w, targets, temperature, return_entropy=True, backend=backend)
+    loss = sum((g * out).sum() for g, out in ((g_lp, logprobs), (g_ent, entropy)) if g is not None)
+    loss.backward()
+    h64 = hidden.detach().double().requires_grad_()
+    w64 = weight.detach().double().requires_grad_()
+    ref_logprobs, ref_entropy = _reference64(h64, w64, targets, temperature)
+    ref_loss = sum(
+        (g.double() * out).sum() for g, out in ((g_lp, ref_logprobs), (g_ent, ref_entropy)) if g is not None
+    )
+    ref_loss.backward()
+    atol, rtol = tolerance("linear_logprobs_grad", dtype)
+    for got, ref, source in ((h.grad, h64.grad, hidden), (w.grad, w64.grad, weight)):
+        assert got.dtype == source.dtype and got.shape == source.shape
+        torch.testing.assert_close(got.double(), ref, atol=atol, rtol=rtol)
+
+
+# Each loss term alone and both together, each at another temperature.
+GRAD_CASES = [("logprobs", 0.7), ("entropy", 1.3), ("logprobs+entropy", 1.0)]
+
+
+@pytest.mark.parametrize(("terms", "temperature"), GRAD_CASES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(("rows", "vocab", "width"), [(1, 7, 5), (7, 4099, 64), (129, 129, 5), (7, 9001, 16)])
+def test_gradients_match_fp64_autograd(rows, vocab, width, dtype, terms, temperature):
+    hidden, weight, targets = _inputs(rows, vocab, width, dtype, seed=rows + vocab * 31 + width)
+    _check_gradients(hidden, weight, targets, temperature, terms, dtype)
+
+
+def test_row_and_vocabulary_blocks():
+    # Several row blocks and vocabulary blocks, with the row max in the second vocabulary block for some rows, so the
+    # running sums are rescaled and grad_weight accumulates across row blocks.
+    rows, vocab, width = BLOCKED_SHAPE
+    hidden, weight, targets = _inputs(rows, vocab, width, torch.float32, seed=3)
+    weight[1050] = hidden[:50].mean(0) * 4.0
+    targets[:3] = 1050
+    logprobs, entropy = ops.linear_logprobs(hidden, weight, targets, 0.7, return_entropy=True, backend="cpp")
+    _assert_values(logprobs, entropy, *_reference64(hidden, weight, targets, 0.7), torch.float32)
+    _check_gradients(hidden, weight, targets, 0.7, "logprobs+entropy", torch.float32)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_non_contiguous_inputs(dtype):
+    rows, vocab, width = 9, 300, 24
+    hidden, weight, targets = _inputs(rows, vocab, width, dtype, seed=11)
+    wide = torch.cat([torch.randn(rows, 3).to(dtype), hidden, torch.randn(rows, 5).to(dtype)], dim=1)
+    column_slice = wide[:, 3 : 3 + width]  # rows width + 8 apart
+    transposed = hidden.t().contiguous().t()  # column-major
+    weight_t = weight.t().contiguous().t()  # a column-major LM head (e.g. a transposed tied embedding)
+    for h, w in ((column_slice, weight), (transposed, weight_t)):
+        assert not h.is_contiguous()
+        logprobs, entropy = ops.linear_logprobs(h, w, targets, 1.3, return_entropy=True, backend="cpp")
+        _assert_values(logprobs, entropy, *_reference64(hidden, weight, targets, 1.3), dtype)
+        _check_gradients(h, w, targets, 1.3, "logprobs+entropy", dtype)
+
+
+def test_frozen_weight_or_hidden_gets_no_gradient():
+    hidden, weight, targets = _inputs(7, 129, 16, torch.float32, seed=12)
+    h = hidden.clone().requires_grad_()
+    ops.linear_logprobs(h, weight, targets, backend="cpp").sum().backward()
+    ref_h = hidden.double().requires_grad_()
+    _reference64(ref_h, weight, targets, 1.0)[0].sum().backward()
+    torch.testing.assert_close(h.grad.double(), ref_h.grad, atol=2e-5, rtol=1e-5)
+    w = weight.clone().requires_grad_()
+    _, entropy = ops.linear_logprobs(hidden, w, targets, return_entropy=True, backend="cpp")
+    entropy.sum().backward()
+    ref_w = weight.double().requires_grad_()
+    _reference64(hidden, ref_w, targets, 1.0)[1].sum().backward()
+    torch.testing.assert_close(w.grad.double(), ref_w.grad, atol=2e-5, rtol=1e-5)
+
+
+def test_logprobs_never_positive_on_peaked_rows():
+    # Targets that hold (nearly) all the mass at large scale and low temperature: the exact answer is 0 or -tiny,
+    # where rounding could push an unclamped log-prob above 0 (or an entropy below 0).
+    hidden, weight, targets = _inputs(33, 129, 16, torch.float32, seed=2, scale=30.0)
+    targets = (hidden @ weight.T).argmax(-1)
+    for temperature in (1.0, 0.3, 1e-3):
+        logprobs, entropy = ops.linear_logprobs(hidden, weight, targets, temperature, True, backend="cpp")
+        assert (logprobs <= 0).all(), logprobs.max()
+        assert (entropy >= 0).all(), entropy.min()
+        ref_logprobs, ref_entropy = _reference64(hidden, weight, targets, temperature)
+        torch.testing.assert_close(logprobs.double(), ref_logprobs, atol=2e-5, rtol=1e-5)
+        torch.testing.assert_close(entropy.double(), ref_entropy, atol=2e-5, rtol=1e-5)
+
+
+def test_nan_hidden_row_stays_nan():
+    # A NaN input poisons its own row (values and that row's gradient), as in the reference, and no other row.
+    hidden, weight, targets = _inputs(5, 300, 8, torch.float32, seed=13)
+    hidden[2, 3] = float("nan")
+    h = hidden.clone().requires_grad_()
+    logprobs, entropy = ops.linear_logprobs(h, weight, targets, 1.0, return_entropy=True, backend="cpp")
+    assert logprobs[2].isnan() and entropy[2].isnan()
+    keep = torch.tensor([0, 1, 3, 4])
+    ref_logprobs, ref_entropy = _reference64(hidden[keep], weight, targets[keep], 1.0)
+    _assert_values(logprobs[keep], entropy[keep], ref_logprobs, ref_entropy, torch.float32)
+    logprobs[keep].sum().backward()
+    assert h.grad[2].isnan().all() and h.grad[keep].isfinite().all()
+
+
+def test_empty_batch():
+    hidden = torch.zeros(0, 8, requires_grad=True)
+    weight = torch.randn(10, 8, requires_grad=True)
+    logprobs, entropy = ops.linear_logprobs(hidden, weight, torch.zeros(0, dtype=torch.long), 1.0, True, backend="cpp")
+    assert logprobs.shape == entropy.shape == (0,)
+    (logprobs.sum() + entropy.sum()).backward()
+    assert hidden.grad.shape == (0, 8) and torch.equal(weight.grad, torch.zeros(10, 8))
+
+
+def test_baseline_isa_kernels_match_reference():
+    # ATEN_CPU_CAPABILITY=default makes csrc/cpu/linear_logprobs.cpp pick the baseline-ISA copy of the kernels; the
+    # rest of this file runs the AVX2 copy wherever the CPU has AVX2.
+    code = textwrap.dedent(
+        """
+        import torch
+        from tao_engine import ops
+        from tao_engine.ops.extension import load_extension
+        assert load_extension() is not None
+        assert torch.backends.cpu.get_cpu_capability() == "DEFAULT"
+        gen = torch.Generator().manual_seed(0)
+        h = torch.randn(13, 20, generator=gen, requires_grad=True)
+        w = (torch.randn(9001, 20, generator=gen) * 0.7).requires_grad_()
+        t = torch.randint(0, 9001, (13,), generator=gen)
+        lp, ent = ops.linear_logprobs(h, w, t, 0.7, return_entropy=True, backend="cpp")
+        (lp + 0.5 * ent).sum().backward()
+        h64, w64 = h.detach().double().requires_grad_(), w.detach().double().requires_grad_()
+        logp = torch.log_softmax(h64 @ w64.T / 0.7, -1)
+        ref_lp, ref_ent = logp.gather(-1, t[:, None]).squeeze(-1), -(logp.exp() * logp).sum(-1)
+        (ref_lp + 0.5 * ref_ent).sum().backward()
+        assert (lp <= 0).all()
+        assert (lp.double() - ref_lp).abs().max().item() < 2e-5
+        assert (ent.double() - ref_ent).abs().max().item() < 2e-5
+        assert (h.grad.double() - h64.grad).abs().max().item() < 2e-5
+        assert (w.grad.double() - w64.grad).abs().max().item() < 2e-5
+        print("ok")
+        """
+    )
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": "default"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_opcheck(dtype):
+    load_extension()
+    hidden, weight, targets = _inputs(5, 257, 12, dtype, seed=1)
+    torch.library.opcheck(
+        torch.ops.tao_engine.linear_logprobs.default,
+        (hidden.requires_grad_(), weight.requires_grad_(), targets, 0.7),
+    )
+    _, entropy, lse = torch.ops.tao_engine.linear_logprobs(hidden.detach(), weight.detach(), targets, 0.7)
+    grads = (torch.randn(5), torch.randn(5))
+    for need_hidden, need_weight in ((True, True), (True, False), (False, True)):
+        torch.library.opcheck(
+            torch.ops.tao_engine.linear_logprobs_backward.default,
+            (*grads, hidden.detach(), weight.detach(), targets, lse, entropy, 0.7, need_hidden, need_weight),
+        )
+
+
+def test_invalid_input_errors():
+    hidden, weight, targets = _inputs(4, 50, 8, torch.float32, seed=4)
+    for backend in ("cpp", "torch"):
+        bad = targets.clone()
+        bad[2] = 50
+        with pytest.raises(ValueError, match="50 is out of range"):
+            ops.linear_logprobs(hidden, weight, bad, backend=backend)
+        bad[2] = -1
+        with pytest.raises(ValueError, match="-1 is out of range"):
+            ops.linear_logprobs(hidden, weight, bad, backend=backend)
+        for temperature in (0.0, -1.0, float("nan")):
+            with pytest.raises(ValueError, match="temperature must be finite and > 0"):
+                ops.linear_logprobs(hidden, weight, targets, temperature, backend=backend)
+        with pytest.raises(ValueError, match=r"weight must be 2-D \[V, H\]"):
+            ops.linear_logprobs(hidden, weight[:, :7], targets, backend=backend)
+        with pytest.raises(ValueError, match=r"targets must be 1-D \[N\]"):
+            ops.linear_logprobs(hidden, weight, targets[:3], backend=backend)
+    with pytest.raises(ValueError, match="targets must be int64"):
+        torch.ops.tao_engine.linear_logprobs(hidden, weight, targets.int(), 1.0)
+    with pytest.raises(ValueError, match="grad_logprobs must be a float32"):
+        torch.ops.tao_engine.linear_logprobs_backward(
+            torch.ones(4, dtype=torch.float64), torch.ones(4), hidden, weight, targets, torch.ones(4), torch.ones(4),
+            1.0, True, True,
+        )  # fmt: skip
+
+
+def test_dispatch():
+    hidden, weight, targets = _inputs(3, 40, 8, torch.float32, seed=5)
+    assert all_ops()["linear_logprobs"].describe("cpu") == "cpp"
+    with pytest.raises(BackendUnavailableError, match="float32, bfloat16 or float16"):
+        ops.linear_logprobs(hidden.double(), weight.double(), targets, backend="cpp")
+    # Automatic resolution runs the reference for what the kernels do not take (fp64), cpp for the rest.
+    ref_logprobs, _ = _reference64(hidden, weight, targets, 1.0)
+    torch.testing.assert_close(ops.linear_logprobs(hidden.double(), weight.double(), targets).double(), ref_logprobs)
+    torch.testing.assert_close(ops.linear_logprobs(hidden, weight, targets.int()).double(), ref_logprobs)
+    # The reference is the specification; it matches fp64 too.
+    torch.testing.assert_close(linear_logprobs_reference(hidden, weight, targets).double(), ref_logprobs)

@@ -1,0 +1,233 @@
+"""policy_loss: the torch reference and the `cpp` backend (csrc/cpu/policy_loss.cpp) against a plain-math fp64
+implementation (values) and its central finite differences (gradients), tests/ops/rl_plain_math.py. Every ratio
+level, aggregation, KL estimator, dual clip, token weights, float masks, per-token advantages, empty sequences;
+opcheck and torch.compile of the compiled op; errors naming the field."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tao_engine import ops
+from tao_engine.ops.extension import extension_status, load_extension
+from tao_engine.ops.policy_loss_args import LOSS_AGGS
+from tao_engine.ops.registry import BackendUnavailableError, all_ops
+from tests.ops.policy_loss_cases import CASES, METRICS, case_options, check_against_plain, make_inputs, run_backend
+
+BACKENDS = ["torch", pytest.param("cpp", marks=pytest.mark.ext)]
+
+
+@pytest.fixture(autouse=True)
+def _needs_extension(request: pytest.FixtureRequest) -> None:
+    if request.node.get_closest_marker("ext") is not None:
+        loaded, why = extension_status()
+        if not loaded:
+            pytest.skip(f"tao_engine._C is not built: {why}")
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_matches_plain_math(backend, case):
+    inputs, options = case_options(case)
+    check_against_plain(make_inputs(5, 7, seed=case["seed"], **inputs), backend, **options)
+
+
+@pytest.mark.parametrize(("batch", "time"), [(1, 1), (7, 33), (129, 17)])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_odd_shapes(backend, batch, time):
+    inputs = make_inputs(batch, time, seed=batch + time, weights=True)
+    options = dict(kl_coef=0.1, dual_clip=3.0, clip_high=0.28)
+    check_against_plain(inputs, backend, with_grad=batch * time <= 300, **options)
+    check_against_plain(inputs, backend, with_grad=False, ratio_level="sequence", loss_agg="seq_mean_token_mean")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_clipping_and_dual_clip_are_exercised(backend):
+    # The random inputs must really hit both bounds and the dual clip, or the tests above prove little.
+    inputs = make_inputs(9, 16, seed=3, spread=1.0)
+    out = check_against_plain(inputs, backend, dual_clip=2.0)
+    assert 0.2 < out.clip_fraction.item() < 0.9 and out.ratio_max.item() > 2.0
+    ratio = torch.exp(inputs["logprobs"] - inputs["old_logprobs"])
+    adv = inputs["advantages"][:, None].expand_as(ratio)
+    capped = inputs["mask"] & (adv < 0) & (ratio * -adv > -2.0 * adv)
+    assert capped.any()
+    torch.testing.assert_close(out.per_token_loss[capped], (-2.0 * adv)[capped])
+
+
+@pytest.mark.parametrize("loss_agg", LOSS_AGGS)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_first_step_on_policy_gradient(backend, loss_agg):
+    # old == logprobs exactly: every ratio is 1, on both clip bounds' inside and on the tie of the min; the gradient
+    # is the full -A m scale, with no clipping.
+    inputs = make_inputs(4, 6, seed=5, ref=False)
+    inputs["old_logprobs"] = inputs["logprobs"].clone()
+    options = dict(loss_agg=loss_agg, max_tokens=8, clip_low=0.0, clip_high=0.0)
+    out, grad = run_backend(inputs, backend, **options)
+    assert out.clip_fraction.item() == 0.0 and out.ratio_mean.item() == 1.0 and out.ratio_max.item() == 1.0
+    mask = inputs["mask"].double()
+    tokens = mask.sum(-1)
+    sequences = (tokens > 0).sum()
+    scale = {
+        "token_mean": 1.0 / tokens.sum().expand(4),
+        "seq_mean_token_mean": 1.0 / (tokens.clamp(min=1) * sequences),
+        "seq_mean_token_sum": (1.0 / sequences).expand(4),
+        "seq_mean_token_sum_norm": (1.0 / (8 * sequences)).expand(4),
+    }[loss_agg]
+    expected = -inputs["advantages"].double()[:, None] * mask * scale[:, None]
+    torch.testing.assert_close(grad.double(), expected, atol=1e-7, rtol=1e-6)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_empty_sequences_and_batches(backend):
+    inputs = make_inputs(3, 5, seed=6)
+    inputs["mask"] = torch.zeros(3, 5, dtype=torch.bool)
+    for loss_agg in LOSS_AGGS:
+        out, grad = run_backend(inputs, backend, loss_agg=loss_agg, max_tokens=4, kl_coef=0.1)
+        assert out.loss.item() == 0.0 and (grad == 0).all() and (out.per_token_loss == 0).all()
+        assert all(getattr(out, name).item() == 0.0 for name in METRICS)
+    for shape in ((0, 5), (3, 0)):
+        empty = {k: torch.zeros(shape) for k in ("logprobs", "old_logprobs")}
+        empty["advantages"] = torch.zeros(shape[:1])
+        out, grad = run_backend({**empty, "mask": torch.ones(shape, dtype=torch.bool)}, backend)
+        assert out.loss.item() == 0.0 and grad.shape == shape and out.per_token_loss.shape == shape
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_gradient_reaches_logprobs_only_and_scales_with_upstream(backend):
+    inputs = make_inputs(5, 7, seed=7, per_token_adv=True, weights=True)
+    inputs = {k: v.nan_to_num(0.0, 0.0, 0.0) if v is not None else None for k, v in inputs.items()}
+    leaves = {k: v.clone().requires_grad_() for k, v in inputs.items() if v is not None and v.dtype.is_floating_point}
+    out = ops.policy_loss(**{**inputs, **leaves}, kl_coef=0.1, backend=backend)
+    (3.0 * out.loss).backward()
+    assert leaves["logprobs"].grad is not None
+    assert all(leaf.grad is None for name, leaf in leaves.items() if name != "logprobs")
+    _, grad = run_backend(inputs, backend, kl_coef=0.1)
+    torch.testing.assert_close(leaves["logprobs"].grad, 3.0 * grad)
+    with torch.no_grad():
+        again = ops.policy_loss(**inputs, kl_coef=0.1, backend=backend)
+    assert again.loss.item() == pytest.approx(out.loss.item(), rel=1e-6) and not again.loss.requires_grad
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_bad_input_names_the_field(backend):
+    x = make_inputs(3, 4, seed=8, ref=False)
+    call = lambda **kw: ops.policy_loss(**{**x, **kw}, backend=backend)  # noqa: E731
+    with pytest.raises(ValueError, match="kl_coef = 0.1 adds a KL penalty.*ref_logprobs is None"):
+        call(kl_coef=0.1)
+    with pytest.raises(ValueError, match="loss_agg must be one of"):
+        call(loss_agg="mean")
+    with pytest.raises(ValueError, match="ratio_level must be one of"):
+        call(ratio_level="seq")
+    with pytest.raises(ValueError, match="kl_type must be one of"):
+        call(kl_type="k4")
+    with pytest.raises(ValueError, match="pass max_tokens"):
+        call(loss_agg="seq_mean_token_sum_norm")
+    with pytest.raises(ValueError, match="dual_clip must be None or a finite number > 1"):
+        call(dual_clip=1.0)
+    with pytest.raises(ValueError, match="clip_low must be a finite number >= 0"):
+        call(clip_low=-0.1)
+    with pytest.raises(ValueError, match=r"old_logprobs must have shape \[B, T\]"):
+        call(old_logprobs=x["old_logprobs"][:, :3])
+    with pytest.raises(ValueError, match=r"advantages must have shape \[B\]"):
+        call(advantages=torch.zeros(4))
+    with pytest.raises(ValueError, match="mask must be a bool or floating-point tensor"):
+        call(mask=x["mask"].long())
+    with pytest.raises(ValueError, match=r"logprobs must be a 2-D \[B, T\] tensor"):
+        call(logprobs=x["logprobs"][0])
+    with pytest.raises(TypeError):
+        call(clip_ratio=0.2)
+
+
+@pytest.mark.ext
+def test_cpp_reads_strided_inputs_in_place():
+    inputs = make_inputs(6, 9, seed=9, per_token_adv=True, weights=True, float_mask=True)
+    strided = {k: v.t().contiguous().t() if v is not None else None for k, v in inputs.items()}
+    assert not strided["old_logprobs"].is_contiguous()
+    expected, grad = run_backend(inputs, "cpp", kl_coef=0.2, kl_type="k2")
+    got, strided_grad = run_backend(strided, "cpp", kl_coef=0.2, kl_type="k2")
+    assert got.loss.item() == expected.loss.item()
+    torch.testing.assert_close(strided_grad, grad, atol=0, rtol=0)
+
+
+@pytest.mark.ext
+def test_resolution_and_supports():
+    inputs = make_inputs(3, 4, seed=10)
+    assert all_ops()["policy_loss"].describe("cpu") == "cpp"
+    half = {**inputs, "logprobs": inputs["logprobs"].to(torch.bfloat16)}
+    with pytest.raises(BackendUnavailableError, match="logprobs must be float32"):
+        ops.policy_loss(**half, backend="cpp")
+    assert torch.isfinite(ops.policy_loss(**half).loss)  # automatic resolution falls back to the reference
+
+
+def _op_args(inputs: dict, compute_grad: bool = True, **o) -> tuple:
+    return (
+        inputs["logprobs"], inputs["old_logprobs"], inputs["advantages"], inputs["mask"], inputs["ref_logprobs"],
+        inputs["token_weights"], o.get("clip_low", 0.2), o.get("clip_high", 0.28), o.get("dual_clip"),
+        o.get("ratio_level", "token"), o.get("kl_type", "k3"), o.get("kl_coef", 0.0), o.get("loss_agg", "token_mean"),
+        o.get("max_tokens"), compute_grad,
+    )  # fmt: skip
+
+
+@pytest.mark.ext
+def test_opcheck():
+    load_extension()
+    op = torch.ops.tao_engine.policy_loss.default
+    for seed, (inputs, options) in enumerate(
+        [
+            (dict(), dict()),
+            (dict(per_token_adv=True, weights=True), dict(kl_coef=0.1, dual_clip=3.0)),
+            (dict(float_mask=True), dict(ratio_level="sequence", loss_agg="seq_mean_token_mean", kl_type="k1")),
+            (dict(ref=False), dict(loss_agg="seq_mean_token_sum_norm", max_tokens=9)),
+        ]
+    ):
+        x = make_inputs(4, 6, seed=seed, **inputs)
+        x = {k: v.nan_to_num(0.0, 0.0, 0.0) if v is not None else None for k, v in x.items()}
+        x["logprobs"].requires_grad_()
+        torch.library.opcheck(op, _op_args(x, **options))
+        torch.library.opcheck(op, _op_args({**x, "logprobs": x["logprobs"].detach()}, compute_grad=False, **options))
+
+
+@pytest.mark.ext
+def test_compiled_op_rejects_bad_input_naming_the_field():
+    load_extension()
+    op = torch.ops.tao_engine.policy_loss
+    x = make_inputs(3, 4, seed=12)
+    with pytest.raises(ValueError, match="loss_agg must be one of"):
+        op(*_op_args(x, loss_agg="sum"))
+    with pytest.raises(ValueError, match="ratio_level must be 'token' or 'sequence'"):
+        op(*_op_args(x, ratio_level="seq"))
+    with pytest.raises(ValueError, match="kl_type must be 'k1', 'k2' or 'k3'"):
+        op(*_op_args(x, kl_type="k9"))
+    with pytest.raises(ValueError, match="needs max_tokens > 0, got None"):
+        op(*_op_args(x, loss_agg="seq_mean_token_sum_norm"))
+    with pytest.raises(ValueError, match="needs ref_logprobs"):
+        op(*_op_args({**x, "ref_logprobs": None}, kl_coef=0.5))
+    with pytest.raises(ValueError, match="dual_clip must be None or a finite number > 1"):
+        op(*_op_args(x, dual_clip=0.5))
+    with pytest.raises(ValueError, match=r"advantages must have shape \[B\] or \[B, T\] = \[3, 4\]"):
+        op(*_op_args({**x, "advantages": torch.zeros(4)}))
+    with pytest.raises(ValueError, match="old_logprobs must be float32"):
+        op(*_op_args({**x, "old_logprobs": x["old_logprobs"].double()}))
+    with pytest.raises(ValueError, match="mask must be bool or float32"):
+        op(*_op_args({**x, "mask": x["mask"].long()}))
+
+
+@pytest.mark.ext
+def test_torch_compile_traces_the_op_fullgraph():
+    load_extension()
+
+    def loss(logprobs, old, adv, mask):
+        return torch.ops.tao_engine.policy_loss(*_op_args(
+            dict(logprobs=logprobs, old_logprobs=old, advantages=adv, mask=mask, ref_logprobs=None, token_weights=None)
+        ))[0]  # fmt: skip
+
+    x = make_inputs(5, 8, seed=11, ref=False)
+    args = (x["old_logprobs"].nan_to_num(0.0, 0.0, 0.0), x["advantages"], x["mask"])
+    compiled = torch.compile(loss, fullgraph=True, backend="aot_eager")
+    leaf = x["logprobs"].nan_to_num(0.0).requires_grad_()
+    value = compiled(leaf, *args)
+    value.backward()
+    eager = leaf.detach().clone().requires_grad_()
+    loss(eager, *args).backward()
+    torch.testing.assert_close(value, loss(leaf.detach(), *args))
+    torch.testing.assert_close(leaf.grad, eager.grad)
