@@ -57,6 +57,18 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     return run_generate(args)
 
 
+def _cmd_tune(args: argparse.Namespace) -> int:
+    from tao_engine.tune_cli import run_tune
+
+    return run_tune(args, args.config_flags)
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from tao_engine.serve.command import run_serve
+
+    return run_serve(args)
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from tao_engine.demo import run_demo
 
@@ -107,13 +119,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_generate)
 
+    p = sub.add_parser(
+        "tune",
+        help="TAO: tune a model on unlabeled prompts (config TOML; every field also a --section.field flag)",
+        description="Generate candidates, score them without labels, update the model; repeat.",
+    )
+    p.add_argument("--config", default=None, help="TOML file (sections: model, data, sampling, scoring, algorithm, "
+                   "optim, lora, train, engine, run)")
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in run.output_dir")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_tune)
+
+    p = sub.add_parser("serve", help="OpenAI-compatible HTTP API on the engine; logs every request to a table")
+    from tao_engine.serve.command import add_serve_arguments
+
+    add_serve_arguments(p)
+    p.set_defaults(func=_cmd_serve)
+
     p = sub.add_parser("demo", help="the main job on the bundled real model")
     p.set_defaults(func=_cmd_demo)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "tune":
+        args.config_flags = extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError) as exc:

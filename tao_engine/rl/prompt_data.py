@@ -1,0 +1,141 @@
+"""Unlabeled prompts for tuning: read from JSONL or CSV, served in seeded shuffled passes through a cursor that a
+checkpoint saves and a resumed run restores exactly.
+
+JSONL: one object per line with "prompt" (text) or "messages" (a chat); every other key is the prompt's context,
+handed to the scorers by name (e.g. "db_path" for the SQL verifier, "schema" for JSON Schema). A labeled eval file
+may carry "answer". CSV: a "prompt" column, the other columns context.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tao_engine.engine.prompts import PromptLike
+
+
+@dataclass(frozen=True)
+class PromptRecord:
+    prompt: PromptLike  # text or chat messages
+    context: dict[str, Any] = field(default_factory=dict)
+
+
+def load_prompts(path: str | Path, system_prompt: str | None = None) -> list[PromptRecord]:
+    """Read prompts from a .jsonl or .csv file; `system_prompt` is prepended to every chat (text prompts become a
+    user message then). Errors name the file, the line and the fix."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"prompts file {path} does not exist")
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".json"):
+        records = list(_read_jsonl(path))
+    elif suffix == ".csv":
+        records = list(_read_csv(path))
+    else:
+        raise ValueError(f"prompts file {path}: use .jsonl (one JSON object per line) or .csv (a 'prompt' column)")
+    if not records:
+        raise ValueError(f"prompts file {path} holds no prompts")
+    if system_prompt is not None:
+        records = [PromptRecord(_with_system(r.prompt, system_prompt), r.context) for r in records]
+    return records
+
+
+def _read_jsonl(path: Path):
+    with path.open(encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
+            if not isinstance(obj, Mapping):
+                raise ValueError(f"{path}:{number}: each line must be a JSON object with 'prompt' or 'messages'")
+            yield _record(dict(obj), f"{path}:{number}")
+
+
+def _read_csv(path: Path):
+    with path.open(encoding="utf-8", newline="") as f:
+        reader = csv.DictReader(f)
+        if reader.fieldnames is None or "prompt" not in reader.fieldnames:
+            raise ValueError(f"{path}: the CSV header needs a 'prompt' column, got {reader.fieldnames}")
+        for number, row in enumerate(reader, 2):
+            yield _record(dict(row), f"{path}:{number}")
+
+
+def _record(obj: dict[str, Any], where: str) -> PromptRecord:
+    if ("prompt" in obj) == ("messages" in obj):
+        raise ValueError(f"{where}: give exactly one of 'prompt' (text) or 'messages' (a chat)")
+    prompt = obj.pop("prompt", None)
+    if prompt is None:
+        prompt = obj.pop("messages")
+        if not isinstance(prompt, list) or not prompt or not all(
+            isinstance(m, Mapping) and "role" in m and "content" in m for m in prompt
+        ):
+            raise ValueError(f"{where}: 'messages' must be a non-empty list of {{'role', 'content'}} objects")
+    elif not isinstance(prompt, str) or not prompt:
+        raise ValueError(f"{where}: 'prompt' must be a non-empty string")
+    return PromptRecord(prompt, obj)
+
+
+def _with_system(prompt: PromptLike, system: str) -> PromptLike:
+    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+    if messages and messages[0].get("role") == "system":
+        return messages
+    return [{"role": "system", "content": system}, *messages]
+
+
+class PromptCursor:
+    """Seeded shuffled passes over N prompts; `state()` / `load_state()` make a resumed run take the same batches."""
+
+    def __init__(self, num_prompts: int, seed: int = 0, shuffle: bool = True) -> None:
+        if num_prompts < 1:
+            raise ValueError(f"PromptCursor: need at least one prompt, got {num_prompts}")
+        self.num_prompts = num_prompts
+        self.seed = seed
+        self.shuffle = shuffle
+        self.epoch = 0
+        self.position = 0
+
+    def _order(self, epoch: int) -> list[int]:
+        if not self.shuffle:
+            return list(range(self.num_prompts))
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        return torch.randperm(self.num_prompts, generator=gen).tolist()
+
+    def take(self, count: int) -> list[int]:
+        """The next `count` prompt indices, crossing into the next shuffled pass when one ends."""
+        out: list[int] = []
+        while len(out) < count:
+            order = self._order(self.epoch)
+            need = count - len(out)
+            out.extend(order[self.position : self.position + need])
+            self.position += need
+            if self.position >= self.num_prompts:
+                self.epoch += 1
+                self.position = 0
+        return out
+
+    def state(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "position": self.position, "num_prompts": self.num_prompts, "seed": self.seed}
+
+    def load_state(self, state: Mapping[str, int]) -> None:
+        if state.get("num_prompts") != self.num_prompts or state.get("seed") != self.seed:
+            raise ValueError(
+                f"PromptCursor: the checkpoint's cursor is for {state.get('num_prompts')} prompts with seed "
+                f"{state.get('seed')}, this run has {self.num_prompts} with seed {self.seed}; resume with the same "
+                "prompts file and seed"
+            )
+        self.epoch, self.position = int(state["epoch"]), int(state["position"])
+
+
+def contexts_by_key(records: Sequence[PromptRecord]) -> dict[str, list[Any]]:
+    """Per-prompt context values aligned with `records`, by key (a missing key gives None for that prompt)."""
+    keys = sorted({k for r in records for k in r.context})
+    return {k: [r.context.get(k) for r in records] for k in keys}

@@ -1,0 +1,201 @@
+"""`rollout(engine, prompts, sampling) -> Rollouts`: n completions per prompt from the engine, kept for the update.
+
+The engine samples from the very module the trainer updates (no weight copy), so a rollout after `optimizer.step()`
+already uses the new weights. `Rollouts` keeps everything the update needs: token ids of prompts and completions,
+the log-probs of the distribution actually sampled (the PPO/importance-sampling "old" log-probs) and the raw
+temperature-1 log-probs, finish reasons and timing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from tao_engine.engine.outputs import FINISH_LENGTH, FINISH_STOP
+from tao_engine.engine.prompts import PromptLike, as_prompt_list, encode_prompt
+from tao_engine.engine.sampling_params import SamplingParams
+
+if TYPE_CHECKING:
+    from tao_engine.engine import Engine
+
+
+class RolloutError(RuntimeError):
+    """A prompt could not be rolled out (e.g. longer than the context or the KV budget)."""
+
+
+@dataclass(frozen=True)
+class SkippedPrompt:
+    index: int  # position in the prompts given to `rollout`
+    error: str
+
+
+@dataclass(frozen=True)
+class RolloutTiming:
+    seconds: float  # wall time of the generation
+    num_prompt_tokens: int
+    num_completion_tokens: int
+
+    @property
+    def completion_tokens_per_second(self) -> float:
+        return self.num_completion_tokens / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass
+class Rollouts:
+    """P prompts with n completions each; per-prompt lists are [P], per-completion lists [P][n], per-token [P][n][T]."""
+
+    prompts: list[PromptLike]  # as given (the ones kept, see prompt_indices)
+    prompt_texts: list[str | None]  # the rendered text (chat template applied); None for token-id prompts
+    prompt_token_ids: list[list[int]]
+    completion_token_ids: list[list[list[int]]]
+    completion_texts: list[list[str]]
+    sampler_logprobs: list[list[list[float]]]  # log p of each token under the distribution it was drawn from
+    raw_logprobs: list[list[list[float]]]  # log p under the raw model (temperature 1, no filtering or penalties)
+    finish_reasons: list[list[str]]  # "stop" or "length" per completion
+    sampling: SamplingParams  # the parameters used
+    timing: RolloutTiming
+    prompt_indices: list[int] = field(default_factory=list)  # index in `rollout`'s prompts of each kept prompt
+    skipped: list[SkippedPrompt] = field(default_factory=list)  # prompts dropped with skip_failed=True
+    # Set by `tao_engine.rl.score`: [P][n] reward of each completion (None = no scorer applied), scorer metrics.
+    rewards: list[list[float | None]] | None = None
+    reward_metrics: dict[str, float] | None = None
+
+    @property
+    def num_prompts(self) -> int:
+        return len(self.prompt_token_ids)
+
+    @property
+    def n(self) -> int:
+        return self.sampling.n
+
+    @property
+    def num_completions(self) -> int:
+        return self.num_prompts * self.n
+
+    # ---- flat views over the P * n completions, group by group --------------------------------------------------
+
+    def group_index(self) -> list[int]:
+        """[P*n] the prompt (group) of each flat completion."""
+        return [g for g, comps in enumerate(self.completion_token_ids) for _ in comps]
+
+    def flat_prompt_token_ids(self) -> list[list[int]]:
+        """[P*n] the prompt of each completion (the same list object n times)."""
+        return [self.prompt_token_ids[g] for g in self.group_index()]
+
+    def flat_completion_token_ids(self) -> list[list[int]]:
+        return _flatten(self.completion_token_ids)
+
+    def flat_completion_texts(self) -> list[str]:
+        return _flatten(self.completion_texts)
+
+    def flat_finish_reasons(self) -> list[str]:
+        return _flatten(self.finish_reasons)
+
+    def completion_lengths(self) -> torch.Tensor:
+        """[P*n] int64"""
+        return torch.tensor([len(c) for c in self.flat_completion_token_ids()], dtype=torch.long)
+
+    # ---- padded tensors [P*n, T], T = longest completion ----------------------------------------------------------
+
+    def completion_mask(self, device: torch.device | str = "cpu") -> torch.Tensor:
+        """[P*n, T] bool, True at real completion tokens."""
+        lengths = self.completion_lengths()
+        t = int(lengths.max()) if lengths.numel() else 0
+        return (torch.arange(t)[None, :] < lengths[:, None]).to(device)
+
+    def padded_completion_ids(self, pad_id: int = 0, device: torch.device | str = "cpu") -> torch.Tensor:
+        """[P*n, T] int64, pad_id at padding."""
+        return _pad(self.flat_completion_token_ids(), torch.long, pad_id, device)
+
+    def padded_sampler_logprobs(self, device: torch.device | str = "cpu") -> torch.Tensor:
+        """[P*n, T] fp32, 0 at padding."""
+        return _pad(_flatten(self.sampler_logprobs), torch.float32, 0.0, device)
+
+    def padded_raw_logprobs(self, device: torch.device | str = "cpu") -> torch.Tensor:
+        """[P*n, T] fp32, 0 at padding."""
+        return _pad(_flatten(self.raw_logprobs), torch.float32, 0.0, device)
+
+
+def rollout(
+    engine: Engine,
+    prompts: PromptLike | Sequence[PromptLike],
+    sampling: SamplingParams,
+    skip_failed: bool = False,
+    progress: bool = False,
+) -> Rollouts:
+    """Generate `sampling.n` completions for every prompt (text, token ids or chat messages) with `engine`.
+
+    Log-probs are always returned (`sampling.logprobs` is turned on if off). A prompt that cannot run (too long)
+    raises `RolloutError` naming its index, unless `skip_failed=True`: it is then dropped and listed in `skipped`.
+    """
+    if not isinstance(sampling, SamplingParams):
+        raise TypeError(f"rollout: sampling must be SamplingParams, got {type(sampling).__name__}")
+    if not sampling.logprobs:
+        sampling = dataclasses.replace(sampling, logprobs=True)
+    items = as_prompt_list(prompts)
+    # Encoded here, not by the engine, so that an error names the prompt's index.
+    encoded = [encode_prompt(p, engine.tokenizer, index=i) for i, p in enumerate(items)]
+    start = time.perf_counter()
+    outputs = engine.generate([ids for _, ids in encoded], sampling, progress=progress)
+    seconds = time.perf_counter() - start
+
+    kept: list[int] = []
+    skipped: list[SkippedPrompt] = []
+    for i, out in enumerate(outputs):
+        error = out.error or _unfinished(out)
+        if error is None:
+            kept.append(i)
+        elif skip_failed:
+            skipped.append(SkippedPrompt(i, error))
+        else:
+            raise RolloutError(
+                f"rollout: prompts[{i}] ({len(out.prompt_token_ids)} tokens) failed: {error}; shorten it, raise the "
+                "engine's max_model_len / KV budget, or pass skip_failed=True to drop it"
+            )
+    kept_outputs = [outputs[i] for i in kept]
+    samples = [out.samples for out in kept_outputs]
+    completion_ids = [[s.token_ids for s in ss] for ss in samples]
+    return Rollouts(
+        prompts=[items[i] for i in kept],
+        prompt_texts=[encoded[i][0] for i in kept],
+        prompt_token_ids=[out.prompt_token_ids for out in kept_outputs],
+        completion_token_ids=completion_ids,
+        completion_texts=[[s.text for s in ss] for ss in samples],
+        sampler_logprobs=[[s.logprobs for s in ss] for ss in samples],
+        raw_logprobs=[[s.raw_logprobs for s in ss] for ss in samples],
+        finish_reasons=[[str(s.finish_reason) for s in ss] for ss in samples],
+        sampling=sampling,
+        timing=RolloutTiming(
+            seconds=seconds,
+            num_prompt_tokens=sum(len(out.prompt_token_ids) for out in kept_outputs),
+            num_completion_tokens=sum(len(c) for cs in completion_ids for c in cs),
+        ),
+        prompt_indices=kept,
+        skipped=skipped,
+    )
+
+
+def _unfinished(out: Any) -> str | None:
+    # generate() returns only when every request has finished; an aborted sample without an error is still unusable.
+    for s in out.samples:
+        if s.finish_reason not in (FINISH_STOP, FINISH_LENGTH):
+            return f"sample {s.index} ended with finish reason {s.finish_reason!r}"
+    return None
+
+
+def _flatten(nested: list[list[Any]]) -> list[Any]:
+    return [x for group in nested for x in group]
+
+
+def _pad(rows: list[list[Any]], dtype: torch.dtype, value: float, device: torch.device | str) -> torch.Tensor:
+    t = max((len(r) for r in rows), default=0)
+    out = torch.full((len(rows), t), value, dtype=dtype)
+    for i, r in enumerate(rows):  # one copy per completion, not per token
+        if r:
+            out[i, : len(r)] = torch.tensor(r, dtype=dtype)
+    return out.to(device)

@@ -1,0 +1,273 @@
+"""The TAO loop: generate n candidates per unlabeled prompt, score them without labels, update the very module the
+engine samples from, repeat. One process, one copy of the weights, no sync step.
+
+    tao = TAO(TAOConfig.from_toml("tao.toml"))
+    result = tao.run()              # or tao.run(prompts=[...]) with prompts in hand
+
+Each step: `rollout` (engine) -> `score` (composite scorer) -> [DAPO: drop zero-variance groups, refill] ->
+`train_step` -> metrics line -> [eval] -> [checkpoint]. A run resumes exactly from its latest checkpoint
+(`run(resume=True)`): weights or adapter, optimizer, LR schedule, RNGs (the engine's seed generator included) and the
+prompt cursor are restored, and the metrics log is cut back to the checkpoint's step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from tao_engine.rl.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from tao_engine.rl.evaluation import evaluate
+from tao_engine.rl.metrics_log import MetricsLog
+from tao_engine.rl.optim import build_optimizer, build_scheduler
+from tao_engine.rl.prompt_data import PromptCursor, PromptRecord, contexts_by_key, load_prompts
+from tao_engine.rl.reference import frozen_copy
+from tao_engine.rl.rollouts import Rollouts, rollout
+from tao_engine.rl.score_rollouts import score
+from tao_engine.rl.tao_config import TAOConfig
+from tao_engine.rl.trainer import TrainConfig, train_step
+
+
+@dataclass
+class TAOResult:
+    run_dir: Path
+    steps: int
+    final_model_dir: Path
+    history: list[dict[str, Any]] = field(default_factory=list)  # one metrics record per step
+    eval_before: dict[str, float] | None = None
+    eval_after: dict[str, float] | None = None
+    plots: list[Path] = field(default_factory=list)
+
+
+class TAO:
+    """A tuning run. model/tokenizer/scorer may be given as objects (library use); otherwise built from config."""
+
+    def __init__(
+        self,
+        config: TAOConfig,
+        model: nn.Module | None = None,
+        tokenizer: Any = None,
+        scorer: Any = None,
+        progress: bool = True,
+    ) -> None:
+        self.config = config
+        self.progress = progress
+        if model is None:
+            model, tokenizer = _load_model(config)
+        self.model = model
+        self.tokenizer = tokenizer
+        if config.lora is not None:
+            from tao_engine.rl.lora import apply_lora, has_lora
+
+            if not has_lora(model):
+                apply_lora(model, config.lora, generator=torch.Generator().manual_seed(config.run.seed))
+        self.scorer = scorer if scorer is not None else _build_scorer(config)
+        from tao_engine.engine import Engine
+
+        self.engine = Engine(model, config.engine, tokenizer)  # shares `model`: no copy
+        self.optimizer = build_optimizer(model, config.optim)
+        self.lr_scheduler = build_scheduler(self.optimizer, config.optim, max(1, config.run.steps))
+        # Under LoRA the base weights are the reference (train_step disables the adapters): no second copy.
+        needs_copy = config.algorithm.needs_reference and config.lora is None
+        self.reference = frozen_copy(model) if needs_copy else None
+        self.train_config = TrainConfig(
+            algorithm=config.algorithm,
+            loss_temperature=config.train.loss_temperature,
+            shared_prompt=config.train.shared_prompt,
+            max_tokens_per_forward=config.train.max_tokens_per_forward,
+            max_grad_norm=config.optim.max_grad_norm,
+            seed=config.run.seed,
+        )
+        self.run_dir = Path(config.run.output_dir)
+
+    # ---- the loop -------------------------------------------------------------------------------------------------
+
+    def run(self, prompts: Sequence[PromptRecord | Any] | None = None, resume: bool = False) -> TAOResult:
+        cfg = self.config
+        records = _as_records(prompts) if prompts is not None else _load_training_prompts(cfg)
+        eval_records = load_prompts(cfg.data.eval, cfg.data.system_prompt) if cfg.data.eval else None
+        cursor = PromptCursor(len(records), seed=cfg.run.seed, shuffle=cfg.data.shuffle)
+        log = MetricsLog(self.run_dir)
+        start_step = 0
+        if resume:
+            start_step = self._resume(cursor, log)
+        result = TAOResult(self.run_dir, cfg.run.steps, self.run_dir / "final")
+        if eval_records is not None and start_step == 0:
+            result.eval_before = self._evaluate(eval_records)
+            log.log(0, {f"eval_{k}": v for k, v in result.eval_before.items()})
+        bar = _progress(cfg.run.steps, start_step, self.progress)
+        for step in range(start_step + 1, cfg.run.steps + 1):
+            metrics = self._step(records, cursor)
+            if eval_records is not None and cfg.run.eval_every and step % cfg.run.eval_every == 0:
+                metrics.update({f"eval_{k}": v for k, v in self._evaluate(eval_records).items()})
+            log.log(step, metrics)
+            result.history.append({"step": step, **metrics})
+            if cfg.run.checkpoint_every and step % cfg.run.checkpoint_every == 0 and step < cfg.run.steps:
+                self._checkpoint(step, cursor)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(reward=f"{metrics.get('reward_mean', math.nan):.3f}")
+        if bar is not None:
+            bar.close()
+        if eval_records is not None:
+            result.eval_after = self._evaluate(eval_records)
+            if not (cfg.run.eval_every and cfg.run.steps % cfg.run.eval_every == 0):
+                log.log(cfg.run.steps, {f"eval_{k}": v for k, v in result.eval_after.items()})
+        self._checkpoint(cfg.run.steps, cursor)
+        result.final_model_dir = self._save_final()
+        result.plots = log.plot(("reward_mean", "eval_score", "eval_accuracy"))
+        log.close()
+        return result
+
+    def _step(self, records: list[PromptRecord], cursor: PromptCursor) -> dict[str, Any]:
+        cfg = self.config
+        t0 = time.perf_counter()
+        batch = self._rollout_and_score(records, cursor.take(cfg.data.prompts_per_step))
+        rounds = 0
+        # DAPO's dynamic sampling: groups whose candidates all score alike teach nothing; draw more prompts.
+        while cfg.algorithm.dynamic_sampling and rounds < cfg.algorithm.max_resample_rounds:
+            useful = _useful_groups(batch)
+            if len(useful) >= cfg.data.prompts_per_step:
+                break
+            extra = self._rollout_and_score(records, cursor.take(cfg.data.prompts_per_step - len(useful)))
+            batch = _concat(_select(batch, useful), extra)
+            rounds += 1
+        t1 = time.perf_counter()
+        stats = train_step(self.model, batch, self.optimizer, self.train_config, self.reference, self.lr_scheduler)
+        t2 = time.perf_counter()
+        generated = sum(len(c) for group in batch.completion_token_ids for c in group)
+        return {
+            **stats.as_dict(),
+            **{f"score/{k}": v for k, v in (batch.reward_metrics or {}).items()},
+            "resample_rounds": rounds,
+            "generated_tokens": generated,
+            "rollout_score_s": t1 - t0,
+            "train_s": t2 - t1,
+            "generate_tok/s": generated / max(t1 - t0, 1e-9),
+            "completion_len_mean": generated / max(1, sum(len(g) for g in batch.completion_token_ids)),
+        }
+
+    def _rollout_and_score(self, records: list[PromptRecord], indices: list[int]) -> Rollouts:
+        chosen = [records[i] for i in indices]
+        out = rollout(self.engine, [r.prompt for r in chosen], self.config.sampling)
+        return score(out, self.scorer, contexts_by_key(chosen))
+
+    def _evaluate(self, eval_records: list[PromptRecord]) -> dict[str, float]:
+        run = self.config.run
+        return evaluate(
+            self.engine, eval_records, self.scorer, extractor=run.eval_extractor,
+            max_tokens=run.eval_max_tokens or self.config.sampling.max_tokens,
+        )
+
+    # ---- checkpoints ----------------------------------------------------------------------------------------------
+
+    def _checkpoint(self, step: int, cursor: PromptCursor) -> Path:
+        return save_checkpoint(
+            self.run_dir, step, self.model, self.optimizer, self.lr_scheduler,
+            generators={"engine": self.engine.generator}, data_cursor=cursor.state(), config=self.config.to_dict(),
+            base_model_name_or_path=self.config.model.path, keep_last=self.config.run.keep_last,
+        )
+
+    def _resume(self, cursor: PromptCursor, log: MetricsLog) -> int:
+        path = latest_checkpoint(self.run_dir)
+        if path is None:
+            return 0
+        loaded = load_checkpoint(
+            path, self.model, self.optimizer, self.lr_scheduler, generators={"engine": self.engine.generator}
+        )
+        cursor.load_state(loaded.data_cursor)
+        log.truncate_after(loaded.step)
+        self.engine.weights_updated()  # the cached prompt KV predates the loaded weights
+        return loaded.step
+
+    def _save_final(self) -> Path:
+        """The tuned model in HF layout, adapters merged, so it serves at the base model's cost."""
+        from tao_engine.models.saving import save_pretrained
+
+        target = self.run_dir / "final"
+        if self.config.lora is not None:
+            from tao_engine.rl.lora import merge_lora, unmerge_lora
+            from tao_engine.rl.lora_adapter import save_lora_adapter
+
+            save_lora_adapter(self.model, self.run_dir / "final_adapter", self.config.model.path)
+            merge_lora(self.model)
+            try:
+                save_pretrained(self.model, target, tokenizer=self.tokenizer)
+            finally:
+                unmerge_lora(self.model)
+        else:
+            save_pretrained(self.model, target, tokenizer=self.tokenizer)
+        return target
+
+
+# ---- helpers ------------------------------------------------------------------------------------------------------
+
+
+def _load_model(config: TAOConfig):
+    from tao_engine.pretrained import load_pretrained
+
+    path = config.model.path
+    if path == "smollm2":
+        from tao_engine.bundled import smollm2_dir
+
+        path = str(smollm2_dir())
+    return load_pretrained(path, dtype=config.model.dtype, device=config.engine.device)
+
+
+def _build_scorer(config: TAOConfig):
+    from tao_engine.scoring.registry import build_composite
+
+    if not config.scoring.scorers:
+        raise ValueError("tao config [scoring]: give at least one [[scoring.scorers]] table (e.g. name = \"length\")")
+    return build_composite(list(config.scoring.scorers), config.scoring.combine, config.scoring.on_error)
+
+
+def _load_training_prompts(config: TAOConfig) -> list[PromptRecord]:
+    if not config.data.prompts:
+        raise ValueError("tao config [data]: prompts is empty; give a JSONL or CSV file of prompts (or run(prompts=))")
+    return load_prompts(config.data.prompts, config.data.system_prompt)
+
+
+def _as_records(prompts: Sequence[Any]) -> list[PromptRecord]:
+    if not prompts:
+        raise ValueError("TAO.run: prompts is empty")
+    return [p if isinstance(p, PromptRecord) else PromptRecord(p) for p in prompts]
+
+
+def _useful_groups(batch: Rollouts) -> list[int]:
+    out = []
+    for g, rewards in enumerate(batch.rewards or []):
+        values = [r for r in rewards if r is not None]
+        if len(values) >= 2 and max(values) - min(values) > 0:
+            out.append(g)
+    return out
+
+
+def _select(batch: Rollouts, groups: list[int]) -> Rollouts:
+    per_prompt = ("prompts", "prompt_texts", "prompt_token_ids", "completion_token_ids", "completion_texts",
+                  "sampler_logprobs", "raw_logprobs", "finish_reasons", "rewards")
+    changes = {name: [getattr(batch, name)[g] for g in groups] for name in per_prompt}
+    changes["prompt_indices"] = [batch.prompt_indices[g] for g in groups] if batch.prompt_indices else list(groups)
+    return dataclasses.replace(batch, **changes)
+
+
+def _concat(a: Rollouts, b: Rollouts) -> Rollouts:
+    per_prompt = ("prompts", "prompt_texts", "prompt_token_ids", "completion_token_ids", "completion_texts",
+                  "sampler_logprobs", "raw_logprobs", "finish_reasons", "rewards", "prompt_indices")
+    changes = {name: list(getattr(a, name) or []) + list(getattr(b, name) or []) for name in per_prompt}
+    return dataclasses.replace(a, **changes)
+
+
+def _progress(total: int, done: int, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=done, desc="tao", unit="step")

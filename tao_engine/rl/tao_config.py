@@ -1,0 +1,184 @@
+"""`TAOConfig`: everything a tuning run needs, one section per concern, read from TOML (`tao-engine tune --config
+tao.toml`) with every field also settable as a flag `--section.field value`.
+
+    [model]      path (HF directory, .gguf file, or "smollm2" for the bundled model), dtype
+    [data]       prompts (JSONL/CSV), eval (labeled JSONL probe, optional), system_prompt, prompts_per_step
+    [sampling]   SamplingParams: n (samples per prompt: the tuning compute budget), temperature, top_p, max_tokens...
+    [scoring]    combine, on_error, [[scoring.scorers]] (tao_engine.scoring registry specs)
+    [algorithm]  AlgorithmConfig: name (grpo, dr_grpo, dapo, gspo, rloo, reinforce_pp, ppo, bon_sft, dpo) + overrides
+    [optim]      OptimConfig: lr, warmup_steps, schedule, max_grad_norm...
+    [lora]       LoraConfig (optional; absent = full fine-tuning)
+    [train]      loss_temperature, shared_prompt, max_tokens_per_forward
+    [engine]     EngineConfig: KV budget, batching
+    [run]        steps, output_dir, checkpoint_every, keep_last, eval_every, seed, eval_extractor
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tao_engine.config_dict import dataclass_from_dict
+from tao_engine.engine.config import EngineConfig
+from tao_engine.engine.sampling_params import SamplingParams
+from tao_engine.rl.algorithms import AlgorithmConfig
+from tao_engine.rl.lora import LoraConfig
+from tao_engine.rl.optim import OptimConfig
+
+_DTYPES = ("float32", "bfloat16", "float16")
+EVAL_EXTRACTORS = ("boxed_or_last_number", "last_number", "boxed", "exact")
+
+
+@dataclass(frozen=True)
+class ModelSection:
+    path: str = "smollm2"
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        if self.dtype not in _DTYPES:
+            raise ValueError(f"[model] dtype must be one of {_DTYPES}, got {self.dtype!r}")
+
+
+@dataclass(frozen=True)
+class DataSection:
+    prompts: str = ""
+    eval: str | None = None
+    system_prompt: str | None = None
+    prompts_per_step: int = 8
+    shuffle: bool = True
+
+    def __post_init__(self) -> None:
+        if self.prompts_per_step < 1:
+            raise ValueError(f"[data] prompts_per_step must be >= 1, got {self.prompts_per_step}")
+
+
+@dataclass(frozen=True)
+class ScoringSection:
+    scorers: tuple[Mapping[str, Any], ...] = ()
+    combine: str = "weighted_sum"
+    on_error: str = "raise"
+
+
+@dataclass(frozen=True)
+class TrainSection:
+    loss_temperature: float | None = None
+    shared_prompt: bool = True
+    max_tokens_per_forward: int = 8192
+
+
+@dataclass(frozen=True)
+class RunSection:
+    steps: int = 10
+    output_dir: str = "runs/tao"
+    checkpoint_every: int = 0  # 0 = only at the end
+    keep_last: int = 2
+    eval_every: int = 0  # 0 = before and after only (when an eval set is given)
+    seed: int = 0
+    eval_extractor: str = "boxed_or_last_number"
+    eval_max_tokens: int | None = None  # None = sampling.max_tokens
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "checkpoint_every", "eval_every", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"[run] {name} must be an integer >= 0, got {value!r}")
+        if self.keep_last < 1:
+            raise ValueError(f"[run] keep_last must be >= 1, got {self.keep_last}")
+        if self.eval_extractor not in EVAL_EXTRACTORS:
+            raise ValueError(f"[run] eval_extractor must be one of {EVAL_EXTRACTORS}, got {self.eval_extractor!r}")
+
+
+_SECTIONS: dict[str, type] = {
+    "model": ModelSection,
+    "data": DataSection,
+    "sampling": SamplingParams,
+    "scoring": ScoringSection,
+    "algorithm": AlgorithmConfig,
+    "optim": OptimConfig,
+    "lora": LoraConfig,
+    "train": TrainSection,
+    "engine": EngineConfig,
+    "run": RunSection,
+}
+
+
+@dataclass(frozen=True)
+class TAOConfig:
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataSection = field(default_factory=DataSection)
+    sampling: SamplingParams = field(default_factory=lambda: SamplingParams(n=8, temperature=1.0, max_tokens=64))
+    scoring: ScoringSection = field(default_factory=ScoringSection)
+    algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-5))
+    lora: LoraConfig | None = None
+    train: TrainSection = field(default_factory=TrainSection)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    run: RunSection = field(default_factory=RunSection)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> TAOConfig:
+        unknown = sorted(set(d) - set(_SECTIONS))
+        if unknown:
+            raise ValueError(f"tao config: unknown section(s) {unknown}; sections are {sorted(_SECTIONS)}")
+        kwargs: dict[str, Any] = {}
+        for name, section in d.items():
+            if not isinstance(section, Mapping):
+                raise ValueError(f"tao config: [{name}] must be a table, got {type(section).__name__}")
+            values = dict(section)
+            if name == "scoring" and "scorers" in values:
+                values["scorers"] = tuple(values["scorers"])
+            if name == "sampling":
+                values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+            try:
+                kwargs[name] = dataclass_from_dict(_SECTIONS[name], values)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"tao config [{name}]: {exc}") from exc
+        return cls(**kwargs)
+
+    @classmethod
+    def from_toml(cls, path: str | Path, overrides: Sequence[str] = ()) -> TAOConfig:
+        with open(path, "rb") as f:
+            table = tomllib.load(f)
+        return cls.from_dict(apply_overrides(table, overrides))
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name in _SECTIONS:
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = _plain(dataclasses.asdict(value))
+        return out
+
+
+def apply_overrides(table: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """`section.field=value` strings (values in TOML syntax; bare words are strings) applied onto a config table."""
+    out = {k: dict(v) if isinstance(v, Mapping) else v for k, v in table.items()}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        section, dot, name = key.partition(".")
+        if not sep or not dot or not section or not name:
+            raise ValueError(f"override {item!r}: write section.field=value, e.g. optim.lr=1e-5")
+        if section not in _SECTIONS:
+            raise ValueError(f"override {item!r}: unknown section {section!r}; sections are {sorted(_SECTIONS)}")
+        out.setdefault(section, {})[name] = parse_value(raw)
+    return out
+
+
+def parse_value(raw: str) -> Any:
+    """A flag's text as a TOML value (numbers, booleans, arrays, quoted strings); anything else is a string."""
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items() if v is not None}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value

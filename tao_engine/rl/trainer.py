@@ -1,0 +1,295 @@
+"""One RL update on the module the engine samples from: rewards -> advantages -> log-probs -> loss -> optimizer.
+
+`train_step(policy, rollouts, optimizer, config)` is the library entry point for users with their own loop. The
+policy is the very module the engine generates with: after the optimizer step the engine's next `generate` samples
+from the new weights, with no copy and no sync.
+
+Every forward goes through `completion_logprobs` (the prompt of a group is forwarded once for its n completions, and
+log-probs come from `ops.linear_logprobs`, never a [tokens, vocab] tensor); the loss through `ops.policy_loss` and
+the advantages through `ops.group_advantages`. Groups are split into `num_minibatches` optimizer steps, and each
+minibatch into micro-batches of at most `max_tokens_per_forward` tokens whose gradients accumulate; micro-batch
+losses are weighted so that the accumulated gradient equals the whole minibatch's.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from tao_engine import ops
+from tao_engine.rl.algorithms import AlgorithmConfig
+from tao_engine.rl.batching import Minibatch, plan_minibatches
+from tao_engine.rl.logprobs import completion_logprobs
+from tao_engine.rl.lora import has_lora, lora_disabled
+from tao_engine.rl.optim import GuardedStep
+from tao_engine.rl.preference import best_and_worst, dpo_loss, sft_nll
+from tao_engine.rl.rewards import comparable_sampler_logprobs, kl_per_token, rewards_tensor
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
+    # Temperature of the trainer's log-probs; None = the temperature the rollouts were sampled at (as TRL does), so
+    # that the ratio compares like with like. A greedy rollout (temperature 0) trains at 1.
+    loss_temperature: float | None = None
+    shared_prompt: bool = True  # forward each prompt once for its n completions
+    max_tokens_per_forward: int = 8192  # micro-batch budget: gradient accumulation by tokens
+    max_grad_norm: float | None = 1.0  # None = no clipping (the norm is still measured)
+    seed: int = 0  # minibatch shuffling
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.algorithm, AlgorithmConfig):
+            raise TypeError(f"TrainConfig.algorithm must be an AlgorithmConfig, got {type(self.algorithm).__name__}")
+        if self.loss_temperature is not None and self.loss_temperature <= 0:
+            raise ValueError(f"TrainConfig.loss_temperature must be > 0 (or None), got {self.loss_temperature}")
+        if self.max_tokens_per_forward < 1:
+            raise ValueError(f"TrainConfig.max_tokens_per_forward must be >= 1, got {self.max_tokens_per_forward}")
+        if self.max_grad_norm is not None and self.max_grad_norm <= 0:
+            raise ValueError(f"TrainConfig.max_grad_norm must be > 0 (or None), got {self.max_grad_norm}")
+
+
+@dataclass
+class StepStats:
+    """What one train_step did; `as_dict()` gives the flat metrics the TAO loop logs."""
+
+    metrics: dict[str, float] = field(default_factory=dict)
+    optimizer_steps: int = 0
+    skipped_steps: int = 0  # optimizer steps skipped because the loss or a gradient was not finite
+    skip_reasons: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, float]:
+        return {**self.metrics, "optimizer_steps": self.optimizer_steps, "skipped_steps": self.skipped_steps}
+
+
+def train_step(
+    policy: nn.Module,
+    rollouts: Any,
+    optimizer: torch.optim.Optimizer,
+    config: TrainConfig | None = None,
+    reference: nn.Module | Callable[[], Any] | None = None,
+    lr_scheduler: Any = None,
+) -> StepStats:
+    """Update `policy` on scored rollouts (rollouts.rewards set, e.g. by `tao_engine.rl.score`).
+
+    reference: a frozen module (e.g. `frozen_copy(policy)`), needed when the algorithm uses one (kl_coef > 0, dpo)
+    unless the policy has LoRA adapters: their base weights are then the reference.
+    lr_scheduler: stepped once per optimizer step when given.
+    """
+    config = config or TrainConfig()
+    algo = config.algorithm
+    if algo.needs_reference and reference is None and not has_lora(policy):
+        raise ValueError(
+            f"train_step: algorithm {algo.name!r} with kl_coef={algo.kl_coef} needs a reference policy; pass "
+            "reference=frozen_copy(policy) (tao_engine.rl.frozen_copy), use LoRA (the base weights are the "
+            "reference), or set kl_coef=0"
+        )
+    rewards = rewards_tensor(rollouts)  # [P, n] fp32, NaN = no reward
+    temperature = _loss_temperature(rollouts, config)
+    stats = StepStats()
+    timings = {"logprob_s": 0.0, "update_s": 0.0}
+    start = time.perf_counter()
+
+    needs_old = algo.old_logprobs == "trainer" and (algo.epochs * algo.num_minibatches > 1 or algo.kl_in_reward)
+    old_all = _forward_all(policy, rollouts, temperature, config) if needs_old else None
+    ref_all = _reference_logprobs(policy, reference, rollouts, temperature, config) if algo.needs_reference else None
+    if algo.kl_in_reward:
+        assert old_all is not None and ref_all is not None
+        seq_kl = (kl_per_token(old_all.logprobs, ref_all.logprobs, algo.kl_type) * old_all.mask).sum(dim=1)
+        rewards = rewards - algo.kl_coef * seq_kl.view_as(rewards)
+    timings["logprob_s"] += time.perf_counter() - start
+
+    advantages, zero_variance = ops.group_advantages(rewards, algo.advantage, algo.advantage_eps)  # [P, n], [P]
+    keep = _groups_to_train(algo, rewards, zero_variance)
+    sampler_lp = comparable_sampler_logprobs(rollouts, temperature)  # [B, T] or None
+    if algo.old_logprobs == "sampler" and sampler_lp is None:
+        raise ValueError(
+            "train_step: old_logprobs='sampler' needs the sampled distribution to be the trainer's: sample with "
+            "top_k=0, top_p=1, min_p=0 and no penalties (or at loss temperature 1), or use old_logprobs='trainer'"
+        )
+    if algo.tis_cap is not None and sampler_lp is None:
+        raise ValueError("train_step: tis_cap needs sampler log-probs comparable with the trainer's (see old_logprobs)")
+
+    guarded = GuardedStep(optimizer, lr_scheduler, config.max_grad_norm)
+    plan = plan_minibatches(
+        rollouts, keep, algo.num_minibatches, config.max_tokens_per_forward, config.seed, config.shared_prompt
+    )
+    accum = _Accumulator()
+    for epoch in range(algo.epochs):
+        for minibatch in plan.epoch(epoch):
+            t0 = time.perf_counter()
+            optimizer.zero_grad(set_to_none=True)
+            minibatch_loss = 0.0
+            for micro in minibatch.micro_batches:
+                minibatch_loss += _micro_step(
+                    policy, rollouts, micro, minibatch, algo, config, temperature, advantages, rewards,
+                    old_all, ref_all, sampler_lp, accum, first_pass=epoch == 0,
+                )
+            accum.add("loss", minibatch_loss)
+            _optimizer_step(guarded, stats, accum, minibatch_loss)
+            timings["update_s"] += time.perf_counter() - t0
+
+    valid = rewards[~torch.isnan(rewards)]
+    stats.metrics.update(
+        {
+            "reward_mean": float(valid.mean()) if valid.numel() else math.nan,
+            "reward_std": float(valid.std()) if valid.numel() > 1 else 0.0,
+            "advantage_abs_mean": float(advantages.abs().mean()),
+            "zero_variance_frac": float(zero_variance.float().mean()),
+            "groups_trained": int(keep.sum()),
+            **accum.means(),
+            **timings,
+            "step_s": time.perf_counter() - start,
+            "peak_memory_mb": _peak_memory_mb(policy),
+        }
+    )
+    return stats
+
+
+def _micro_step(
+    policy, rollouts, micro: Sequence[int], minibatch: Minibatch, algo: AlgorithmConfig, config: TrainConfig,
+    temperature: float, advantages: torch.Tensor, rewards: torch.Tensor, old_all, ref_all, sampler_lp,
+    accum: _Accumulator, first_pass: bool,
+) -> float:
+    """Forward + backward of one micro-batch (whole groups `micro`); returns its weighted loss."""
+    rows = _rows_of_groups(rollouts, micro)  # completion rows, group by group
+    out = completion_logprobs(
+        policy,
+        [rollouts.prompt_token_ids[g] for g in micro],
+        [rollouts.completion_token_ids[g] for g in micro],
+        temperature,
+        shared_prompt=config.shared_prompt,
+        return_entropy=algo.entropy_coef > 0,
+        max_tokens_per_forward=None,  # the micro-batch already fits the budget
+    )
+    mask = out.mask
+    lp = out.logprobs
+    ref = None if ref_all is None else _take(ref_all.logprobs, rows, lp.shape[1])
+    if algo.name == "bon_sft":
+        loss, share = sft_nll(lp, mask, best_and_worst(rewards[micro])[0]), len(micro) / minibatch.num_groups
+    elif algo.name == "dpo":
+        best, worst = best_and_worst(rewards[micro])
+        loss = dpo_loss(lp, ref, mask, best, worst, algo.dpo_beta)
+        share = len(micro) / minibatch.num_groups
+    else:
+        old = lp.detach() if old_all is None else _take(old_all.logprobs, rows, lp.shape[1])
+        adv = advantages[micro].reshape(-1)  # [B_micro], rows in the same group-major order
+        weights = None
+        if sampler_lp is not None:
+            sampler = _take(sampler_lp, rows, lp.shape[1])
+            gap = ((lp.detach() - sampler).abs() * mask).sum() / mask.sum().clamp(min=1)
+            if first_pass:
+                accum.add("sampler_trainer_gap", float(gap))
+            if algo.old_logprobs == "sampler":
+                old = sampler
+            if algo.tis_cap is not None:
+                weights = torch.exp(old - sampler).clamp(max=algo.tis_cap)
+        result = ops.policy_loss(
+            lp, old, adv, mask, ref, weights,
+            clip_low=algo.clip_low, clip_high=algo.clip_high, dual_clip=algo.dual_clip, ratio_level=algo.ratio_level,
+            kl_type=algo.kl_type, kl_coef=0.0 if algo.kl_in_reward else algo.kl_coef, loss_agg=algo.loss_agg,
+            max_tokens=max(1, int(getattr(rollouts.sampling, "max_tokens", lp.shape[1]))),
+        )
+        loss = result.loss
+        accum.add("clip_fraction", float(result.clip_fraction))
+        accum.add("ratio_mean", float(result.ratio_mean))
+        accum.add("kl", float(result.kl_mean))
+        share = minibatch.share(micro, mask, algo.loss_agg)
+    if out.entropy is not None:
+        entropy = (out.entropy * mask).sum() / mask.sum().clamp(min=1)
+        accum.add("entropy", float(entropy.detach()))
+        loss = loss - algo.entropy_coef * entropy
+    weighted = loss * share
+    weighted.backward()
+    accum.add("tokens", float(mask.sum()), mean=False)
+    return float(weighted.detach())
+
+
+def _optimizer_step(guarded: GuardedStep, stats: StepStats, accum: _Accumulator, loss: float) -> None:
+    result = guarded(loss)  # clip, step, schedule; skipped (weights untouched) on a non-finite loss or gradient
+    accum.add("grad_norm", result.grad_norm)
+    accum.add("lr", result.lr)
+    if result.applied:
+        stats.optimizer_steps += 1
+    else:
+        stats.skipped_steps += 1
+        stats.skip_reasons.append(result.skip_reason or "not applied")
+
+
+class _Accumulator:
+    def __init__(self) -> None:
+        self._sums: dict[str, float] = {}
+        self._counts: dict[str, int] = {}
+        self._is_mean: dict[str, bool] = {}
+
+    def add(self, key: str, value: float, mean: bool = True) -> None:
+        self._sums[key] = self._sums.get(key, 0.0) + value
+        self._counts[key] = self._counts.get(key, 0) + 1
+        self._is_mean[key] = mean
+
+    def means(self) -> dict[str, float]:
+        return {k: (v / self._counts[k] if self._is_mean[k] else v) for k, v in self._sums.items()}
+
+
+def _groups_to_train(algo: AlgorithmConfig, rewards: torch.Tensor, zero_variance: torch.Tensor) -> torch.Tensor:
+    """[P] bool: the groups that carry a learning signal for this algorithm."""
+    has_reward = ~torch.isnan(rewards).all(dim=1)
+    if algo.name in ("bon_sft",):
+        return has_reward
+    if algo.name == "dpo":
+        return has_reward & ~zero_variance  # needs a best that beats a worst
+    if algo.dynamic_sampling:
+        return has_reward & ~zero_variance
+    return has_reward
+
+
+def _forward_all(module, rollouts, temperature: float, config: TrainConfig):
+    with torch.no_grad():
+        return completion_logprobs(
+            module,
+            rollouts.prompt_token_ids,
+            rollouts.completion_token_ids,
+            temperature,
+            shared_prompt=config.shared_prompt,
+            max_tokens_per_forward=config.max_tokens_per_forward,
+        )
+
+
+def _reference_logprobs(policy, reference, rollouts, temperature: float, config: TrainConfig):
+    if reference is not None:
+        return _forward_all(reference, rollouts, temperature, config)
+    with lora_disabled(policy):  # under LoRA the frozen base weights are the reference: no copy needed
+        return _forward_all(policy, rollouts, temperature, config)
+
+
+def _rows_of_groups(rollouts, groups: Sequence[int]) -> list[int]:
+    offsets = [0]
+    for comps in rollouts.completion_token_ids:
+        offsets.append(offsets[-1] + len(comps))
+    return [r for g in groups for r in range(offsets[g], offsets[g + 1])]
+
+
+def _take(full: torch.Tensor, rows: list[int], width: int) -> torch.Tensor:
+    # full [B_all, T_all] -> [len(rows), width]: the micro-batch's rows, cut to its longest completion.
+    return full[torch.tensor(rows, dtype=torch.long, device=full.device)][:, :width]
+
+
+def _loss_temperature(rollouts, config: TrainConfig) -> float:
+    if config.loss_temperature is not None:
+        return config.loss_temperature
+    temperature = float(getattr(rollouts.sampling, "temperature", 1.0))
+    return temperature if temperature > 0 else 1.0
+
+
+def _peak_memory_mb(policy: nn.Module) -> float:
+    device = next(policy.parameters()).device
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
