@@ -80,11 +80,20 @@ class DecoderModel(nn.Module):
         input_ids: torch.Tensor,
         batch: ForwardBatch,
         kv_caches: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+        checkpoint_layers: bool = False,
     ) -> torch.Tensor:
         hidden = self.embed_tokens(input_ids)  # [N, H]
         cos, sin = self.rotary_emb(batch.positions)  # [N, D] each, fp32, shared by every layer
+        # Gradient checkpointing: keep only each layer's input and recompute its inside in the backward, trading
+        # one more forward for activation memory (training only; a cached forward never trains).
+        recompute = checkpoint_layers and kv_caches is None and torch.is_grad_enabled()
+        if recompute:
+            from torch.utils.checkpoint import checkpoint  # imported on use: it pulls in more of torch
         for i, layer in enumerate(self.layers):
-            hidden = layer(hidden, cos, sin, batch, None if kv_caches is None else kv_caches[i])
+            if recompute:
+                hidden = checkpoint(layer, hidden, cos, sin, batch, None, use_reentrant=False)
+            else:
+                hidden = layer(hidden, cos, sin, batch, None if kv_caches is None else kv_caches[i])
         return self.norm(hidden)
 
 
@@ -142,12 +151,14 @@ class DecoderForCausalLM(nn.Module):
         input_ids: torch.Tensor,
         batch: ForwardBatch,
         kv_caches: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+        checkpoint_layers: bool = False,
     ) -> torch.Tensor:
         """Packed tokens [num_tokens] -> final-normed hidden states [num_tokens, hidden].
 
         kv_caches: one (k_cache, v_cache) pair per layer, each [num_blocks, block_size, Hkv, D] (see
         `tao_engine.engine.kv_allocation`); the batch then carries slot_mapping, and block_tables/context_lens for
         decode steps and for prefills with a cached prefix. None: a full-sequence forward (prefill/training).
+        checkpoint_layers: recompute each layer in the backward instead of keeping its activations (training).
         """
         if kv_caches is not None:
             self._check_cache_batch(kv_caches, batch)
@@ -161,7 +172,7 @@ class DecoderForCausalLM(nn.Module):
                 f"{type(self).__name__}.forward: input_ids must be 1-D with batch.num_tokens={batch.num_tokens} "
                 f"entries (packed tokens), got shape {tuple(input_ids.shape)}"
             )
-        return self.model(input_ids, batch, kv_caches)
+        return self.model(input_ids, batch, kv_caches, checkpoint_layers)
 
     def _check_cache_batch(self, kv_caches: list[tuple[torch.Tensor, torch.Tensor]], batch: ForwardBatch) -> None:
         name = f"{type(self).__name__}.forward"

@@ -42,6 +42,7 @@ def completion_logprobs(
     shared_prompt: bool = True,
     return_entropy: bool = False,
     max_tokens_per_forward: int | None = None,
+    gradient_checkpointing: bool = False,
 ) -> CompletionLogprobs:
     """Log-probs of every completion token; differentiable w.r.t. the model's parameters.
 
@@ -65,7 +66,8 @@ def completion_logprobs(
         ids, batch, rows, targets = _build(
             [prompt_ids[g] for g in chunk_groups], [completion_ids[g] for g in chunk_groups], shared_prompt, device
         )
-        hidden = model(ids, batch)  # [N, H]
+        extra = {"checkpoint_layers": True} if gradient_checkpointing else {}  # any module works without it
+        hidden = model(ids, batch, **extra)  # [N, H]
         result = ops.linear_logprobs(hidden.index_select(0, rows), weight, targets, temperature, return_entropy)
         logp, ent = result if return_entropy else (result, None)
         pieces.append(logp)

@@ -82,6 +82,8 @@ class TAO:
             loss_temperature=config.train.loss_temperature,
             shared_prompt=config.train.shared_prompt,
             max_tokens_per_forward=config.train.max_tokens_per_forward,
+            gradient_checkpointing=config.train.gradient_checkpointing,
+            bf16_autocast=config.train.bf16_autocast,
             max_grad_norm=config.optim.max_grad_norm,
             seed=config.run.seed,
         )

@@ -68,6 +68,8 @@ class TrainSection:
     loss_temperature: float | None = None
     shared_prompt: bool = True
     max_tokens_per_forward: int = 8192
+    gradient_checkpointing: bool = False
+    bf16_autocast: bool = True  # CUDA only
 
 
 @dataclass(frozen=True)

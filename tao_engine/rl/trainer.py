@@ -41,6 +41,8 @@ class TrainConfig:
     shared_prompt: bool = True  # forward each prompt once for its n completions
     max_tokens_per_forward: int = 8192  # micro-batch budget: gradient accumulation by tokens
     max_grad_norm: float | None = 1.0  # None = no clipping (the norm is still measured)
+    gradient_checkpointing: bool = False  # recompute layer activations in the backward: less memory, one more forward
+    bf16_autocast: bool = True  # on CUDA, run the update's forward under bf16 autocast (no effect on CPU)
     seed: int = 0  # minibatch shuffling
 
     def __post_init__(self) -> None:
@@ -158,15 +160,18 @@ def _micro_step(
 ) -> float:
     """Forward + backward of one micro-batch (whole groups `micro`); returns its weighted loss."""
     rows = _rows_of_groups(rollouts, micro)  # completion rows, group by group
-    out = completion_logprobs(
-        policy,
-        [rollouts.prompt_token_ids[g] for g in micro],
-        [rollouts.completion_token_ids[g] for g in micro],
-        temperature,
-        shared_prompt=config.shared_prompt,
-        return_entropy=algo.entropy_coef > 0,
-        max_tokens_per_forward=None,  # the micro-batch already fits the budget
-    )
+    device = next(policy.parameters()).device
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16_autocast and device.type == "cuda"):
+        out = completion_logprobs(
+            policy,
+            [rollouts.prompt_token_ids[g] for g in micro],
+            [rollouts.completion_token_ids[g] for g in micro],
+            temperature,
+            shared_prompt=config.shared_prompt,
+            return_entropy=algo.entropy_coef > 0,
+            max_tokens_per_forward=None,  # the micro-batch already fits the budget
+            gradient_checkpointing=config.gradient_checkpointing,
+        )
     mask = out.mask
     lp = out.logprobs
     ref = None if ref_all is None else _take(ref_all.logprobs, rows, lp.shape[1])

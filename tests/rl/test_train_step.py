@@ -36,6 +36,12 @@ def _scored(engine, n: int = 8, max_tokens: int = 6, seed: int | None = None):
     return dataclasses.replace(ro, rewards=rewards)
 
 
+def _random_rewards(ro, seed: int):
+    # Rewards that vary within every group, so that every group carries gradient.
+    gen = torch.Generator().manual_seed(seed)
+    return dataclasses.replace(ro, rewards=torch.rand(ro.num_prompts, ro.n, generator=gen).tolist())
+
+
 def _mean_reward(engine) -> float:
     ro = _scored(engine, n=16, max_tokens=6, seed=12345)
     values = [r for g in ro.rewards for r in g]
@@ -67,7 +73,7 @@ def test_algorithm_raises_a_toy_reward(name):
 
 def test_micro_batches_accumulate_to_the_whole_batch_gradient():
     engine = _engine(_model())
-    ro = _scored(engine, n=4, max_tokens=5, seed=3)
+    ro = _random_rewards(_scored(engine, n=4, max_tokens=5, seed=3), seed=3)
     results = []
     for budget in (10_000, 12):  # one forward for everything, or one group per micro-batch
         model = _model()
@@ -79,6 +85,8 @@ def test_micro_batches_accumulate_to_the_whole_batch_gradient():
         results.append({k: v.detach().clone() for k, v in model.named_parameters()})
     for key in results[0]:
         torch.testing.assert_close(results[0][key], results[1][key], atol=2e-6, rtol=1e-5, msg=key)
+    initial = _model().state_dict()
+    assert all(not torch.equal(results[0][k], initial[k]) for k in results[0])  # the update is not trivially zero
 
 
 def test_the_engine_samples_from_the_updated_module():
@@ -117,3 +125,17 @@ def test_a_nan_loss_skips_the_step_and_leaves_weights_untouched():
     stats = train_step(model, ro, optimizer, TrainConfig(AlgorithmConfig(name="rloo")))
     assert stats.skipped_steps == 1 and stats.optimizer_steps == 0
     assert all(torch.equal(v, initial[k]) for k, v in model.named_parameters())
+
+
+def test_gradient_checkpointing_gives_the_same_update():
+    engine = _engine(_model())
+    ro = _random_rewards(_scored(engine, n=4, max_tokens=5, seed=7), seed=7)
+    results = []
+    for checkpointing in (False, True):
+        model = _model()
+        optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+        train_step(model, ro, optimizer, TrainConfig(gradient_checkpointing=checkpointing, max_grad_norm=None))
+        results.append({k: v.detach().clone() for k, v in model.named_parameters()})
+    for key in results[0]:
+        torch.testing.assert_close(results[0][key], results[1][key], atol=1e-6, rtol=1e-6, msg=key)
+    assert any(not torch.equal(results[0][k], _model().state_dict()[k]) for k in results[0])
