@@ -63,6 +63,12 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     return run_tune(args, args.config_flags)
 
 
+def _cmd_flywheel(args: argparse.Namespace) -> int:
+    from tao_engine.flywheel.command import run_flywheel_command
+
+    return run_flywheel_command(args, args.config_flags)
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from tao_engine.serve.command import run_serve
 
@@ -128,7 +134,17 @@ def build_parser() -> argparse.ArgumentParser:
                    "optim, lora, train, engine, run)")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in run.output_dir")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--from-table", default=None, metavar="TABLE", help="train on the unused prompts of this inference "
+                   "table (serve --table) instead of [data] prompts; writes run.output_dir/round-<k> and rounds.json")
+    p.add_argument("--min-prompts", type=int, default=1, help="with --from-table: refuse a round with fewer prompts")
     p.set_defaults(func=_cmd_tune)
+
+    p = sub.add_parser("flywheel", help="train a round whenever N new prompts reached the inference table, then "
+                       "reload the server (every TAO config field is also a --section.field flag)")
+    from tao_engine.flywheel.command import add_flywheel_arguments
+
+    add_flywheel_arguments(p)
+    p.set_defaults(func=_cmd_flywheel)
 
     p = sub.add_parser("serve", help="OpenAI-compatible HTTP API on the engine; logs every request to a table")
     from tao_engine.serve.command import add_serve_arguments
@@ -144,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if args.command == "tune":
+    if args.command in ("tune", "flywheel"):
         args.config_flags = extra
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")

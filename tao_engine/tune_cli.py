@@ -1,4 +1,5 @@
-"""`tao-engine tune --config tao.toml [--section.field value ...] [--resume]`: a TAO run from the command line.
+"""`tao-engine tune --config tao.toml [--section.field value ...] [--resume] [--from-table infer.sqlite]`: a TAO
+run from the command line (with --from-table: one flywheel round on the inference table's unused prompts).
 
 Every config field is also a flag: `--optim.lr 1e-5`, `--algorithm.name dapo`, `--sampling.n 16`, `--run.steps 50`
 (values in TOML syntax; bare words are strings). Flags override the file; without --config the defaults apply.
@@ -31,15 +32,22 @@ def split_overrides(extra: Sequence[str]) -> list[str]:
     return out
 
 
-def run_tune(args: argparse.Namespace, extra: Sequence[str]) -> int:
-    from tao_engine.rl.tao import TAO
+def load_tao_config(path: str | None, extra: Sequence[str]):
+    """The TAOConfig of `--config path` (or the defaults) with the `--section.field value` flags applied."""
     from tao_engine.rl.tao_config import TAOConfig, apply_overrides
 
     overrides = split_overrides(extra)
-    if args.config:
-        config = TAOConfig.from_toml(args.config, overrides)
-    else:
-        config = TAOConfig.from_dict(apply_overrides({}, overrides))
+    if path:
+        return TAOConfig.from_toml(path, overrides)
+    return TAOConfig.from_dict(apply_overrides({}, overrides))
+
+
+def run_tune(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    from tao_engine.rl.tao import TAO
+
+    config = load_tao_config(args.config, extra)
+    if getattr(args, "from_table", None):
+        return _tune_from_table(args, config)
     result = TAO(config, progress=not args.quiet).run(resume=args.resume)
     last = result.history[-1] if result.history else {}
     summary = {
@@ -53,4 +61,17 @@ def run_tune(args: argparse.Namespace, extra: Sequence[str]) -> int:
         "plots": [str(p) for p in result.plots],
     }
     print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _tune_from_table(args: argparse.Namespace, config) -> int:
+    """One flywheel round: the prompts come from the inference table instead of [data] prompts."""
+    from dataclasses import asdict
+
+    from tao_engine.flywheel.rounds import round_from_table
+
+    if args.resume:
+        raise ValueError("tune: --resume does not apply to --from-table (a failed round is simply run again)")
+    record = round_from_table(args.from_table, config, min_prompts=args.min_prompts, progress=not args.quiet)
+    print(json.dumps(asdict(record), indent=2))
     return 0
