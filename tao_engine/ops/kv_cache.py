@@ -23,14 +23,13 @@ def _check_cache_pair(op: str, k_cache: torch.Tensor, v_cache: torch.Tensor) -> 
         raise ValueError(f"{op}: k_cache and v_cache must be contiguous (allocate them with allocate_kv_caches)")
 
 
-def write_kv_cache_reference(
+def _check_write_kv_cache(
     k: torch.Tensor,
     v: torch.Tensor,
     k_cache: torch.Tensor,
     v_cache: torch.Tensor,
     slot_mapping: torch.Tensor,
 ) -> None:
-    """k/v [N, Hkv, D] -> rows `slot_mapping` [N] of the caches, in place, cast to the cache dtype; slots < 0 skip."""
     _check_cache_pair("write_kv_cache", k_cache, v_cache)
     n = k.shape[0]
     if k.shape != v.shape or k.dim() != 3 or k.shape[1:] != k_cache.shape[2:]:
@@ -42,6 +41,18 @@ def write_kv_cache_reference(
         raise ValueError(
             f"write_kv_cache: slot_mapping must be int64 [N={n}], got {slot_mapping.dtype} {tuple(slot_mapping.shape)}"
         )
+
+
+def write_kv_cache_reference(
+    k: torch.Tensor,
+    v: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    slot_mapping: torch.Tensor,
+) -> None:
+    """k/v [N, Hkv, D] -> rows `slot_mapping` [N] of the caches, in place, cast to the cache dtype; slots < 0 skip."""
+    _check_write_kv_cache(k, v, k_cache, v_cache, slot_mapping)
+    n = k.shape[0]
     if n == 0:
         return
     flat_k = k_cache.view(-1, *k_cache.shape[2:])  # [num_blocks * block_size, Hkv, D]
@@ -142,3 +153,70 @@ def _write_kv_cache_cpp_supports(
 
 
 write_kv_cache.register("cpp", _write_kv_cache_cpp, cpu_backend_probe, _write_kv_cache_cpp_supports)
+
+
+# --- triton backend of write_kv_cache (kernels/kv_cache.py); the kernel module is imported on first call, never at
+# import time. Shape errors are the reference's (ValueError); `supports` refuses only what the kernel cannot run.
+from tao_engine.ops import triton_support  # noqa: E402
+
+_TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def _write_kv_cache_triton(
+    k: torch.Tensor,
+    v: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    slot_mapping: torch.Tensor,
+) -> None:
+    _check_write_kv_cache(k, v, k_cache, v_cache, slot_mapping)
+    triton_support.kernel_module("kv_cache").write_kv_cache(k, v, k_cache, v_cache, slot_mapping)
+
+
+def _write_kv_cache_triton_supports(
+    k: torch.Tensor,
+    v: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    slot_mapping: torch.Tensor,
+) -> tuple[bool, str]:
+    ok, why = triton_support.device_supported(k, v, k_cache, v_cache, slot_mapping)
+    if not ok:
+        return ok, why
+    for name, t in (("k", k), ("v", v), ("k_cache", k_cache), ("v_cache", v_cache)):
+        ok, why = triton_support.dtype_supported(name, t, _TRITON_DTYPES)
+        if not ok:
+            return ok, why
+    if v_cache.dtype != k_cache.dtype:
+        return False, f"k_cache and v_cache must share one dtype, got {k_cache.dtype} and {v_cache.dtype}"
+    return True, ""
+
+
+write_kv_cache.register(
+    "triton", _write_kv_cache_triton, triton_support.triton_probe, _write_kv_cache_triton_supports
+)
+
+
+# --- cuda backend of write_kv_cache (csrc/cuda/kv_cache*.{cu,cpp}): the same op on CUDA tensors; slot values are
+# asserted on the device (a host check would cost a sync per step).
+from tao_engine.ops.extension import cuda_backend_probe  # noqa: E402
+
+
+def _write_kv_cache_cuda_supports(
+    k: torch.Tensor,
+    v: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    slot_mapping: torch.Tensor,
+) -> tuple[bool, str]:
+    tensors = (k, v, k_cache, v_cache, slot_mapping)
+    if any(t.device != k_cache.device for t in tensors) or k_cache.device.type != "cuda":
+        return False, f"every tensor must be on one CUDA device, got {[str(t.device) for t in tensors]}"
+    if v_cache.dtype != k_cache.dtype:
+        return False, f"k_cache and v_cache must share one dtype, got {k_cache.dtype} and {v_cache.dtype}"
+    if not (k_cache.is_contiguous() and v_cache.is_contiguous()):
+        return False, "k_cache and v_cache must be contiguous (allocate them with allocate_kv_caches)"
+    return True, ""
+
+
+write_kv_cache.register("cuda", _write_kv_cache_cpp, cuda_backend_probe, _write_kv_cache_cuda_supports)

@@ -189,3 +189,93 @@ def _paged_decode_attention_cpp_supports(
 paged_decode_attention.register(
     "cpp", _paged_decode_attention_cpp, cpu_backend_probe, _paged_decode_attention_cpp_supports
 )
+
+
+# --- triton backend of paged_decode_attention (kernels/paged_attention.py); the kernel module is imported on first
+# call, never at import time. Shape errors are the reference's (ValueError); `supports` refuses only what the kernel
+# cannot run. The kernel picks split-K by itself for few (sequence, kv head) pairs and long contexts.
+from tao_engine.ops import triton_support  # noqa: E402
+
+_TRITON_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+def _paged_decode_attention_triton(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    block_tables: torch.Tensor,
+    context_lens: torch.Tensor,
+    scale: float,
+) -> torch.Tensor:
+    _check_paged("paged_decode_attention", q, k_cache, v_cache, block_tables, context_lens, "B")
+    if q.shape[0] != block_tables.shape[0]:
+        raise ValueError(
+            f"paged_decode_attention: q has {q.shape[0]} rows but block_tables {block_tables.shape[0]}; one query per "
+            "sequence"
+        )
+    kernels = triton_support.kernel_module("paged_attention")
+    return kernels.paged_decode_attention(q, k_cache, v_cache, block_tables, context_lens, float(scale))
+
+
+def _paged_decode_attention_triton_supports(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    block_tables: torch.Tensor,
+    context_lens: torch.Tensor,
+    scale: float,
+) -> tuple[bool, str]:
+    ok, why = triton_support.device_supported(q, k_cache, v_cache, block_tables, context_lens)
+    if not ok:
+        return ok, why
+    for name, t in (("q", q), ("k_cache", k_cache), ("v_cache", v_cache)):
+        ok, why = triton_support.dtype_supported(name, t, _TRITON_DTYPES)
+        if not ok:
+            return ok, why
+    if v_cache.dtype != k_cache.dtype:
+        return False, f"k_cache and v_cache must share one dtype, got {k_cache.dtype} and {v_cache.dtype}"
+    if context_lens.dtype.is_floating_point or context_lens.dtype.is_complex or context_lens.dtype == torch.bool:
+        return False, f"context_lens must be an integer tensor, got {context_lens.dtype}"
+    return True, ""
+
+
+paged_decode_attention.register(
+    "triton", _paged_decode_attention_triton, triton_support.triton_probe, _paged_decode_attention_triton_supports
+)
+
+
+# --- cuda backend of paged_decode_attention (csrc/cuda/paged_attention*.{cu,cpp}): the same op on CUDA tensors, one
+# block per (sequence, query head); table entries and context lengths are asserted on the device.
+from tao_engine.ops.extension import cuda_backend_probe  # noqa: E402
+
+_CUDA_MAX_HEAD_DIM = 256  # csrc/cuda/paged_attention_launch.h kMaxHeadDim
+
+
+def _paged_decode_attention_cuda_supports(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    block_tables: torch.Tensor,
+    context_lens: torch.Tensor,
+    scale: float,
+) -> tuple[bool, str]:
+    tensors = (q, k_cache, v_cache, block_tables, context_lens)
+    if q.device.type != "cuda" or any(t.device != q.device for t in tensors):
+        return False, f"every tensor must be on one CUDA device, got {[str(t.device) for t in tensors]}"
+    if q.dtype not in _CPP_DTYPES or k_cache.dtype not in _CPP_DTYPES or v_cache.dtype != k_cache.dtype:
+        return False, (
+            f"q and the caches must be float32, bfloat16 or float16 (both caches alike), got q {q.dtype}, k_cache "
+            f"{k_cache.dtype}, v_cache {v_cache.dtype}"
+        )
+    if context_lens.dtype.is_floating_point or context_lens.dtype.is_complex or context_lens.dtype == torch.bool:
+        return False, f"context_lens must be an integer tensor, got {context_lens.dtype}"
+    if not (k_cache.is_contiguous() and v_cache.is_contiguous()):
+        return False, "k_cache and v_cache must be contiguous (allocate them with allocate_kv_caches)"
+    if k_cache.dim() == 4 and k_cache.shape[3] > _CUDA_MAX_HEAD_DIM:
+        return False, f"head dim D must be <= {_CUDA_MAX_HEAD_DIM}, got {k_cache.shape[3]}"
+    return True, ""
+
+
+paged_decode_attention.register(
+    "cuda", _paged_decode_attention_cpp, cuda_backend_probe, _paged_decode_attention_cuda_supports
+)
