@@ -49,23 +49,9 @@ Blocking choose_blocking(int64_t num_rows, int64_t vocab) {
   return {rows, std::max<int64_t>(cols, 1)};
 }
 
-// The AVX2 kernels run where ATen itself runs AVX2 or AVX512 code, so ATEN_CPU_CAPABILITY=default also selects the
-// baseline copy (the tests use that to cover both on one machine).
-bool use_avx2_kernels() {
-#if TAO_CPU_AVX2_LINEAR_LOGPROBS
-  static const bool use = [] {
-    const std::string capability = at::get_cpu_capability();
-    return (capability == "AVX2" || capability == "AVX512") && __builtin_cpu_supports("fma");
-  }();
-  return use;
-#else
-  return false;
-#endif
-}
-
 ForwardBlockFn forward_kernel() {
-#if TAO_CPU_AVX2_LINEAR_LOGPROBS
-  if (use_avx2_kernels()) {
+#if TAO_CPU_AVX2_KERNELS
+  if (cpu::use_avx2_kernels()) {
     return &cpu::AVX2::linear_logprobs_forward_block;
   }
 #endif
@@ -73,8 +59,8 @@ ForwardBlockFn forward_kernel() {
 }
 
 BackwardBlockFn backward_kernel() {
-#if TAO_CPU_AVX2_LINEAR_LOGPROBS
-  if (use_avx2_kernels()) {
+#if TAO_CPU_AVX2_KERNELS
+  if (cpu::use_avx2_kernels()) {
     return &cpu::AVX2::linear_logprobs_backward_block;
   }
 #endif

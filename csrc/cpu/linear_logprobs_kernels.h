@@ -7,12 +7,7 @@
 
 #include <cstdint>
 
-// The AVX2 copy is compiled with GCC's `#pragma GCC target`; other compilers and architectures build only DEFAULT.
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define TAO_CPU_AVX2_LINEAR_LOGPROBS 1
-#else
-#define TAO_CPU_AVX2_LINEAR_LOGPROBS 0
-#endif
+#include "cpu_isa.h"  // TAO_CPU_AVX2_KERNELS, use_avx2_kernels()
 
 namespace tao_engine::cpu {
 
@@ -53,7 +48,7 @@ void linear_logprobs_forward_block(const LogitsBlock& block, const RunningStats&
 void linear_logprobs_backward_block(const LogitsBlock& block, const RowGradients& grads, int64_t begin, int64_t end);
 }  // namespace DEFAULT
 
-#if TAO_CPU_AVX2_LINEAR_LOGPROBS
+#if TAO_CPU_AVX2_KERNELS
 namespace AVX2 {
 void linear_logprobs_forward_block(const LogitsBlock& block, const RunningStats& stats, int64_t begin, int64_t end);
 void linear_logprobs_backward_block(const LogitsBlock& block, const RowGradients& grads, int64_t begin, int64_t end);

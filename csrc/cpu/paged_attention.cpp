@@ -29,15 +29,9 @@ constexpr int64_t kMinTokensPerSplit = 256;
 // more than they save.
 constexpr int64_t kMinRowsToParallelize = 2048;
 
-// The AVX2 kernels run where ATen itself runs AVX2 or AVX512 code (as in csrc/cpu/token_logprobs.cpp), so
-// ATEN_CPU_CAPABILITY=default also selects the baseline kernels; the tests use that to cover both copies.
 cpu::PagedDecodeUnitsFn decode_kernel() {
 #if TAO_CPU_AVX2_KERNELS
-  static const bool use_avx2 = [] {
-    const std::string capability = at::get_cpu_capability();
-    return (capability == "AVX2" || capability == "AVX512") && __builtin_cpu_supports("f16c");
-  }();
-  if (use_avx2) {
+  if (cpu::use_avx2_kernels()) {
     return &cpu::AVX2::paged_decode_units;
   }
 #endif

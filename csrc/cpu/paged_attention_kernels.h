@@ -6,13 +6,7 @@
 
 #include <cstdint>
 
-// The AVX2 copy is compiled with GCC's `#pragma GCC target`; other compilers and architectures build only DEFAULT.
-// The same definition as csrc/cpu/token_logprobs_kernels.h (a token-identical redefinition is allowed).
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define TAO_CPU_AVX2_KERNELS 1
-#else
-#define TAO_CPU_AVX2_KERNELS 0
-#endif
+#include "cpu_isa.h"  // TAO_CPU_AVX2_KERNELS, use_avx2_kernels()
 
 namespace tao_engine::cpu {
 

@@ -21,23 +21,9 @@ namespace {
 
 constexpr const char* kOp = "tao_engine::sample";
 
-// The AVX2 kernels run where ATen itself runs AVX2 or AVX512 code, as in csrc/cpu/token_logprobs.cpp, so
-// ATEN_CPU_CAPABILITY=default selects the baseline kernels (the tests use that to cover both copies).
-bool use_avx2_kernels() {
-#if TAO_CPU_AVX2_KERNELS
-  static const bool use = [] {
-    const std::string capability = at::get_cpu_capability();
-    return (capability == "AVX2" || capability == "AVX512") && __builtin_cpu_supports("f16c");
-  }();
-  return use;
-#else
-  return false;
-#endif
-}
-
 cpu::SampleRowsFn sample_kernel() {
 #if TAO_CPU_AVX2_KERNELS
-  if (use_avx2_kernels()) {
+  if (cpu::use_avx2_kernels()) {
     return &cpu::AVX2::sample_rows;
   }
 #endif

@@ -18,6 +18,8 @@
 #include <limits>
 #include <type_traits>
 
+#include "vec_exp.h"  // vexp: within ~1 ulp of torch.exp, so kept sets and draws match the reference
+
 namespace tao_engine::cpu::CPU_CAPABILITY {
 namespace {
 
@@ -27,28 +29,6 @@ using iVec = at::vec::Vectorized<int32_t>;
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 constexpr float kPosInf = std::numeric_limits<float>::infinity();
 constexpr int kAllLanes = (1 << fVec::size()) - 1;
-
-// exp(x) for x = value - row_max <= 0, the scheme of token_logprobs_kernels_impl.h: x = n*ln2 + r, exp(r) by its
-// Taylor series to r^7, 2^n built in the exponent bits; below -87 (and at -inf) exactly 0; NaN stays NaN. Within
-// ~1 ulp of torch.exp, which the reference uses: the kept set and the draw can only differ from the reference's when
-// a boundary falls inside that rounding, which random inputs do not hit.
-inline fVec vexp(const fVec& x) {
-  const fVec shifter(12582912.0f + 127.0f);  // 1.5 * 2^23 rounds x/ln2 to n; + 127, the exponent bias
-  const fVec k = at::vec::fmadd(x, fVec(1.44269504088896341f), shifter);
-  const fVec n = k - shifter;
-  fVec r = x - n * fVec(0.693145751953125f);  // ln2 in two parts: n * ln2_hi is exact
-  r = r - n * fVec(1.428606765330187e-06f);
-  fVec p(1.0f / 5040.0f);
-  p = at::vec::fmadd(p, r, fVec(1.0f / 720.0f));
-  p = at::vec::fmadd(p, r, fVec(1.0f / 120.0f));
-  p = at::vec::fmadd(p, r, fVec(1.0f / 24.0f));
-  p = at::vec::fmadd(p, r, fVec(1.0f / 6.0f));
-  p = at::vec::fmadd(p, r, fVec(0.5f));
-  p = at::vec::fmadd(p, r, fVec(1.0f));
-  p = at::vec::fmadd(p, r, fVec(1.0f));
-  const fVec pow2n = at::vec::cast<float>(at::vec::cast<int32_t>(k) << iVec(23));
-  return fVec::blendv(p * pow2n, fVec(0.0f), x < fVec(-87.0f));
-}
 
 // Bit i set where lane i of a comparison result is true (comparisons give all-ones lanes, a NaN pattern, or +0.0).
 inline int true_lanes(const fVec& comparison) {

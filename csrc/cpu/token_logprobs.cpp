@@ -21,23 +21,9 @@ namespace {
 using cpu::BackwardRowsFn;
 using cpu::ForwardRowsFn;
 
-// The AVX2 kernels run where ATen itself runs AVX2 or AVX512 code, so ATEN_CPU_CAPABILITY=default also selects our
-// baseline kernels (the tests use that to cover both copies on one machine).
-bool use_avx2_kernels() {
-#if TAO_CPU_AVX2_KERNELS
-  static const bool use = [] {
-    const std::string capability = at::get_cpu_capability();
-    return (capability == "AVX2" || capability == "AVX512") && __builtin_cpu_supports("f16c");
-  }();
-  return use;
-#else
-  return false;
-#endif
-}
-
 ForwardRowsFn forward_kernel() {
 #if TAO_CPU_AVX2_KERNELS
-  if (use_avx2_kernels()) {
+  if (cpu::use_avx2_kernels()) {
     return &cpu::AVX2::token_logprobs_rows;
   }
 #endif
@@ -46,7 +32,7 @@ ForwardRowsFn forward_kernel() {
 
 BackwardRowsFn backward_kernel() {
 #if TAO_CPU_AVX2_KERNELS
-  if (use_avx2_kernels()) {
+  if (cpu::use_avx2_kernels()) {
     return &cpu::AVX2::token_logprobs_backward_rows;
   }
 #endif

@@ -21,6 +21,7 @@
 #include <type_traits>
 
 #include "token_logprobs_kernels.h"
+#include "vec_exp.h"
 
 namespace tao_engine::cpu::CPU_CAPABILITY {
 namespace {
@@ -31,33 +32,6 @@ using iVec = at::vec::Vectorized<int32_t>;
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 // Values per tile: 4 KiB of fp32 on the stack, re-read from L1 by the exp pass. A multiple of every vector width.
 constexpr int64_t kTile = 1024;
-
-// exp(x) from Vectorized arithmetic alone, identical on every capability (ATen's generic exp calls scalar std::exp
-// per lane). Callers pass x = value - max <= 0 (or a hair above, in the backward). x = n*ln2 + r with |r| <= ln2/2;
-// exp(r) by its Taylor series to r^7 (truncation below 2e-8 relative); 2^n assembled in the exponent bits, which is
-// exact for n >= -126. Below x = -87 (including -inf, where the arithmetic gives NaN) the result is replaced by
-// exactly 0; a NaN x stays NaN (NaN < -87 is false).
-inline fVec vexp(const fVec& x) {
-  const fVec lo(-87.0f);
-  // Adding 1.5 * 2^23 rounds x/ln2 to the integer n and leaves n in the low mantissa bits; the extra 127 is the
-  // exponent bias, so shifting those bits up by 23 yields the fp32 bit pattern of 2^n.
-  const fVec shifter(12582912.0f + 127.0f);
-  const fVec k = at::vec::fmadd(x, fVec(1.44269504088896341f), shifter);
-  const fVec n = k - shifter;
-  // ln2 split in two: the high part has few mantissa bits, so n * ln2_hi is exact.
-  fVec r = x - n * fVec(0.693145751953125f);
-  r = r - n * fVec(1.428606765330187e-06f);
-  fVec p(1.0f / 5040.0f);
-  p = at::vec::fmadd(p, r, fVec(1.0f / 720.0f));
-  p = at::vec::fmadd(p, r, fVec(1.0f / 120.0f));
-  p = at::vec::fmadd(p, r, fVec(1.0f / 24.0f));
-  p = at::vec::fmadd(p, r, fVec(1.0f / 6.0f));
-  p = at::vec::fmadd(p, r, fVec(0.5f));
-  p = at::vec::fmadd(p, r, fVec(1.0f));
-  p = at::vec::fmadd(p, r, fVec(1.0f));
-  const fVec pow2n = at::vec::cast<float>(at::vec::cast<int32_t>(k) << iVec(23));
-  return fVec::blendv(p * pow2n, fVec(0.0f), x < lo);
-}
 
 // max that propagates NaN, so a NaN logit makes the row's result NaN as in the reference.
 inline float nan_max(float a, float b) {
