@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tao_engine.atomic_dir import atomic_directory
 from tao_engine.flywheel.manifest import RoundRecord, append_round, read_rounds
 from tao_engine.flywheel.table_prompts import records_from_rows
-from tao_engine.rl.atomic_dir import atomic_directory
 from tao_engine.rl.tao_config import TAOConfig
 from tao_engine.serve.inference_table import InferenceTable
 

@@ -5,10 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +12,7 @@ import torch
 from safetensors.torch import save_file
 from tqdm import tqdm
 
+from tao_engine.atomic_dir import atomic_directory
 from tao_engine.gguf_import.config import build_config, build_generation_config
 from tao_engine.gguf_import.reader import GGUFFile, GGUFImportError, open_gguf
 from tao_engine.gguf_import.tensors import TensorPlan, load_tensor, plan_tensors
@@ -59,7 +56,7 @@ def import_gguf(
     plans = plan_tensors(gf, config)
     tokenizer_files = build_tokenizer_files(gf, config["max_position_embeddings"])
 
-    with _atomic_dir(out_dir) as tmp:
+    with atomic_directory(out_dir) as tmp:
         _write_json(tmp / "config.json", config)
         _write_json(tmp / "generation_config.json", generation_config)
         for name, text in tokenizer_files.items():
@@ -124,21 +121,3 @@ def _write_json(path: Path, obj: Any) -> None:
     path.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-@contextmanager
-def _atomic_dir(out_dir: Path) -> Iterator[Path]:
-    """Yield a temp dir beside `out_dir`; on success swap it in for `out_dir`, on failure delete it."""
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
-        yield tmp
-        if out_dir.exists():
-            # rename() cannot replace a non-empty directory: move the old one aside, swap, then delete it.
-            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-            os.replace(out_dir, old / out_dir.name)
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise

@@ -8,15 +8,14 @@ the new one is complete.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Protocol
 
 import torch
 from safetensors.torch import save_file
 from torch import nn
+
+from tao_engine.atomic_dir import atomic_directory
 
 DEFAULT_MAX_SHARD_BYTES = 2 * 1024**3
 _DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
@@ -72,9 +71,7 @@ def save_pretrained(
 ) -> Path:
     """Save `model` (its config and weights), the tokenizer files and generation_config.json to `out_dir`."""
     out_dir = Path(out_dir).resolve()
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
+    with atomic_directory(out_dir) as tmp:
         config = model.config.to_dict()
         dtype = next(model.parameters()).dtype
         config["torch_dtype"] = _DTYPE_NAMES.get(dtype, str(dtype).removeprefix("torch."))
@@ -84,24 +81,4 @@ def save_pretrained(
             (tmp / "generation_config.json").write_text(json.dumps(generation_config, indent=2) + "\n")
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
-        _replace_dir(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
-
-
-def _replace_dir(src: Path, dst: Path) -> None:
-    """Move the finished `src` to `dst`; an existing `dst` is set aside first and removed only after success."""
-    if not dst.exists():
-        os.replace(src, dst)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{dst.name}.old-", dir=dst.parent))
-    os.rmdir(old)
-    os.replace(dst, old)
-    try:
-        os.replace(src, dst)
-    except BaseException:
-        os.replace(old, dst)
-        raise
-    shutil.rmtree(old, ignore_errors=True)

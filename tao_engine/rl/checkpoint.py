@@ -28,9 +28,9 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
+from tao_engine.atomic_dir import atomic_directory
 from tao_engine.models.loading import weight_files
 from tao_engine.models.saving import SavesPretrained, save_pretrained
-from tao_engine.rl.atomic_dir import atomic_directory
 from tao_engine.rl.lora import has_lora
 from tao_engine.rl.lora_adapter import load_lora_adapter, save_lora_adapter
 from tao_engine.rl.rng_state import capture_rng_state, restore_rng_state

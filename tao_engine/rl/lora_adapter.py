@@ -17,7 +17,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from tao_engine.rl.atomic_dir import atomic_directory
+from tao_engine.atomic_dir import atomic_directory
 from tao_engine.rl.lora import LoraConfig, apply_lora, is_merged, lora_config_of, lora_layers
 
 ADAPTER_CONFIG = "adapter_config.json"

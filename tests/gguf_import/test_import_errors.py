@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tao_engine.atomic_dir import atomic_directory
 from tao_engine.gguf_import import GGUFImportError, import_gguf
-from tao_engine.gguf_import.importer import _atomic_dir, parse_size
+from tao_engine.gguf_import.importer import parse_size
 from tests.gguf_import.synthetic import Q
 
 
@@ -125,7 +126,7 @@ def test_empty_out_dir_is_used(tiny_gguf, tmp_path: Path) -> None:
 
 def test_failure_while_writing_leaves_nothing(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    with pytest.raises(RuntimeError, match="disk full"), _atomic_dir(out) as tmp:
+    with pytest.raises(RuntimeError, match="disk full"), atomic_directory(out) as tmp:
         (tmp / "config.json").write_text("{}")
         raise RuntimeError("disk full")
     assert list(tmp_path.iterdir()) == []

@@ -1,4 +1,5 @@
-"""Write a directory atomically: fill a temporary directory beside the target, then rename it into place.
+"""Write a directory atomically (models, checkpoints, adapters, GGUF imports): fill a temporary directory beside the
+target, then rename it into place.
 
 A crash mid-write leaves only a hidden `.<name>.tmp-*` directory, never a half-written target; an existing target
 is set aside and removed only once the new one is in place. (Same scheme as `tao_engine.models.saving`.)
