@@ -144,3 +144,18 @@ def _group_advantages_cpp_supports(
 
 
 group_advantages.register("cpp", _group_advantages_cpp, cpu_backend_probe, _group_advantages_cpp_supports)
+
+
+# --- cuda backend (csrc/cuda/advantages*.{cu,cpp}): the same op on CUDA tensors, one block per group.
+from tao_engine.ops.extension import cuda_backend_probe  # noqa: E402
+
+
+def _group_advantages_cuda_supports(
+    rewards: torch.Tensor, mode: str = "mean_std", eps: float = 1e-6
+) -> tuple[bool, str]:
+    if rewards.device.type != "cuda":
+        return False, f"rewards must be a CUDA tensor, got {rewards.device}"
+    return True, ""
+
+
+group_advantages.register("cuda", _group_advantages_cpp, cuda_backend_probe, _group_advantages_cuda_supports)

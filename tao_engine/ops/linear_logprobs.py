@@ -157,3 +157,27 @@ def _linear_logprobs_cpp_supports(
 
 
 linear_logprobs.register("cpp", _linear_logprobs_cpp, cpu_backend_probe, _linear_logprobs_cpp_supports)
+
+
+# --- cuda backend (csrc/cuda/linear_logprobs*.{cu,cpp}): the same op on CUDA tensors, its GEMMs through cuBLAS
+# (at::mm) per vocabulary block and the per-row log-sum-exp / gradient passes in CUDA kernels; targets are asserted
+# on the device.
+from tao_engine.ops.extension import cuda_backend_probe  # noqa: E402
+
+
+def _linear_logprobs_cuda_supports(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    temperature: float = 1.0,
+    return_entropy: bool = False,
+) -> tuple[bool, str]:
+    devices = {hidden.device, weight.device, targets.device}
+    on_cuda = (
+        len(devices) == 1 and hidden.device.type == "cuda",
+        f"hidden, weight and targets must be on one CUDA device, got {sorted(map(str, devices))}",
+    )
+    return _supports(on_cuda, hidden, weight, targets)
+
+
+linear_logprobs.register("cuda", _linear_logprobs_cpp, cuda_backend_probe, _linear_logprobs_cuda_supports)

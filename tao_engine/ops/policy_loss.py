@@ -249,3 +249,19 @@ def _policy_loss_triton_supports(logprobs: torch.Tensor, *args: object, **kwargs
 
 
 policy_loss.register("triton", _policy_loss_triton, triton_support.triton_probe, _policy_loss_triton_supports)
+
+
+# --- cuda backend (csrc/cuda/policy_loss*.{cu,cpp}): the same op, its autograd formula and fake kernel, on CUDA.
+from tao_engine.ops.extension import cuda_backend_probe  # noqa: E402
+
+
+def _policy_loss_cuda_supports(logprobs: torch.Tensor, *args: object, **kwargs: object) -> tuple[bool, str]:
+    tensors = [t for t in (logprobs, *args, *kwargs.values()) if isinstance(t, torch.Tensor)]
+    on_cuda = (
+        logprobs.device.type == "cuda" and all(t.device == logprobs.device for t in tensors),
+        f"every tensor must be on one CUDA device, got {sorted({str(t.device) for t in tensors})}",
+    )
+    return _supports(on_cuda, logprobs)
+
+
+policy_loss.register("cuda", _policy_loss_cpp, cuda_backend_probe, _policy_loss_cuda_supports)

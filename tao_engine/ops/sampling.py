@@ -302,3 +302,21 @@ def _sample_cpp_supports(logits: torch.Tensor, *params: torch.Tensor) -> tuple[b
 
 
 sample.register("cpp", _sample_cpp, cpu_backend_probe, _sample_cpp_supports)
+
+
+# --- cuda backend (csrc/cuda/sampling*.{cu,cpp}): the same op on CUDA tensors, one block per row: cutoffs by radix
+# selection over the values (no sort), the same splitmix64 uniform and fp64 CDF inversion in vocabulary order.
+from tao_engine.ops.extension import cuda_backend_probe  # noqa: E402
+
+
+def _sample_cuda_supports(logits: torch.Tensor, *params: torch.Tensor) -> tuple[bool, str]:
+    devices = {t.device for t in (logits, *params) if isinstance(t, torch.Tensor)}
+    if len(devices) != 1 or logits.device.type != "cuda":
+        found = sorted(map(str, devices))
+        return False, f"logits and the per-row parameters must all be on one CUDA device, got {found}"
+    if logits.dtype not in _CPP_LOGITS_DTYPES:
+        return False, f"logits must be float32, bfloat16 or float16, got {logits.dtype}"
+    return True, ""
+
+
+sample.register("cuda", _sample_cpp, cuda_backend_probe, _sample_cuda_supports)
