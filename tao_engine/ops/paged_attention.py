@@ -55,6 +55,21 @@ def _check_paged(
         )
 
 
+def _check_decode(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    block_tables: torch.Tensor,
+    context_lens: torch.Tensor,
+) -> None:
+    _check_paged("paged_decode_attention", q, k_cache, v_cache, block_tables, context_lens, "B")
+    if q.shape[0] != block_tables.shape[0]:
+        raise ValueError(
+            f"paged_decode_attention: q has {q.shape[0]} rows but block_tables {block_tables.shape[0]}; one query per "
+            "sequence"
+        )
+
+
 def paged_decode_attention_reference(
     q: torch.Tensor,
     k_cache: torch.Tensor,
@@ -64,12 +79,7 @@ def paged_decode_attention_reference(
     scale: float,
 ) -> torch.Tensor:
     """One query token per sequence (the last of its context) -> [B, Hq, D]. q [B, Hq, D]; context_lens >= 1."""
-    _check_paged("paged_decode_attention", q, k_cache, v_cache, block_tables, context_lens, "B")
-    if q.shape[0] != block_tables.shape[0]:
-        raise ValueError(
-            f"paged_decode_attention: q has {q.shape[0]} rows but block_tables {block_tables.shape[0]}; one query per "
-            "sequence"
-        )
+    _check_decode(q, k_cache, v_cache, block_tables, context_lens)
     b, hq, d = q.shape
     keys = _gather_context(k_cache, block_tables)  # [B, Hkv, L, D]
     values = _gather_context(v_cache, block_tables)
@@ -207,12 +217,7 @@ def _paged_decode_attention_triton(
     context_lens: torch.Tensor,
     scale: float,
 ) -> torch.Tensor:
-    _check_paged("paged_decode_attention", q, k_cache, v_cache, block_tables, context_lens, "B")
-    if q.shape[0] != block_tables.shape[0]:
-        raise ValueError(
-            f"paged_decode_attention: q has {q.shape[0]} rows but block_tables {block_tables.shape[0]}; one query per "
-            "sequence"
-        )
+    _check_decode(q, k_cache, v_cache, block_tables, context_lens)
     kernels = triton_support.kernel_module("paged_attention")
     return kernels.paged_decode_attention(q, k_cache, v_cache, block_tables, context_lens, float(scale))
 
