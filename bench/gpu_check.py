@@ -8,7 +8,10 @@
    reference defines fp32 arithmetic) at odd shapes, in fp32 and a half dtype: a pass/fail table with max errors;
 3. speed: each of those backends and the torch reference at realistic (SmolLM2-135M) shapes, CUDA-event timing;
 4. end to end: the engine's generation on the GPU with SmolLM2, when the model is available;
-writes `gpu_check_<device>.md` into --out and ends with one JSON line. Exit code 1 when a correctness case fails.
+5. the GPU tests (`pytest -m gpu`) and every per-op benchmark bench/bench_<op>.py at its GPU shapes, each in a child
+   process, their tables kept verbatim (bench/gpu_check_benches.py);
+writes `<device>.md` into --out and ends with one JSON line. Exit code 1 when a correctness case, a GPU test or a
+benchmark's own check fails.
 Without a CUDA device it prints "no CUDA device: nothing to check" and exits 0.
 """
 
@@ -88,14 +91,15 @@ def _markdown_table(rows: list[dict[str, object]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(out_dir: Path, device: str, sections: list[tuple[str, list[dict[str, object]]]]) -> Path:
+def write_report(out_dir: Path, device: str, sections: list[tuple[str, list[dict[str, object]]]],
+                 appendix: str = "") -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     slug = re.sub(r"[^A-Za-z0-9]+", "_", device).strip("_").lower() or "gpu"
-    path = out_dir / f"gpu_check_{slug}.md"
+    path = out_dir / f"{slug}.md"
     text = [f"# GPU check on {device}\n", f"torch {torch.__version__}, CUDA {torch.version.cuda}\n"]
     for title, rows in sections:
         text += [f"\n## {title}\n\n", _markdown_table(rows)]
-    path.write_text("".join(text))
+    path.write_text("".join(text) + appendix)
     return path
 
 
@@ -104,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     parser.add_argument("--skip-timing", action="store_true", help="correctness only")
     parser.add_argument("--skip-generate", action="store_true", help="no end-to-end generation")
+    parser.add_argument("--skip-tests", action="store_true", help="no `pytest -m gpu`")
+    parser.add_argument("--skip-benches", action="store_true", help="no bench/bench_<op>.py runs")
     args = parser.parse_args(argv)
 
     if not torch.cuda.is_available():
@@ -136,12 +142,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nend-to-end generation: {generation}")
         sections.append(("End-to-end generation (SmolLM2-135M, 8 prompts x 8 samples, 64 tokens)",
                          [{"run": k, **(v if isinstance(v, dict) else {"value": v})} for k, v in generation.items()]))
-    report = write_report(args.out, device, sections)
+    import gpu_check_benches
+
+    children = [] if args.skip_tests else [gpu_check_benches.run_gpu_tests()]
+    children += [] if args.skip_benches else gpu_check_benches.run_op_benches()
+    appendix = ""
+    if children:
+        sections.append(("GPU tests and op benchmarks", gpu_check_benches.summary_rows(children)))
+        print("\nGPU tests and op benchmarks")
+        print_table(gpu_check_benches.summary_rows(children))
+        appendix = "\n## Output of each run\n" + gpu_check_benches.markdown(children)
+    report = write_report(args.out, device, sections, appendix)
     print(f"\nwrote {report}")
 
     failed = [row for row in checks if row["result"] == "FAIL"]
+    failed += [{"run": child.name} for child in children if child.result in ("FAIL", "TIMEOUT")]
     ratios = {f"{row['op']} {row['shape']} {row['backend']}": row["x_vs_torch"] for row in timings
               if row["backend"] != "torch" and row["x_vs_torch"] is not None}
+    ratios.update(gpu_check_benches.ratios(children))
     print_json_line("gpu_check", [{"device": device, "checks": len(checks), "failed": len(failed),
                                    "report": str(report), "generation": generation}], ratios)
     return 1 if failed else 0

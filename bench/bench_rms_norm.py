@@ -1,0 +1,68 @@
+"""rms_norm: y = w * x / sqrt(mean(x^2) + eps), every provider of the op in one run (torch reference, torch.compile of
+it, and the triton kernel on a GPU; the op has no C++ kernel, so the CPU compares torch with torch.compile).
+
+Shapes [N, H]: 4096 tokens at SmolLM2's hidden size 576 and, on a GPU, at Llama-8B's 4096. GB/s = bytes of x read
+and y written / time (the weight is negligible), the traffic of a memory-bound kernel.
+Ends with one JSON line (bench/common.py). Run: .venv/bin/python bench/bench_rms_norm.py [--device cuda]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import print_json_line, print_table  # noqa: E402
+from op_bench import (  # noqa: E402
+    TOLERANCES,
+    add_common_args,
+    dtype_name,
+    op_providers,
+    parse_dtypes,
+    run_providers,
+    speedups,
+)
+
+EPS = 1e-6
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_args(parser, reps=20)
+    parser.add_argument("--dtypes", default="", help="comma-separated (default: float32 on CPU, bfloat16 on CUDA)")
+    args = parser.parse_args(argv)
+    dtypes = parse_dtypes("--dtypes", args.dtypes or ("bfloat16" if args.device == "cuda" else "float32"))
+    shapes = ((7, 33),) if args.quick else (((4096, 576), (4096, 4096)) if args.device == "cuda" else ((4096, 576),))
+    reps = 2 if args.quick else args.reps
+
+    providers = op_providers("rms_norm", args.device, args.providers)
+    rows: list[dict[str, object]] = []
+    ratios: dict[str, float] = {}
+    passed = True
+    for tokens, hidden in shapes:
+        for dtype in dtypes:
+            gen = torch.Generator().manual_seed(0)
+            x = torch.randn(tokens, hidden, generator=gen).to(args.device, dtype)  # [N, H]
+            weight = (1 + 0.1 * torch.randn(hidden, generator=gen)).to(args.device, dtype)  # [H]
+
+            def make(fn, x=x, weight=weight):
+                return lambda: fn(x, weight, EPS)
+
+            expected = make(providers[0].fn)()
+            label = {"shape": f"[{tokens}, {hidden}]", "dtype": dtype_name(dtype)}
+            section, ok = run_providers(providers, make, expected, TOLERANCES[dtype], args.device, reps, label,
+                                        nbytes=2 * x.numel() * x.element_size())
+            rows += section
+            ratios.update(speedups(section, f"rms_norm [{tokens}, {hidden}] {dtype_name(dtype)}"))
+            passed &= ok
+    print(f"rms_norm on {args.device}, eps {EPS}, median of {reps}")
+    print_table(rows)
+    print_json_line("rms_norm", rows, ratios)
+    return 0 if passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
