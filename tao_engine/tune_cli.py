@@ -3,6 +3,9 @@ run from the command line (with --from-table: one flywheel round on the inferenc
 
 Every config field is also a flag: `--optim.lr 1e-5`, `--algorithm.name dapo`, `--sampling.n 16`, `--run.steps 50`
 (values in TOML syntax; bare words are strings). Flags override the file; without --config the defaults apply.
+
+Under torchrun (`torchrun --nproc-per-node K -m tao_engine tune ...`) every rank runs this command: the process group
+is set up from the launcher's environment and `[distributed]`, and only rank 0 prints the summary.
 """
 
 from __future__ import annotations
@@ -43,12 +46,40 @@ def load_tao_config(path: str | None, extra: Sequence[str]):
 
 
 def run_tune(args: argparse.Namespace, extra: Sequence[str]) -> int:
-    from tao_engine.rl.tao import TAO
+    from tao_engine.distributed.context import DistributedContext, destroy_process_group, init_process_group
 
     config = load_tao_config(args.config, extra)
+    ctx = DistributedContext.from_env(config.distributed)
+    if ctx is None:
+        if getattr(args, "from_table", None):
+            return _tune_from_table(args, config)
+        return _tune(args, config, None)
     if getattr(args, "from_table", None):
-        return _tune_from_table(args, config)
-    result = TAO(config, progress=not args.quiet).run(resume=args.resume)
+        raise ValueError("tune: --from-table runs in one process; launch it without torchrun")
+    init_process_group(ctx)
+    try:
+        return _tune(args, config, ctx)
+    finally:
+        destroy_process_group()
+
+
+def _tune(args: argparse.Namespace, config, ctx) -> int:
+    from tao_engine.rl.tao import TAO
+
+    main = ctx is None or ctx.is_main
+
+    def build() -> TAO:
+        return TAO(config, progress=not args.quiet and main, distributed=ctx)
+
+    if ctx is None:
+        tao = build()
+    else:
+        from tao_engine.distributed.exchange import run_guarded
+
+        tao = run_guarded(ctx, build, "tao setup")  # a rank failing to load the model stops the others too
+    result = tao.run(resume=args.resume)
+    if not main:
+        return 0
     last = result.history[-1] if result.history else {}
     summary = {
         "run_dir": str(result.run_dir),

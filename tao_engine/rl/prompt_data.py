@@ -3,12 +3,14 @@ checkpoint saves and a resumed run restores exactly.
 
 JSONL: one object per line with "prompt" (text) or "messages" (a chat); every other key is the prompt's context,
 handed to the scorers by name (e.g. "db_path" for the SQL verifier, "schema" for JSON Schema). A labeled eval file
-may carry "answer". CSV: a "prompt" column, the other columns context.
+may carry "answer". CSV: a "prompt" column, the other columns context. An optional "task" key (column) names the
+prompt's task in a multi-task run (`[tasks.<name>]`): it selects scorers and exploration and is not context.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +26,8 @@ from tao_engine.engine.prompts import PromptLike
 class PromptRecord:
     prompt: PromptLike  # text or chat messages
     context: dict[str, Any] = field(default_factory=dict)
+    task: str | None = None  # multi-task runs: the [tasks.<name>] this prompt belongs to
+    source: str | None = field(default=None, compare=False)  # "file:line", for errors that name the prompt
 
 
 def load_prompts(path: str | Path, system_prompt: str | None = None) -> list[PromptRecord]:
@@ -42,7 +46,7 @@ def load_prompts(path: str | Path, system_prompt: str | None = None) -> list[Pro
     if not records:
         raise ValueError(f"prompts file {path} holds no prompts")
     if system_prompt is not None:
-        records = [PromptRecord(_with_system(r.prompt, system_prompt), r.context) for r in records]
+        records = [dataclasses.replace(r, prompt=_with_system(r.prompt, system_prompt)) for r in records]
     return records
 
 
@@ -81,7 +85,10 @@ def _record(obj: dict[str, Any], where: str) -> PromptRecord:
             raise ValueError(f"{where}: 'messages' must be a non-empty list of {{'role', 'content'}} objects")
     elif not isinstance(prompt, str) or not prompt:
         raise ValueError(f"{where}: 'prompt' must be a non-empty string")
-    return PromptRecord(prompt, obj)
+    task = obj.pop("task", None)
+    if task is not None and (not isinstance(task, str) or not task):
+        raise ValueError(f"{where}: 'task' must be a non-empty string naming a [tasks.<name>] table, got {task!r}")
+    return PromptRecord(prompt, obj, task=task, source=where)
 
 
 def _with_system(prompt: PromptLike, system: str) -> PromptLike:

@@ -23,8 +23,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from tao_engine.rl.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from tao_engine.distributed.context import DistributedContext
+from tao_engine.distributed.exchange import exchange, run_guarded
+from tao_engine.distributed.gradient_sync import DataParallelUpdate, broadcast_parameters
+from tao_engine.distributed.main_rank import metrics_log_for, writes_outputs
+from tao_engine.distributed.reduce import reduce_metrics
+from tao_engine.distributed.sharding import rollout_shard
+from tao_engine.rl.checkpoint import checkpoint_path, latest_checkpoint, load_checkpoint, save_checkpoint
 from tao_engine.rl.evaluation import evaluate
+from tao_engine.rl.exploration.routing import TaskRouting
 from tao_engine.rl.metrics_log import MetricsLog
 from tao_engine.rl.optim import build_optimizer, build_scheduler
 from tao_engine.rl.prompt_data import PromptCursor, PromptRecord, contexts_by_key, load_prompts
@@ -56,9 +63,14 @@ class TAO:
         tokenizer: Any = None,
         scorer: Any = None,
         progress: bool = True,
+        distributed: DistributedContext | None = None,
     ) -> None:
+        """distributed: this process's place in a torchrun launch (None: a single process); see tao_engine.distributed.
+        Each rank then rolls out and scores its slice of every step's prompts, gradients are summed across ranks, and
+        only rank 0 writes metrics, checkpoints and the final model."""
         self.config = config
-        self.progress = progress
+        self.dist = distributed
+        self.progress = progress and writes_outputs(distributed)  # one progress bar: rank 0's
         if model is None:
             model, tokenizer = _load_model(config)
         self.model = model
@@ -68,10 +80,21 @@ class TAO:
 
             if not has_lora(model):
                 apply_lora(model, config.lora, generator=torch.Generator().manual_seed(config.run.seed))
-        self.scorer = scorer if scorer is not None else _build_scorer(config)
+        self.data_parallel = None
+        if distributed is not None:  # replicas start identical; before the engine and the reference copy see them
+            broadcast_parameters(distributed, model)
+            self.data_parallel = DataParallelUpdate(distributed)
+        # With [tasks] that each list their scorers, the run-level [scoring] may be left out.
+        needs_run_scorer = bool(config.scoring.scorers) or not config.tasks
+        self.scorer = scorer if scorer is not None else (_build_scorer(config) if needs_run_scorer else None)
         from tao_engine.engine import Engine
 
         self.engine = Engine(model, config.engine, tokenizer)  # shares `model`: no copy
+        # Exploration strategies and per-task scorers (tao_engine.rl.exploration); inactive for a plain single task.
+        self.routing = TaskRouting.from_config(
+            config.exploration, config.tasks, config.scoring, config.sampling, self.scorer,
+            config.train.max_tokens_per_forward, config.train.bf16_autocast,
+        )
         self.optimizer = build_optimizer(model, config.optim)
         self.lr_scheduler = build_scheduler(self.optimizer, config.optim, max(1, config.run.steps))
         # Under LoRA the base weights are the reference (train_step disables the adapters): no second copy.
@@ -92,11 +115,18 @@ class TAO:
     # ---- the loop -------------------------------------------------------------------------------------------------
 
     def run(self, prompts: Sequence[PromptRecord | Any] | None = None, resume: bool = False) -> TAOResult:
+        if self.dist is not None:  # a rank that fails tells the others, so they stop instead of waiting forever
+            return run_guarded(self.dist, lambda: self._run(prompts, resume), "tao run")
+        return self._run(prompts, resume)
+
+    def _run(self, prompts: Sequence[PromptRecord | Any] | None, resume: bool) -> TAOResult:
         cfg = self.config
         records = _as_records(prompts) if prompts is not None else _load_training_prompts(cfg)
         eval_records = load_prompts(cfg.data.eval, cfg.data.system_prompt) if cfg.data.eval else None
+        self.routing.check_records(records)  # every prompt's task is configured: fail before any work
+        self.routing.check_records(eval_records or [], "eval")
         cursor = PromptCursor(len(records), seed=cfg.run.seed, shuffle=cfg.data.shuffle)
-        log = MetricsLog(self.run_dir)
+        log = metrics_log_for(self.dist, self.run_dir)  # rank 0 writes; other ranks log nothing
         start_step = 0
         if resume:
             start_step = self._resume(cursor, log)
@@ -107,6 +137,8 @@ class TAO:
         bar = _progress(cfg.run.steps, start_step, self.progress)
         for step in range(start_step + 1, cfg.run.steps + 1):
             metrics = self._step(records, cursor)
+            if self.dist is not None:
+                metrics = reduce_metrics(self.dist, metrics)  # one record for the run, the same on every rank
             if eval_records is not None and cfg.run.eval_every and step % cfg.run.eval_every == 0:
                 metrics.update({f"eval_{k}": v for k, v in self._evaluate(eval_records).items()})
             log.log(step, metrics)
@@ -131,18 +163,20 @@ class TAO:
     def _step(self, records: list[PromptRecord], cursor: PromptCursor) -> dict[str, Any]:
         cfg = self.config
         t0 = time.perf_counter()
-        batch = self._rollout_and_score(records, cursor.take(cfg.data.prompts_per_step))
+        batch = self._rollout_shard(records, cursor.take(cfg.data.prompts_per_step))
         rounds = 0
         # DAPO's dynamic sampling: groups whose candidates all score alike teach nothing; draw more prompts.
         while cfg.algorithm.dynamic_sampling and rounds < cfg.algorithm.max_resample_rounds:
             useful = _useful_groups(batch)
-            if len(useful) >= cfg.data.prompts_per_step:
+            num_useful = self._global_count(len(useful))
+            if num_useful >= cfg.data.prompts_per_step:
                 break
-            extra = self._rollout_and_score(records, cursor.take(cfg.data.prompts_per_step - len(useful)))
+            extra = self._rollout_shard(records, cursor.take(cfg.data.prompts_per_step - num_useful), like=batch)
             batch = _concat(_select(batch, useful), extra)
             rounds += 1
         t1 = time.perf_counter()
-        stats = train_step(self.model, batch, self.optimizer, self.train_config, self.reference, self.lr_scheduler)
+        stats = train_step(self.model, batch, self.optimizer, self.train_config, self.reference, self.lr_scheduler,
+                           data_parallel=self.data_parallel)
         t2 = time.perf_counter()
         generated = sum(len(c) for group in batch.completion_token_ids for c in group)
         return {
@@ -150,19 +184,40 @@ class TAO:
             **{f"score/{k}": v for k, v in (batch.reward_metrics or {}).items()},
             "resample_rounds": rounds,
             "generated_tokens": generated,
+            "exploration_tokens_per_prompt": (batch.reward_metrics or {}).get(
+                "exploration/tokens_per_prompt", generated / max(1, batch.num_prompts)),
             "rollout_score_s": t1 - t0,
             "train_s": t2 - t1,
             "generate_tok/s": generated / max(t1 - t0, 1e-9),
             "completion_len_mean": generated / max(1, sum(len(g) for g in batch.completion_token_ids)),
         }
 
+    def _rollout_shard(self, records: list[PromptRecord], indices: list[int], like: Rollouts | None = None) -> Rollouts:
+        """This rank's slice of `indices` rolled out and scored (all of them in a single process). The step's main
+        batch splits evenly across ranks; a refill (`like`: the batch it extends) may not, and a rank may get none."""
+        if self.dist is None:
+            return self._rollout_and_score(records, indices)
+        out = rollout_shard(self.dist, self.engine.generator, indices, self.config.sampling,
+                            lambda mine: self._rollout_and_score(records, mine), even=like is None)
+        return out if out is not None or like is None else _select(like, [])
+
+    def _global_count(self, count: int) -> int:
+        if self.dist is None:
+            return count
+        return sum(exchange(self.dist, count, "dynamic sampling: count useful groups"))
+
     def _rollout_and_score(self, records: list[PromptRecord], indices: list[int]) -> Rollouts:
         chosen = [records[i] for i in indices]
+        if self.routing.active:  # exploration strategies or several tasks
+            return self.routing.rollout_and_score(self.engine, self.model, chosen)
         out = rollout(self.engine, [r.prompt for r in chosen], self.config.sampling)
         return score(out, self.scorer, contexts_by_key(chosen))
 
     def _evaluate(self, eval_records: list[PromptRecord]) -> dict[str, float]:
         run = self.config.run
+        if self.routing.tasks:  # per task and overall
+            max_tokens = run.eval_max_tokens or self.config.sampling.max_tokens
+            return self.routing.evaluate(self.engine, eval_records, run.eval_extractor, max_tokens)
         return evaluate(
             self.engine, eval_records, self.scorer, extractor=run.eval_extractor,
             max_tokens=run.eval_max_tokens or self.config.sampling.max_tokens,
@@ -171,6 +226,8 @@ class TAO:
     # ---- checkpoints ----------------------------------------------------------------------------------------------
 
     def _checkpoint(self, step: int, cursor: PromptCursor) -> Path:
+        if not writes_outputs(self.dist):  # replicas hold the same full state: rank 0's copy loads at any world size
+            return checkpoint_path(self.run_dir, step)
         return save_checkpoint(
             self.run_dir, step, self.model, self.optimizer, self.lr_scheduler,
             generators={"engine": self.engine.generator}, data_cursor=cursor.state(), config=self.config.to_dict(),
@@ -194,6 +251,8 @@ class TAO:
         from tao_engine.models.saving import save_pretrained
 
         target = self.run_dir / "final"
+        if not writes_outputs(self.dist):
+            return target
         if self.config.lora is not None:
             from tao_engine.rl.lora import merge_lora, unmerge_lora
             from tao_engine.rl.lora_adapter import save_lora_adapter

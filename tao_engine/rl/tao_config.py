@@ -11,6 +11,10 @@ tao.toml`) with every field also settable as a flag `--section.field value`.
     [train]      loss_temperature, shared_prompt, max_tokens_per_forward
     [engine]     EngineConfig: KV budget, batching
     [run]        steps, output_dir, checkpoint_every, keep_last, eval_every, seed, eval_extractor
+    [exploration] strategy (plain, reason, refine, mixed), templates, transform, refine_rounds, mixed entries,
+                 tokens_budget_per_prompt (tao_engine.rl.exploration.config)
+    [tasks.<name>] per-task scorers, combine, on_error and [exploration] overrides; prompts pick one by "task"
+    [distributed] strategy, backend, timeout_s (used only when launched by torchrun; see tao_engine.distributed)
 """
 
 from __future__ import annotations
@@ -23,9 +27,12 @@ from pathlib import Path
 from typing import Any
 
 from tao_engine.config_dict import dataclass_from_dict
+from tao_engine.distributed.config import DistributedSection
 from tao_engine.engine.config import EngineConfig
 from tao_engine.engine.sampling_params import SamplingParams
 from tao_engine.rl.algorithms import AlgorithmConfig
+from tao_engine.rl.exploration.config import ExplorationConfig
+from tao_engine.rl.exploration.tasks import TaskConfig, tasks_from_dict
 from tao_engine.rl.lora import LoraConfig
 from tao_engine.rl.optim import OptimConfig
 
@@ -105,6 +112,8 @@ _SECTIONS: dict[str, type] = {
     "train": TrainSection,
     "engine": EngineConfig,
     "run": RunSection,
+    "exploration": ExplorationConfig,
+    "distributed": DistributedSection,
 }
 
 
@@ -120,14 +129,20 @@ class TAOConfig:
     train: TrainSection = field(default_factory=TrainSection)
     engine: EngineConfig = field(default_factory=EngineConfig)
     run: RunSection = field(default_factory=RunSection)
+    exploration: ExplorationConfig = field(default_factory=ExplorationConfig)
+    tasks: dict[str, TaskConfig] = field(default_factory=dict)  # [tasks.<name>]; empty = a single-task run
+    distributed: DistributedSection = field(default_factory=DistributedSection)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> TAOConfig:
-        unknown = sorted(set(d) - set(_SECTIONS))
+        unknown = sorted(set(d) - set(_SECTIONS) - {"tasks"})
         if unknown:
             raise ValueError(f"tao config: unknown section(s) {unknown}; sections are {sorted(_SECTIONS)}")
         kwargs: dict[str, Any] = {}
         for name, section in d.items():
+            if name == "tasks":  # a table of tables, one per task
+                kwargs["tasks"] = tasks_from_dict(section)
+                continue
             if not isinstance(section, Mapping):
                 raise ValueError(f"tao config: [{name}] must be a table, got {type(section).__name__}")
             values = dict(section)
@@ -153,6 +168,8 @@ class TAOConfig:
             value = getattr(self, name)
             if value is not None:
                 out[name] = _plain(dataclasses.asdict(value))
+        if self.tasks:
+            out["tasks"] = {name: _plain(dataclasses.asdict(task)) for name, task in self.tasks.items()}
         return out
 
 

@@ -76,12 +76,16 @@ def train_step(
     config: TrainConfig | None = None,
     reference: nn.Module | Callable[[], Any] | None = None,
     lr_scheduler: Any = None,
+    data_parallel: Any = None,
 ) -> StepStats:
     """Update `policy` on scored rollouts (rollouts.rewards set, e.g. by `tao_engine.rl.score`).
 
     reference: a frozen module (e.g. `frozen_copy(policy)`), needed when the algorithm uses one (kl_coef > 0, dpo)
     unless the policy has LoRA adapters: their base weights are then the reference.
     lr_scheduler: stepped once per optimizer step when given.
+    data_parallel: a `tao_engine.distributed.DataParallelUpdate` when this rank holds one shard of the batch:
+    advantages, group selection and the minibatch plan then use every rank's groups, each rank trains its own, and
+    gradients are summed across ranks before clipping (the step equals one process's on the whole batch).
     """
     config = config or TrainConfig()
     algo = config.algorithm
@@ -106,7 +110,12 @@ def train_step(
         rewards = rewards - algo.kl_coef * seq_kl.view_as(rewards)
     timings["logprob_s"] += time.perf_counter() - start
 
+    local_rewards = rewards  # [P_local, n]; equal to the global rewards in a single process
+    shard = data_parallel.gather(rollouts, rewards) if data_parallel is not None else None
+    if shard is not None:
+        rewards = shard.rewards  # [P_global, n]: batch statistics and the plan see every rank's groups
     advantages, zero_variance = ops.group_advantages(rewards, algo.advantage, algo.advantage_eps)  # [P, n], [P]
+    local_advantages = advantages if shard is None else advantages[shard.rows]  # [P_local, n]
     keep = _groups_to_train(algo, rewards, zero_variance)
     sampler_lp = comparable_sampler_logprobs(rollouts, temperature)  # [B, T] or None
     if algo.old_logprobs == "sampler" and sampler_lp is None:
@@ -119,7 +128,8 @@ def train_step(
 
     guarded = GuardedStep(optimizer, lr_scheduler, config.max_grad_norm)
     plan = plan_minibatches(
-        rollouts, keep, algo.num_minibatches, config.max_tokens_per_forward, config.seed, config.shared_prompt
+        rollouts if shard is None else shard.layout, keep, algo.num_minibatches, config.max_tokens_per_forward,
+        config.seed, config.shared_prompt,
     )
     accum = _Accumulator()
     for epoch in range(algo.epochs):
@@ -128,10 +138,15 @@ def train_step(
             optimizer.zero_grad(set_to_none=True)
             minibatch_loss = 0.0
             for micro in minibatch.micro_batches:
+                mine = micro if shard is None else shard.local(micro)  # the groups this rank owns
+                if not mine:
+                    continue
                 minibatch_loss += _micro_step(
-                    policy, rollouts, micro, minibatch, algo, config, temperature, advantages, rewards,
+                    policy, rollouts, mine, minibatch, algo, config, temperature, local_advantages, local_rewards,
                     old_all, ref_all, sampler_lp, accum, first_pass=epoch == 0,
                 )
+            if data_parallel is not None:
+                minibatch_loss = data_parallel.sync_gradients(optimizer, minibatch_loss)
             accum.add("loss", minibatch_loss)
             _optimizer_step(guarded, stats, accum, minibatch_loss)
             timings["update_s"] += time.perf_counter() - t0
