@@ -12,7 +12,7 @@ STAMP := $(VENV)/.tao-installed
 EXT_SOURCES := $(wildcard csrc/*.cpp csrc/*.h csrc/cpu/*.cpp csrc/cpu/*.h csrc/cuda/*.cu csrc/cuda/*.cuh csrc/cuda/*.cpp csrc/cuda/*.h)
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test lint bench clean-ext
+.PHONY: setup demo test lint bench bench-quality clean-ext
 
 setup: $(STAMP)
 
@@ -46,6 +46,10 @@ test: setup lint
 
 bench: setup
 	$(PY) bench/bench_token_logprobs.py
+
+# TAO vs base vs SFT on SmolLM2 (issue 9): at most 90 minutes on 2 CPU cores; resumes finished cells.
+bench-quality: setup
+	$(PY) bench/bench_quality.py --out bench/results/quality.md
 
 clean-ext:
 	rm -rf build tao_engine/_C*.so $(STAMP)

@@ -27,6 +27,7 @@ BUILTIN_SCORERS: dict[str, str] = {
     "forbidden_strings": "tao_engine.scoring.rules:ForbiddenStringsScorer",
     "json_schema": "tao_engine.scoring.rules:JsonSchemaScorer",
     "sql": "tao_engine.scoring.sql:SqlVerifier",
+    "sql_agreement": "tao_engine.scoring.sql_agreement:SqlAgreementScorer",
     "python_exec": "tao_engine.scoring.python_exec:PythonExecScorer",
     "majority_vote": "tao_engine.scoring.majority:MajorityVoteScorer",
     "reward_model": "tao_engine.scoring.reward_model:RewardModelScorer",

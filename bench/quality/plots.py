@@ -1,0 +1,83 @@
+"""The two PNG plots of the quality report: accuracy vs optimizer steps (SFT and TAO curves, base as a line) and
+accuracy vs TAO's samples per prompt at fixed steps; one panel per task, mean over seeds with the min-max band."""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from bench.quality.report import LABELS, Results
+
+
+def write_plots(records: Sequence[dict[str, Any]], report: Path, rules_n: int, judge_n: int) -> list[Path]:
+    """[<stem>_vs_steps.png, <stem>_vs_samples.png] next to the report <stem>.md ([] without matplotlib)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")  # files only, never a window
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    res = Results(records)
+    if not res.tasks:
+        return []
+    report.parent.mkdir(parents=True, exist_ok=True)
+    paths = [report.parent / f"{report.stem}_vs_{what}.png" for what in ("steps", "samples")]
+
+    fig, axes = plt.subplots(1, len(res.tasks), figsize=(5.5 * len(res.tasks), 3.8), squeeze=False)
+    for ax, task in zip(axes[0], res.tasks, strict=True):
+        base = res.accuracies(task, "base", 1)
+        if base:
+            ax.axhline(statistics.fmean(base), color="gray", linestyle="--", label=LABELS["base"])
+        for method, n in (("sft", 1), ("tao", rules_n), ("tao_judge", judge_n)):
+            steps, mean, low, high = _curve(res.cells(task, method, n))
+            if steps and base:  # every tuned run starts from the base model: its curve starts at step 0 there
+                steps, mean = [0, *steps], [statistics.fmean(base), *mean]
+                low, high = [min(base), *low], [max(base), *high]
+            if steps:
+                label = LABELS[method] + (f" (n={n})" if method != "sft" else "")
+                ax.plot(steps, mean, marker="o", label=label)
+                ax.fill_between(steps, low, high, alpha=0.2)
+        ax.set(title=task, xlabel="optimizer steps", ylabel="test accuracy")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(paths[0], dpi=100)
+    plt.close(fig)
+
+    fig, axes = plt.subplots(1, len(res.tasks), figsize=(5.5 * len(res.tasks), 3.8), squeeze=False)
+    for ax, task in zip(axes[0], res.tasks, strict=True):
+        ns = res.ns(task, "tao")
+        accs = [res.accuracies(task, "tao", n) for n in ns]
+        if ns:
+            mean = [statistics.fmean(a) for a in accs]
+            ax.errorbar(ns, mean, yerr=[[m - min(a) for m, a in zip(mean, accs, strict=True)],
+                                        [max(a) - m for m, a in zip(mean, accs, strict=True)]],
+                        marker="o", capsize=3, label=LABELS["tao"])
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(ns, [str(n) for n in ns])
+        for method, style in (("base", "--"), ("sft", ":")):
+            values = res.accuracies(task, method, 1)
+            if values:
+                ax.axhline(statistics.fmean(values), color="gray" if method == "base" else "tab:green",
+                           linestyle=style, label=LABELS[method])
+        ax.set(title=task, xlabel="samples per prompt (n), fixed steps", ylabel="test accuracy")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(paths[1], dpi=100)
+    plt.close(fig)
+    return paths
+
+
+def _curve(cells: Sequence[dict[str, Any]]) -> tuple[list[int], list[float], list[float], list[float]]:
+    by_step: dict[int, list[float]] = defaultdict(list)
+    for cell in cells:
+        for point in cell.get("curve", []):
+            by_step[point["step"]].append(point["accuracy"])
+    steps = sorted(by_step)
+    return (steps, [statistics.fmean(by_step[s]) for s in steps], [min(by_step[s]) for s in steps],
+            [max(by_step[s]) for s in steps])

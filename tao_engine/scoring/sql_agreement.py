@@ -1,0 +1,108 @@
+"""SQL result agreement ("sql_agreement"): a label-free group scorer that rewards a candidate query for returning
+the result set most of its group returns (self-consistency over execution results, as majority vote does over final
+answers).
+
+Every candidate of a prompt is run read-only on that prompt's database (`tao_engine.scoring.sql.execute_readonly`,
+with its guards: read-only file, SELECT/WITH only, authorizer, time limit, row cap). Candidates are clustered by
+their result set (rows as a multiset, floats rounded; row order is ignored so that an ORDER BY does not split a
+cluster). A candidate's score:
+
+- mode "fraction": the share of the group (itself included) that returns its result set, in (0, 1];
+- mode "majority": 1.0 for the candidates in the largest cluster (ties: the cluster seen first), else 0.0.
+
+A candidate with no SQL, or whose query fails or times out, scores 0 and joins no cluster. With `min_rows` = 1 (the
+default) an empty result also scores 0: queries that match nothing agree with each other too easily.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from tao_engine.scoring.base import Scores
+from tao_engine.scoring.extract import get_extractor
+from tao_engine.scoring.sql import QueryResult, execute_readonly
+
+AGREEMENT_MODES = ("fraction", "majority")
+
+
+@dataclass
+class SqlAgreementScorer:
+    """Group scorer: result-set agreement of each candidate with its group (see the module docstring). The database
+    is `db_path`, or per prompt the context key `db_path` (which wins)."""
+
+    name: ClassVar[str] = "sql_agreement"
+    db_path: str | None = None
+    mode: str = "fraction"
+    min_rows: int = 1
+    time_limit_s: float = 1.0
+    max_rows: int = 1000
+    extract: str = "sql"
+    _counts: Counter = field(default_factory=Counter, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.mode not in AGREEMENT_MODES:
+            raise ValueError(f"sql_agreement: mode must be one of {AGREEMENT_MODES}, got {self.mode!r}")
+        if isinstance(self.min_rows, bool) or not isinstance(self.min_rows, int) or self.min_rows < 0:
+            raise ValueError(f"sql_agreement: min_rows must be an int >= 0, got {self.min_rows!r}")
+        if not self.time_limit_s > 0:
+            raise ValueError(f"sql_agreement: time_limit_s must be > 0, got {self.time_limit_s!r}")
+        if isinstance(self.max_rows, bool) or not isinstance(self.max_rows, int) or self.max_rows < 1:
+            raise ValueError(f"sql_agreement: max_rows must be an int >= 1, got {self.max_rows!r}")
+        self._extract = get_extractor(self.extract)
+
+    def score_groups(self, prompts: Sequence[str], groups: Sequence[Sequence[str]], **context: Any) -> list[Scores]:
+        db_paths = context.get("db_path")
+        out = []
+        for i, group in enumerate(groups):
+            db = db_paths[i] if db_paths is not None else self.db_path
+            if db is None:
+                raise ValueError("sql_agreement: no database: set the scorer's db_path or pass context db_path=[...]")
+            out.append(self.score_group(db, group))
+        return out
+
+    def score_group(self, db: str, group: Sequence[str]) -> Scores:
+        keys = [self._result_key(db, completion) for completion in group]  # None = no cluster
+        counts = Counter(k for k in keys if k is not None)
+        self._counts["groups"] += 1
+        self._counts["candidates"] += len(keys)
+        self._counts["clustered"] += sum(counts.values())
+        self._counts["clusters"] += len(counts)
+        if not counts:
+            return [0.0] * len(keys)
+        top = max(counts, key=counts.__getitem__)  # first-seen cluster on ties (Counter keeps insertion order)
+        self._counts["majority_share"] += counts[top] / len(keys)
+        if self.mode == "majority":
+            return [float(k is not None and k == top) for k in keys]
+        return [0.0 if k is None else counts[k] / len(keys) for k in keys]
+
+    def _result_key(self, db: str, completion: str) -> Hashable | None:
+        sql = self._extract(completion)
+        if sql is None:
+            self._counts["no_sql"] += 1
+            return None
+        result: QueryResult = execute_readonly(db, sql, self.time_limit_s, self.max_rows)
+        if not result.ok:
+            self._counts["failed"] += 1
+            return None
+        if len(result.rows) < self.min_rows:
+            self._counts["too_few_rows"] += 1
+            return None
+        return result.result_key(ordered=False)
+
+    def metrics(self) -> dict[str, float]:
+        """exec_rate (queries that ran), cluster_rate (candidates in some cluster), clusters_per_group,
+        majority_share (largest cluster / group size), no_sql; counters since the previous call."""
+        c = self._counts
+        n, g = max(c["candidates"], 1), max(c["groups"], 1)
+        out = {
+            "exec_rate": (c["candidates"] - c["no_sql"] - c["failed"]) / n,
+            "cluster_rate": c["clustered"] / n,
+            "clusters_per_group": c["clusters"] / g,
+            "majority_share": c["majority_share"] / g,
+            "no_sql": float(c["no_sql"]),
+        }
+        self._counts.clear()
+        return out
