@@ -70,6 +70,31 @@ def _check_decode(
         )
 
 
+def _check_prefill(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    cu_seqlens_q: torch.Tensor,
+    block_tables: torch.Tensor,
+    context_lens: torch.Tensor,
+    max_seqlen_q: int,
+    max_seqlen_k: int,
+) -> None:
+    _check_paged("paged_prefill_attention", q, k_cache, v_cache, block_tables, context_lens, "N")
+    b = block_tables.shape[0]
+    if cu_seqlens_q.shape != (b + 1,):
+        raise ValueError(
+            f"paged_prefill_attention: cu_seqlens_q must be [B + 1 = {b + 1}], got {tuple(cu_seqlens_q.shape)}"
+        )
+    block_size = k_cache.shape[1]
+    if max_seqlen_q < 1 or max_seqlen_k < 1 or -(-max_seqlen_k // block_size) > block_tables.shape[1]:
+        raise ValueError(
+            f"paged_prefill_attention: need max_seqlen_q >= 1 and 1 <= max_seqlen_k <= block_tables width x "
+            f"block_size ({block_tables.shape[1]} x {block_size}), got max_seqlen_q={max_seqlen_q}, "
+            f"max_seqlen_k={max_seqlen_k}"
+        )
+
+
 def paged_decode_attention_reference(
     q: torch.Tensor,
     k_cache: torch.Tensor,
@@ -109,20 +134,9 @@ def paged_prefill_attention_reference(
     Query j of sequence b sits at position context_lens[b] - q_len_b + j and attends causally to cache positions up to
     its own (already written). max_seqlen_q / max_seqlen_k bound q_len and context_lens over the batch.
     """
-    _check_paged("paged_prefill_attention", q, k_cache, v_cache, block_tables, context_lens, "N")
-    b = block_tables.shape[0]
-    if cu_seqlens_q.shape != (b + 1,):
-        raise ValueError(
-            f"paged_prefill_attention: cu_seqlens_q must be [B + 1 = {b + 1}], got {tuple(cu_seqlens_q.shape)}"
-        )
-    block_size = k_cache.shape[1]
+    _check_prefill(q, k_cache, v_cache, cu_seqlens_q, block_tables, context_lens, max_seqlen_q, max_seqlen_k)
+    b, block_size = block_tables.shape[0], k_cache.shape[1]
     num_blocks = -(-max_seqlen_k // block_size)
-    if max_seqlen_q < 1 or max_seqlen_k < 1 or num_blocks > block_tables.shape[1]:
-        raise ValueError(
-            f"paged_prefill_attention: need max_seqlen_q >= 1 and 1 <= max_seqlen_k <= block_tables width x "
-            f"block_size ({block_tables.shape[1]} x {block_size}), got max_seqlen_q={max_seqlen_q}, "
-            f"max_seqlen_k={max_seqlen_k}"
-        )
     n, device = q.shape[0], q.device
     q_lens = (cu_seqlens_q[1:] - cu_seqlens_q[:-1]).long()  # [B]
     # Packed row i -> (sequence, index within its queries); output_size avoids a host sync on CUDA.
@@ -249,6 +263,54 @@ paged_decode_attention.register(
 )
 
 
+# --- triton backend of paged_prefill_attention (kernels/paged_prefill_attention.py): causal FlashAttention-style
+# tiles over the paged cache, the GQA group of query heads of a kv head together. Same contract and errors.
+def _paged_prefill_attention_triton(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    cu_seqlens_q: torch.Tensor,
+    block_tables: torch.Tensor,
+    context_lens: torch.Tensor,
+    max_seqlen_q: int,
+    max_seqlen_k: int,
+    scale: float,
+) -> torch.Tensor:
+    _check_prefill(q, k_cache, v_cache, cu_seqlens_q, block_tables, context_lens, max_seqlen_q, max_seqlen_k)
+    kernels = triton_support.kernel_module("paged_prefill_attention")
+    bounds = (int(max_seqlen_q), int(max_seqlen_k), float(scale))
+    return kernels.paged_prefill_attention(q, k_cache, v_cache, cu_seqlens_q, block_tables, context_lens, *bounds)
+
+
+def _paged_prefill_attention_triton_supports(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    cu_seqlens_q: torch.Tensor,
+    block_tables: torch.Tensor,
+    context_lens: torch.Tensor,
+    max_seqlen_q: int,
+    max_seqlen_k: int,
+    scale: float,
+) -> tuple[bool, str]:
+    # The decode kernel's conditions (device, dtypes, integer lengths) plus cu_seqlens_q's.
+    ok, why = _paged_decode_attention_triton_supports(q, k_cache, v_cache, block_tables, context_lens, scale)
+    if not ok:
+        return ok, why
+    if cu_seqlens_q.device != q.device or cu_seqlens_q.dtype not in (torch.int32, torch.int64):
+        return False, (
+            f"cu_seqlens_q must be int32 or int64 on q's device, got {cu_seqlens_q.dtype} on {cu_seqlens_q.device}"
+        )
+    if k_cache.dim() == 4 and k_cache.shape[3] > 256:
+        return False, f"head dim D must be <= 256 (one K/V tile row in registers), got {k_cache.shape[3]}"
+    return True, ""
+
+
+paged_prefill_attention.register(
+    "triton", _paged_prefill_attention_triton, triton_support.triton_probe, _paged_prefill_attention_triton_supports
+)
+
+
 # --- cuda backend of paged_decode_attention (csrc/cuda/paged_attention*.{cu,cpp}): the same op on CUDA tensors, one
 # block per (sequence, query head); table entries and context lengths are asserted on the device.
 from tao_engine.ops.extension import cuda_backend_probe  # noqa: E402
@@ -284,3 +346,10 @@ def _paged_decode_attention_cuda_supports(
 paged_decode_attention.register(
     "cuda", _paged_decode_attention_cpp, cuda_backend_probe, _paged_decode_attention_cuda_supports
 )
+
+# flash-attn 2 (optional, GPU): chosen only when asked for (backend="flash_attn", use_backend or TAO_BACKEND) until
+# a GPU run has measured it against cuda/triton; see ops/paged_attention_flash.py for its limits (pages of 256+).
+from tao_engine.ops import paged_attention_flash as _flash  # noqa: E402
+
+paged_prefill_attention.register("flash_attn", _flash.prefill, _flash.flash_attn_probe, _flash.prefill_supports)
+paged_decode_attention.register("flash_attn", _flash.decode, _flash.flash_attn_probe, _flash.decode_supports)

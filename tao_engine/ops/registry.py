@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 REFERENCE = "torch"
-KNOWN_BACKENDS = ("torch", "cpp", "cuda", "triton")
+KNOWN_BACKENDS = ("torch", "cpp", "cuda", "triton", "flash_attn")  # flash_attn: attention ops only, when asked
 
 # Default preference per device type; an op may override it.
 DEFAULT_PREFERENCE = {
