@@ -320,3 +320,31 @@ def _sample_cuda_supports(logits: torch.Tensor, *params: torch.Tensor) -> tuple[
 
 
 sample.register("cuda", _sample_cpp, cuda_backend_probe, _sample_cuda_supports)
+
+
+# --- triton backend (kernels/sampling.py): one program per row, cutoffs by deterministic pivot search over the
+# values (no sort), the same splitmix64 uniform and fp64 CDF inversion; the kernel module loads on first call.
+from tao_engine.ops import triton_support  # noqa: E402
+
+
+def _sample_triton(
+    logits: torch.Tensor, *params: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    _check_inputs(logits, *params)  # the reference's errors, word for word
+    # On a GPU the kernel calls libdevice's exp / log (torch's own on CUDA); triton's CPU interpreter has no libdevice.
+    interpret = triton_support.interpret_mode()
+    return triton_support.kernel_module("sampling").sample(logits, *params, interpret=interpret)
+
+
+def _sample_triton_supports(logits: torch.Tensor, *params: torch.Tensor) -> tuple[bool, str]:
+    tensors = [t for t in (logits, *params) if isinstance(t, torch.Tensor)]
+    for ok, why in (
+        triton_support.device_supported(*tensors),
+        triton_support.dtype_supported("logits", logits, _CPP_LOGITS_DTYPES),
+    ):
+        if not ok:
+            return ok, why
+    return True, ""
+
+
+sample.register("triton", _sample_triton, triton_support.triton_probe, _sample_triton_supports)
