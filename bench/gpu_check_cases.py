@@ -92,6 +92,28 @@ def paged_decode_case(backend: str, dtype: torch.dtype) -> tuple[float, float, s
     return worst, _tol(dtype, 1e-4, 2e-2), "GQA 9/3, MHA 8/8, D 32/64/128, contexts 1..208"
 
 
+def paged_prefill_case(backend: str, dtype: torch.dtype) -> tuple[float, float, str]:
+    from tao_engine.ops.paged_attention import paged_prefill_attention, paged_prefill_attention_reference
+
+    worst = 0.0
+    # (context, query) lengths: whole prompts, extends of a cached prefix (1, 7, 129 new tokens), one long prompt.
+    seqs = [(13, 13), (200, 7), (33, 1), (208, 129), (129, 129)]
+    for hq, hkv, d in ((1, 1, 32), (9, 3, 64), (8, 8, 128)):
+        _, k_cache, v_cache, tables, _ = _paged_inputs(dtype, len(seqs), hq, hkv, d)
+        lens = torch.tensor([ctx for ctx, _ in seqs], device=DEVICE, dtype=torch.int32)
+        q_lens = torch.tensor([0] + [q_len for _, q_len in seqs], device=DEVICE)
+        cu = q_lens.cumsum(0).int()
+        q = torch.randn(int(cu[-1]), hq, d, device=DEVICE).to(dtype)
+        tables[1:, :2] = tables[0, :2]  # the first two blocks shared by every sequence, like a prompt's samples
+        scale, bounds = d**-0.5, (129, 208)
+        got = paged_prefill_attention(q, k_cache, v_cache, cu, tables, lens, *bounds, scale, backend=backend)
+        want = paged_prefill_attention_reference(
+            q.double(), k_cache.double(), v_cache.double(), cu, tables, lens, *bounds, scale
+        )
+        worst = max(worst, _scaled_error(got, want))
+    return worst, _tol(dtype, 1e-4, 2e-2), "q lens 1..129 with cached prefixes, GQA 9/3, MHA 8/8, D 32/64/128"
+
+
 def write_kv_cache_case(backend: str, dtype: torch.dtype) -> tuple[float, float, str]:
     from tao_engine.ops.kv_cache import write_kv_cache, write_kv_cache_reference
 
@@ -140,6 +162,41 @@ def sample_case(backend: str, dtype: torch.dtype) -> tuple[float, float, str]:
     if mismatched > total // 100:
         worst = float("inf")
     return worst, 1e-4, f"{mismatched}/{total} rows drew another token than the reference"
+
+
+def sample_cutoffs_case(backend: str, dtype: torch.dtype) -> tuple[float, float, str]:
+    """The cutoffs where a selection without sort can go wrong: ties on a coarse grid, -inf columns, k = 1, a tiny
+    and a near-1 top-p, flat rows, and the [256, 131072] top-p-only shape of the bench's GPU row."""
+    from tao_engine.ops.sampling import sample, sample_reference
+
+    mismatched = total = 0
+    worst = 0.0
+    for rows, vocab, kind in ((37, 4099, "ties"), (37, 4099, "neg_inf"), (8, 4099, "flat"), (256, 131072, "top_p")):
+        logits = torch.randn(rows, vocab, device=DEVICE) * 4
+        params = _sampling_params(rows)
+        if kind == "ties":
+            logits = logits.round() / 2
+            params["top_k"] = torch.arange(rows, device=DEVICE) % 13 + 1
+        elif kind == "neg_inf":
+            logits[:, ::2] = float("-inf")
+            params["top_p"] = torch.tensor([1e-6, 0.9999, 0.9], device=DEVICE)[torch.arange(rows, device=DEVICE) % 3]
+        elif kind == "flat":
+            logits = torch.zeros_like(logits)
+        else:
+            params["temperature"] = torch.full((rows,), 1.0, device=DEVICE)
+            params["top_k"] = torch.zeros(rows, dtype=torch.int64, device=DEVICE)
+            params["top_p"] = torch.full((rows,), 0.9, device=DEVICE)
+        logits = logits.to(dtype)
+        tokens, logprobs, _ = sample(logits, *params.values(), backend=backend)
+        ref_tokens, ref_logprobs, _ = sample_reference(logits, *params.values())
+        same = tokens == ref_tokens
+        mismatched += int((~same).sum())
+        total += rows
+        if bool(same.any()):
+            worst = max(worst, _scaled_error(logprobs[same], ref_logprobs[same]))
+    if mismatched > total // 100:  # as sample_case: only rounding of a CDF step may move a token
+        worst = float("inf")
+    return worst, 1e-4, f"ties, -inf, flat, [256,131072] top-p: {mismatched}/{total} rows differ"
 
 
 def policy_loss_case(backend: str, dtype: torch.dtype) -> tuple[float, float, str]:
@@ -204,8 +261,10 @@ CASES = (
     Case("token_logprobs", token_logprobs_case, (torch.float32, torch.bfloat16)),
     Case("linear_logprobs", linear_logprobs_case, (torch.float32, torch.bfloat16)),
     Case("paged_decode_attention", paged_decode_case, (torch.float32, torch.bfloat16)),
+    Case("paged_prefill_attention", paged_prefill_case, (torch.float32, torch.bfloat16)),
     Case("write_kv_cache", write_kv_cache_case, (torch.float32, torch.bfloat16)),
     Case("sample", sample_case, (torch.float32, torch.bfloat16)),
+    Case("sample", sample_cutoffs_case, (torch.float32, torch.bfloat16)),
     Case("policy_loss", policy_loss_case, (torch.float32,)),
     Case("group_advantages", group_advantages_case, (torch.float32, torch.float64)),
     Case("rms_norm", rms_norm_case, (torch.float32, torch.bfloat16)),
