@@ -50,6 +50,12 @@ TORCH_LIBRARY(tao_engine, m) {
       "linear_logprobs_backward(Tensor grad_logprobs, Tensor grad_entropy, Tensor hidden, Tensor weight, "
       "Tensor targets, Tensor lse, Tensor entropy, float temperature, bool compute_grad_hidden, "
       "bool compute_grad_weight) -> (Tensor, Tensor)");
+  // linear_logprobs for a weight that needs no gradient (frozen LM head, LoRA): the same (logprobs, entropy, lse)
+  // plus, per row, mean_weight = E_p[W] [N, H] fp32 and, when entropy_grad, entropy_weight = Cov_p(z, W) [N, H] fp32
+  // (else [0]), with which the gradient in hidden is elementwise (csrc/cpu/linear_logprobs_frozen_weight.cpp).
+  m.def(
+      "linear_logprobs_frozen_weight(Tensor hidden, Tensor weight, Tensor targets, float temperature, "
+      "bool entropy_grad) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
 }
 
 namespace {

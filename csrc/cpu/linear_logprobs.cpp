@@ -3,7 +3,9 @@
 // blocks: ATen's GEMM writes one fp32 block of logits into a reused buffer, and the row kernels of
 // linear_logprobs_kernels.h fold it into per-row running statistics (forward) or turn it in place into d loss /
 // d logits, which two more GEMMs push into grad_hidden and into that block's rows of grad_weight (backward). The
-// forward keeps only [N] statistics; the backward recomputes each block's logits. Schemas: csrc/ops.cpp.
+// forward keeps only [N] statistics; the backward recomputes each block's logits. Shared host helpers:
+// linear_logprobs_host.h; the frozen-weight variant without recomputation: linear_logprobs_frozen_weight.cpp.
+// Schemas: csrc/ops.cpp.
 
 #include <ATen/Context.h>
 #include <ATen/Parallel.h>
@@ -21,6 +23,7 @@
 #include <string>
 #include <tuple>
 
+#include "linear_logprobs_host.h"
 #include "linear_logprobs_kernels.h"
 
 namespace tao_engine {
@@ -28,26 +31,14 @@ namespace {
 
 using cpu::BackwardBlockFn;
 using cpu::ForwardBlockFn;
-
-// The logits buffer holds kBlockFloats fp32 values (16 MiB): small next to the [N, V] logits it replaces, big enough
-// that each GEMM runs at full speed. All rows up to kMaxBlockRows go in one block, so the grad_weight GEMM
-// (d_logits.T @ hidden) reduces over a long batch dimension; the vocabulary block narrows to fit the buffer.
-constexpr int64_t kBlockFloats = int64_t{4} << 20;
-constexpr int64_t kMaxBlockRows = 4096;
-constexpr int64_t kMinBlockCols = 256;
-constexpr int64_t kMaxBlockCols = 8192;
-
-struct Blocking {
-  int64_t rows;
-  int64_t cols;
-};
-
-Blocking choose_blocking(int64_t num_rows, int64_t vocab) {
-  const int64_t rows = std::clamp<int64_t>(num_rows, 1, kMaxBlockRows);
-  int64_t cols = std::clamp<int64_t>(kBlockFloats / rows, kMinBlockCols, kMaxBlockCols);
-  cols = std::min(cols / 16 * 16, vocab);  // whole vectors except in the last block
-  return {rows, std::max<int64_t>(cols, 1)};
-}
+using linear_logprobs_host::Blocking;
+using linear_logprobs_host::block_logits;
+using linear_logprobs_host::check_args;
+using linear_logprobs_host::check_targets_in_range;
+using linear_logprobs_host::choose_blocking;
+using linear_logprobs_host::row_grain;
+using linear_logprobs_host::row_vector;
+using linear_logprobs_host::weight_block;
 
 ForwardBlockFn forward_kernel() {
 #if TAO_CPU_AVX2_KERNELS
@@ -65,73 +56,6 @@ BackwardBlockFn backward_kernel() {
   }
 #endif
   return &cpu::DEFAULT::linear_logprobs_backward_block;
-}
-
-bool is_supported_float(at::ScalarType dtype) {
-  return dtype == at::kFloat || dtype == at::kBFloat16 || dtype == at::kHalf;
-}
-
-// ValueError for every bad argument, as the torch reference raises, whichever backend runs.
-void check_args(
-    const char* op, const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& targets, double temperature) {
-  TORCH_CHECK_VALUE(
-      hidden.dim() == 2, op, ": hidden must be 2-D [N, H] (flatten batch and sequence dims first), got shape ",
-      hidden.sizes());
-  TORCH_CHECK_VALUE(
-      weight.dim() == 2 && weight.size(1) == hidden.size(1), op, ": weight must be 2-D [V, H] with H = ",
-      hidden.size(1), " (hidden.size(1)), got shape ", weight.sizes());
-  TORCH_CHECK_VALUE(weight.size(0) > 0, op, ": weight must have V > 0 rows, got shape ", weight.sizes());
-  TORCH_CHECK_VALUE(
-      is_supported_float(hidden.scalar_type()) && is_supported_float(weight.scalar_type()), op,
-      ": hidden and weight must be float32, bfloat16 or float16, got ", hidden.scalar_type(), " and ",
-      weight.scalar_type());
-  TORCH_CHECK_VALUE(
-      targets.dim() == 1 && targets.size(0) == hidden.size(0), op, ": targets must be 1-D [N] with N = ",
-      hidden.size(0), " (hidden.size(0)), got shape ", targets.sizes());
-  TORCH_CHECK_VALUE(
-      targets.scalar_type() == at::kLong, op, ": targets must be int64 (torch.long), got ", targets.scalar_type());
-  TORCH_CHECK_VALUE(
-      weight.device() == hidden.device() && targets.device() == hidden.device(), op,
-      ": hidden, weight and targets must be on one device, got ", hidden.device(), ", ", weight.device(), " and ",
-      targets.device());
-  TORCH_CHECK_VALUE(
-      std::isfinite(temperature) && temperature > 0.0, op, ": temperature must be finite and > 0, got ",
-      temperature);
-}
-
-void check_targets_in_range(const char* op, const at::Tensor& targets, int64_t vocab) {
-  const int64_t* t = targets.const_data_ptr<int64_t>();
-  for (int64_t i = 0; i < targets.numel(); ++i) {
-    TORCH_CHECK_VALUE(
-        t[i] >= 0 && t[i] < vocab, op, ": targets[", i, "] = ", t[i], " is out of range for a weight with V = ",
-        vocab, " rows (targets must be in [0, V))");
-  }
-}
-
-// A per-row fp32 input of the backward ([N]); autograd often hands expanded (stride 0) gradients.
-at::Tensor row_vector(const char* op, const char* name, const at::Tensor& t, int64_t num_rows) {
-  TORCH_CHECK_VALUE(
-      t.dim() == 1 && t.size(0) == num_rows && t.scalar_type() == at::kFloat, op, ": ", name,
-      " must be a float32 [N] tensor with N = ", num_rows, ", got ", t.scalar_type(), " of shape ", t.sizes());
-  return t.contiguous();
-}
-
-// Rows per parallel task, so that a task handles at least ATen's own grain of values (TensorIterator's 32768).
-int64_t row_grain(int64_t cols) {
-  return std::max<int64_t>(1, 32768 / std::max<int64_t>(cols, 1));
-}
-
-// weight[col0 : col0 + cols] in fp32: a view for fp32 weights (any strides: the GEMM takes them), else a copy.
-at::Tensor weight_block(const at::Tensor& weight, int64_t col0, int64_t cols) {
-  return weight.narrow(0, col0, cols).to(at::kFloat);
-}
-
-// The logits of rows [row0, row0 + rows) and vocabulary block `w` written into `buffer` as a contiguous block.
-at::Tensor block_logits(at::Tensor& buffer, const at::Tensor& hidden32, const at::Tensor& w, int64_t row0,
-                        int64_t rows) {
-  at::Tensor logits = buffer.narrow(0, 0, rows * w.size(0)).view({rows, w.size(0)});  // [rows, cols]
-  at::mm_out(logits, hidden32.narrow(0, row0, rows), w.t());
-  return logits;
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_logprobs_cpu(
@@ -169,13 +93,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_logprobs_cpu(
       });
     }
   }
-  const at::Tensor log_sum = sum_exp.log();
-  at::Tensor lse = run_max.add(log_sum);
-  // Both clamps only undo rounding: z_target <= max and sum_exp >= 1 make the log-prob <= 0, and sum_exp_shifted
-  // <= 0 makes the entropy >= 0. A log-prob > 0 would be a probability > 1, which ratios downstream must never see.
-  at::Tensor logprobs = target_z.sub(lse).clamp_max(0.0);
-  at::Tensor entropy = log_sum.sub(sum_exp_shifted.div(sum_exp)).clamp_min(0.0);
-  return {logprobs, entropy, lse};
+  return linear_logprobs_host::finish_forward(run_max, sum_exp, sum_exp_shifted, target_z);
 }
 
 std::tuple<at::Tensor, at::Tensor> linear_logprobs_backward_cpu(

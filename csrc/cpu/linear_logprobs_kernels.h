@@ -38,19 +38,38 @@ struct RowGradients {
   const float* grad_entropy;  // upstream gradient of the entropy
 };
 
+// The frozen-weight forward (csrc/cpu/linear_logprobs_frozen_weight.cpp) also keeps, per row, the softmax-weighted
+// sums of the weight rows W_v, relative to the running max m as S and U are: [N, H] fp32 each, rows indexed by batch
+// row. The kernel rescales a row's sums when m grows and writes the block's weights e^(z - m) (and e^(z - m) (z - m))
+// for the GEMMs that add the block's share; normalized at the end they give E_p[W] and Cov_p(z, W).
+struct WeightMoments {
+  float* probs;  // [rows, cols] out: e^(z - m), m the running max after the block; may be block.logits itself
+  float* shifted_probs;  // [rows, cols] out: e^(z - m) (z - m); nullptr when the entropy's gradient is not needed
+  float* weight_sum;  // [N, H]: sum e^(z - m) W_v
+  float* shifted_weight_sum;  // [N, H]: sum e^(z - m) (z - m) W_v, or nullptr with shifted_probs
+  int64_t width;  // H
+};
+
 // Folds block rows [begin, end) into `stats`.
 using ForwardBlockFn = void (*)(const LogitsBlock& block, const RunningStats& stats, int64_t begin, int64_t end);
+// As ForwardBlockFn, and rescales `moments`' rows [begin, end) to the new max and writes the block's weights.
+using ForwardWeightsBlockFn = void (*)(
+    const LogitsBlock& block, const RunningStats& stats, const WeightMoments& moments, int64_t begin, int64_t end);
 // Overwrites block rows [begin, end) with d loss / d logits = (g_lp * (onehot - p) - g_ent * p * (log p + H)) / T.
 using BackwardBlockFn = void (*)(const LogitsBlock& block, const RowGradients& grads, int64_t begin, int64_t end);
 
 namespace DEFAULT {
 void linear_logprobs_forward_block(const LogitsBlock& block, const RunningStats& stats, int64_t begin, int64_t end);
+void linear_logprobs_forward_weights_block(
+    const LogitsBlock& block, const RunningStats& stats, const WeightMoments& moments, int64_t begin, int64_t end);
 void linear_logprobs_backward_block(const LogitsBlock& block, const RowGradients& grads, int64_t begin, int64_t end);
 }  // namespace DEFAULT
 
 #if TAO_CPU_AVX2_KERNELS
 namespace AVX2 {
 void linear_logprobs_forward_block(const LogitsBlock& block, const RunningStats& stats, int64_t begin, int64_t end);
+void linear_logprobs_forward_weights_block(
+    const LogitsBlock& block, const RunningStats& stats, const WeightMoments& moments, int64_t begin, int64_t end);
 void linear_logprobs_backward_block(const LogitsBlock& block, const RowGradients& grads, int64_t begin, int64_t end);
 }  // namespace AVX2
 #endif

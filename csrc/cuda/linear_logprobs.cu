@@ -82,6 +82,82 @@ __global__ void __launch_bounds__(kThreads) forward_block_kernel(LinearLogitsBlo
   }
 }
 
+// forward_block_kernel for the frozen-weight forward: each thread reads its values of the row (the max pass), and
+// after the barrier overwrites the same values with e^(z - m), so nothing is overwritten before it is read. The
+// target's z is read by thread 0 before the barrier too. A NaN row writes NaN weights; an all -inf row zeros.
+__global__ void __launch_bounds__(kThreads)
+    forward_weights_block_kernel(LinearLogitsBlock block, LinearRunningStats stats, LinearWeightMoments moments) {
+  __shared__ typename FloatReduce::TempStorage scratch;
+  __shared__ float shared_max;
+  __shared__ float shared_old_max;
+  const int64_t r = blockIdx.x;
+  const int64_t i = block.row0 + r;
+  float* x = block.logits + r * block.cols;
+  float* shifted_probs = moments.shifted_probs == nullptr ? nullptr : moments.shifted_probs + r * block.cols;
+  const float inv_t = block.inv_temperature;
+  float local = -INFINITY;
+  for (int64_t j = threadIdx.x; j < block.cols; j += blockDim.x) {
+    local = NanMax()(local, x[j]);
+  }
+  const float block_max = FloatReduce(scratch).Reduce(local, NanMax());
+  if (threadIdx.x == 0) {
+    const int64_t target = block.targets[i];
+    CUDA_KERNEL_ASSERT_MSG(target >= 0 && target < block.vocab,
+                           "tao_engine::linear_logprobs_frozen_weight: target out of range [0, V)");
+    if (target >= block.col0 && target < block.col0 + block.cols) {
+      stats.target_z[i] = x[target - block.col0] * inv_t;
+    }
+    shared_old_max = stats.max[i];
+    shared_max = NanMax()(shared_old_max, block_max * inv_t);
+  }
+  __syncthreads();
+  const float old_m = shared_old_max;
+  const float m = shared_max;
+  const bool grows = m > old_m && old_m != -INFINITY;  // with old_m = -inf, every running sum is still 0
+  if (isnan(m) || m == -INFINITY) {
+    const float fill = isnan(m) ? NAN : 0.0f;
+    for (int64_t j = threadIdx.x; j < block.cols; j += blockDim.x) {
+      x[j] = fill;
+      if (shifted_probs != nullptr) {
+        shifted_probs[j] = fill;
+      }
+    }
+    if (threadIdx.x == 0) {
+      if (isnan(m)) {
+        stats.max[i] = stats.sum_exp[i] = stats.sum_exp_shifted[i] = NAN;
+      }
+      moments.rescale[i] = 1.0f;
+      moments.shift[i] = 0.0f;
+    }
+    return;
+  }
+  float s = 0.0f;
+  float u = 0.0f;
+  for (int64_t j = threadIdx.x; j < block.cols; j += blockDim.x) {
+    const float y = x[j] * inv_t - m;  // <= 0
+    const float e = expf(y);
+    s += e;
+    u = fmaf(e, y, u);
+    x[j] = e;
+    if (shifted_probs != nullptr) {
+      shifted_probs[j] = e * y;
+    }
+  }
+  const float block_s = FloatReduce(scratch).Sum(s);
+  __syncthreads();
+  const float block_u = FloatReduce(scratch).Sum(u);
+  if (threadIdx.x == 0) {
+    const float shift = grows ? old_m - m : 0.0f;  // <= 0
+    const float rescale = grows ? expf(shift) : 1.0f;
+    const float run_s = stats.sum_exp[i];
+    stats.max[i] = m;
+    stats.sum_exp[i] = rescale * run_s + block_s;
+    stats.sum_exp_shifted[i] = rescale * (stats.sum_exp_shifted[i] + run_s * shift) + block_u;
+    moments.rescale[i] = rescale;
+    moments.shift[i] = shift;
+  }
+}
+
 __global__ void __launch_bounds__(kThreads) backward_block_kernel(LinearLogitsBlock block, LinearRowGradients grads) {
   const int64_t r = blockIdx.y;
   const int64_t i = block.row0 + r;
@@ -109,6 +185,14 @@ void launch_linear_logprobs_forward_block(
     return;
   }
   forward_block_kernel<<<static_cast<unsigned int>(block.rows), kThreads, 0, stream>>>(block, stats);
+}
+
+void launch_linear_logprobs_forward_weights_block(const LinearLogitsBlock& block, const LinearRunningStats& stats,
+                                                  const LinearWeightMoments& moments, cudaStream_t stream) {
+  if (block.rows == 0 || block.cols == 0) {
+    return;
+  }
+  forward_weights_block_kernel<<<static_cast<unsigned int>(block.rows), kThreads, 0, stream>>>(block, stats, moments);
 }
 
 void launch_linear_logprobs_backward_block(

@@ -1,12 +1,14 @@
 // CUDA host code of linear_logprobs and its backward: the CPU op's argument checks and messages, the vocabulary
 // blocking, the GEMMs through ATen (cuBLAS) into one reused fp32 buffer, and the row kernels of linear_logprobs.cu.
-// The [N, V] logits never exist: the forward keeps [N] statistics, the backward recomputes each block's logits.
+// The [N, V] logits never exist: the forward keeps [N] statistics, the backward recomputes each block's logits; the
+// frozen-weight forward keeps E_p[W] (and Cov_p(z, W)) [N, H] instead, for a backward without GEMMs.
 // Compiled only in CUDA builds. Target ranges are asserted on the device (a host check would cost a sync).
 
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/full.h>
 #include <ATen/ops/mm.h>
+#include <ATen/ops/ones.h>
 #include <ATen/ops/zeros.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -194,11 +196,81 @@ std::tuple<at::Tensor, at::Tensor> linear_logprobs_backward_cuda(
   return {grad_hidden, grad_weight};
 }
 
+// The frozen-weight forward (csrc/cpu/linear_logprobs_frozen_weight.cpp explains the math): the forward's statistics
+// plus E_p[W] and, with entropy_grad, Cov_p(z, W) [N, H] fp32, so that the backward needs no GEMM. Per block the row
+// kernel overwrites the logits with e^(z - m) and reports each row's rescaling; the sums move to the new max here
+// ([rows, H] elementwise) before one GEMM (two with entropy_grad) adds the block.
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> linear_logprobs_frozen_weight_cuda(
+    const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& targets_in, double temperature,
+    bool entropy_grad) {
+  constexpr const char* op = "tao_engine::linear_logprobs_frozen_weight";
+  check_args(op, hidden, weight, targets_in, temperature);
+  const c10::cuda::CUDAGuard guard(hidden.device());
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  const at::Tensor targets = targets_in.contiguous();
+  const int64_t num_rows = hidden.size(0);
+  const int64_t vocab = weight.size(0);
+  const auto f32 = hidden.options().dtype(at::kFloat);
+  const at::Tensor hidden32 = hidden.to(at::kFloat).contiguous();  // [N, H]
+  at::Tensor run_max = at::full({num_rows}, -std::numeric_limits<float>::infinity(), f32);
+  at::Tensor sum_exp = at::zeros({num_rows}, f32);
+  at::Tensor sum_exp_shifted = at::zeros({num_rows}, f32);
+  at::Tensor target_z = at::zeros({num_rows}, f32);
+  at::Tensor rescale = at::ones({num_rows}, f32);
+  at::Tensor shift = at::zeros({num_rows}, f32);
+  const cuda::LinearRunningStats stats{run_max.mutable_data_ptr<float>(), sum_exp.mutable_data_ptr<float>(),
+                                       sum_exp_shifted.mutable_data_ptr<float>(), target_z.mutable_data_ptr<float>()};
+  at::Tensor weight_sum = at::zeros(hidden.sizes(), f32);  // [N, H]: sum e^(z - m) W_v
+  at::Tensor shifted_weight_sum = entropy_grad ? at::zeros(hidden.sizes(), f32) : at::Tensor();  // (z - m)-weighted
+  const Blocking blocking = choose_blocking(num_rows, vocab);
+  at::Tensor buffer = at::empty({blocking.rows * blocking.cols}, f32);
+  at::Tensor shifted_buffer = entropy_grad ? at::empty({blocking.rows * blocking.cols}, f32) : at::Tensor();
+  const auto inv_t = static_cast<float>(1.0 / temperature);
+  for (int64_t col0 = 0; col0 < vocab && num_rows > 0; col0 += blocking.cols) {
+    const int64_t cols = std::min(blocking.cols, vocab - col0);
+    const at::Tensor w = weight.narrow(0, col0, cols).to(at::kFloat);  // [cols, H]
+    for (int64_t row0 = 0; row0 < num_rows; row0 += blocking.rows) {
+      const int64_t rows = std::min(blocking.rows, num_rows - row0);
+      at::Tensor logits = block_logits(buffer, hidden32, w, row0, rows);
+      at::Tensor shifted_probs =
+          entropy_grad ? shifted_buffer.narrow(0, 0, rows * cols).view({rows, cols}) : at::Tensor();
+      const cuda::LinearWeightMoments moments{
+          entropy_grad ? shifted_probs.mutable_data_ptr<float>() : nullptr, rescale.mutable_data_ptr<float>(),
+          shift.mutable_data_ptr<float>()};
+      cuda::launch_linear_logprobs_forward_weights_block(describe_block(logits, row0, col0, vocab, targets, inv_t),
+                                                         stats, moments, stream);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      // `logits` now holds e^(z - m). The sums move to the new max as S and U do: U' = r (U + shift S), S' = r S.
+      const at::Tensor row_rescale = rescale.narrow(0, row0, rows).unsqueeze(1);  // [rows, 1]
+      at::Tensor sum_rows = weight_sum.narrow(0, row0, rows);
+      if (entropy_grad) {
+        at::Tensor shifted_rows = shifted_weight_sum.narrow(0, row0, rows);
+        shifted_rows.addcmul_(sum_rows, shift.narrow(0, row0, rows).unsqueeze(1)).mul_(row_rescale);
+        shifted_rows.addmm_(shifted_probs, w);
+      }
+      sum_rows.mul_(row_rescale).addmm_(logits, w);
+    }
+  }
+  const at::Tensor log_sum = sum_exp.log();
+  at::Tensor lse = run_max.add(log_sum);
+  at::Tensor logprobs = target_z.sub(lse).clamp_max(0.0);
+  at::Tensor entropy = log_sum.sub(sum_exp_shifted.div(sum_exp)).clamp_min(0.0);
+  const at::Tensor inv_sum = sum_exp.reciprocal().unsqueeze(1);  // [N, 1]
+  at::Tensor mean_weight = weight_sum.mul_(inv_sum);  // E_p[W]
+  at::Tensor entropy_weight = at::empty({0}, f32);
+  if (entropy_grad) {  // Cov_p(z, W) = sum e^(z - m) (z - m) W / S - (U / S) E_p[W]
+    const at::Tensor mean_shift = sum_exp_shifted.mul(inv_sum.squeeze(1)).neg_().unsqueeze(1);  // [N, 1]: -U / S
+    entropy_weight = shifted_weight_sum.mul_(inv_sum).addcmul_(mean_weight, mean_shift);
+  }
+  return {logprobs, entropy, lse, mean_weight, entropy_weight};
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(tao_engine, CUDA, m) {
   m.impl("linear_logprobs", &linear_logprobs_cuda);
   m.impl("linear_logprobs_backward", &linear_logprobs_backward_cuda);
+  m.impl("linear_logprobs_frozen_weight", &linear_logprobs_frozen_weight_cuda);
 }
 
 }  // namespace tao_engine

@@ -39,9 +39,22 @@ struct LinearRowGradients {
   const float* grad_entropy;
 };
 
+// The frozen-weight forward's extra outputs per block: the block overwritten with e^(z - m) (m the row's running max
+// after it) and, when shifted_probs is set, e^(z - m) (z - m) [rows, cols]; per row ([N]) the factor e^(m_old - m)
+// and the shift m_old - m with which the host moves the [N, H] weight sums to the new max before adding the block.
+struct LinearWeightMoments {
+  float* shifted_probs;  // [rows, cols] or nullptr
+  float* rescale;  // [N]
+  float* shift;  // [N]
+};
+
 // One block of threads per row: the block's max, then its sums relative to the new running max.
 void launch_linear_logprobs_forward_block(
     const LinearLogitsBlock& block, const LinearRunningStats& stats, cudaStream_t stream);
+
+// As launch_linear_logprobs_forward_block, and writes the block's weights (LinearWeightMoments) in place.
+void launch_linear_logprobs_forward_weights_block(const LinearLogitsBlock& block, const LinearRunningStats& stats,
+                                                  const LinearWeightMoments& moments, cudaStream_t stream);
 
 // Element-wise: x <- (g_lp (onehot - p) - g_ent p (log p + H)) / T, p = exp(x / T - lse).
 void launch_linear_logprobs_backward_block(

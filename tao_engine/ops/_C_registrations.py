@@ -178,6 +178,70 @@ torch.library.register_autograd(
 )
 
 
+# --- linear_logprobs_frozen_weight (csrc/cpu/linear_logprobs_frozen_weight.cpp), for a weight that needs no gradient:
+# the forward also returns E_p[W] and (with entropy_grad) Cov_p(z, W) per row, [N, H] each, so the gradient in hidden
+# is elementwise: (g_lp (W[target] - E_p[W]) - g_ent Cov_p(z, W)) / T, with no recomputed logits and no GEMM.
+@torch.library.register_fake("tao_engine::linear_logprobs_frozen_weight")
+def _linear_logprobs_frozen_weight_fake(
+    hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, temperature: float, entropy_grad: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    _check_linear_logprobs_shapes("tao_engine::linear_logprobs_frozen_weight", hidden, weight, targets)
+    rows = (hidden.shape[0],)
+    f32 = torch.float32
+    mean_weight = hidden.new_empty(hidden.shape, dtype=f32)  # [N, H]
+    entropy_weight = hidden.new_empty(hidden.shape if entropy_grad else (0,), dtype=f32)  # [N, H] or [0]
+    logprobs, entropy, lse = (hidden.new_empty(rows, dtype=f32) for _ in range(3))  # [N] each
+    return logprobs, entropy, lse, mean_weight, entropy_weight
+
+
+def _linear_logprobs_frozen_weight_setup_context(
+    ctx: Any, inputs: tuple[Any, ...], output: tuple[torch.Tensor, ...]
+) -> None:
+    hidden, weight, targets, temperature, entropy_grad = inputs
+    _, entropy, lse, mean_weight, entropy_weight = output
+    # One call: a second would replace the first's list. Without Cov_p(z, W) only the log-probs have a gradient.
+    constants = (lse, mean_weight, entropy_weight) if entropy_grad else (entropy, lse, mean_weight, entropy_weight)
+    ctx.mark_non_differentiable(*constants)
+    # hidden only serves the recomputing fallback for a weight that requires grad (the op called directly).
+    kept_hidden = hidden if weight.requires_grad else None
+    ctx.save_for_backward(kept_hidden, weight, targets, lse, entropy, mean_weight, entropy_weight)
+    ctx.temperature, ctx.entropy_grad, ctx.hidden_dtype = temperature, entropy_grad, hidden.dtype
+
+
+def _linear_logprobs_frozen_weight_backward(
+    ctx: Any, grad_logprobs: torch.Tensor | None, grad_entropy: torch.Tensor | None, *_grad_saved: Any
+) -> tuple[torch.Tensor | None, torch.Tensor | None, None, None, None]:
+    hidden, weight, targets, lse, entropy, mean_weight, entropy_weight = ctx.saved_tensors
+    need_hidden, need_weight = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+    if not ctx.entropy_grad:
+        grad_entropy = None  # entropy is non-differentiable then (a materialized zero at most)
+    if need_weight:
+        # The weight's gradient needs the logits: the recomputing backward gives both gradients.
+        zeros = torch.zeros_like(lse)
+        grad_hidden, grad_weight = torch.ops.tao_engine.linear_logprobs_backward(
+            zeros if grad_logprobs is None else grad_logprobs, zeros if grad_entropy is None else grad_entropy,
+            hidden, weight, targets, lse, entropy, ctx.temperature, need_hidden, True,
+        )  # fmt: skip
+        return (grad_hidden if need_hidden else None), grad_weight, None, None, None
+    if not need_hidden:
+        return None, None, None, None, None
+    inv_t = 1.0 / ctx.temperature
+    grad_hidden = torch.zeros_like(mean_weight)  # [N, H] fp32
+    if grad_logprobs is not None:
+        target_weight = weight.index_select(0, targets).float()  # [N, H]: W[target]
+        grad_hidden = (target_weight - mean_weight) * (grad_logprobs * inv_t).unsqueeze(1)
+    if grad_entropy is not None:
+        grad_hidden = grad_hidden - entropy_weight * (grad_entropy * inv_t).unsqueeze(1)
+    return grad_hidden.to(ctx.hidden_dtype), None, None, None, None
+
+
+torch.library.register_autograd(
+    "tao_engine::linear_logprobs_frozen_weight",
+    _linear_logprobs_frozen_weight_backward,
+    setup_context=_linear_logprobs_frozen_weight_setup_context,
+)
+
+
 # --- sample (csrc/cpu/sampling.cpp): inference only, no autograd formula (tokens are not differentiable).
 @torch.library.register_fake("tao_engine::sample")
 def _sample_fake(

@@ -11,6 +11,13 @@ The reference below builds the full logits and is the specification. The `cpp` b
 and the `triton` backend (kernels/linear_logprobs.py) walk the vocabulary in blocks with an online log-sum-exp, keep
 only [N] statistics for the backward and recompute each block's logits there: memory O(N * block) instead of
 O(N * V), at the price of one more GEMM of hidden @ weight.T.
+
+When the weight needs no gradient and hidden does (a frozen LM head, as under LoRA; SmolLM2's head is the tied
+embedding), the `cpp` and `cuda` backends take `linear_logprobs_frozen_weight` instead (the `triton` backend does
+the same in kernels/linear_logprobs.py): its forward also accumulates, per row,
+E_p[W] = sum_v p_v W_v (and, with the entropy, Cov_p(z, W)) with one more GEMM per block, and the backward is then
+elementwise, d logprob / d hidden = (W[target] - E_p[W]) / T and d entropy / d hidden = -Cov_p(z, W) / T: two GEMMs in
+all, as the naive log_softmax(hidden @ weight.T) has, and still no [N, V] tensor.
 """
 
 from __future__ import annotations
@@ -107,7 +114,10 @@ def _linear_logprobs_triton(
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     check_linear_logprobs_args(hidden, weight, targets, temperature)
     kernels = triton_support.kernel_module("linear_logprobs")
-    logprobs, entropy = kernels.linear_logprobs(hidden, weight, targets.long(), float(temperature))
+    # With a frozen weight, Cov_p(z, W) (the entropy's gradient) costs a GEMM: only when the entropy is returned.
+    logprobs, entropy = kernels.linear_logprobs(
+        hidden, weight, targets.long(), float(temperature), entropy_grad=return_entropy
+    )
     return (logprobs, entropy) if return_entropy else logprobs
 
 
@@ -126,12 +136,20 @@ linear_logprobs.register(
 )
 
 
-# --- cpp backend (csrc/cpu/linear_logprobs.cpp): `torch.ops.tao_engine.linear_logprobs`, with an autograd formula
-# and fake kernels in ops/_C_registrations.py. The extension loads in the probe, on first use.
+# --- cpp backend (csrc/cpu/linear_logprobs.cpp, csrc/cpu/linear_logprobs_frozen_weight.cpp):
+# `torch.ops.tao_engine.linear_logprobs` or `.linear_logprobs_frozen_weight`, with autograd formulas and fake kernels
+# in ops/_C_registrations.py. The extension loads in the probe, on first use.
 from tao_engine.ops.extension import cpu_backend_probe  # noqa: E402
 
 
-def _linear_logprobs_cpp(
+def takes_frozen_weight_path(hidden: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether the `cpp` and `cuda` backends run linear_logprobs_frozen_weight: its forward pays one more GEMM so
+    that the backward needs none, which pays off only when hidden's gradient will be asked for and the weight's
+    will not."""
+    return torch.is_grad_enabled() and hidden.requires_grad and not weight.requires_grad
+
+
+def _linear_logprobs_recomputing(
     hidden: torch.Tensor,
     weight: torch.Tensor,
     targets: torch.Tensor,
@@ -141,6 +159,22 @@ def _linear_logprobs_cpp(
     # The op takes int64 targets; the reference accepts any integer dtype, so convert (a no-op for int64). The
     # third output, lse, is only for the backward.
     logprobs, entropy, _ = torch.ops.tao_engine.linear_logprobs(hidden, weight, targets.long(), float(temperature))
+    return (logprobs, entropy) if return_entropy else logprobs
+
+
+def _linear_logprobs_compiled(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    temperature: float = 1.0,
+    return_entropy: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    if not takes_frozen_weight_path(hidden, weight):
+        return _linear_logprobs_recomputing(hidden, weight, targets, temperature, return_entropy)
+    # Cov_p(z, W) costs a third GEMM: only when the entropy is returned (its gradient may then be asked for).
+    logprobs, entropy, *_ = torch.ops.tao_engine.linear_logprobs_frozen_weight(
+        hidden, weight, targets.long(), float(temperature), return_entropy
+    )
     return (logprobs, entropy) if return_entropy else logprobs
 
 
@@ -156,12 +190,12 @@ def _linear_logprobs_cpp_supports(
     return _supports(device_ok, hidden, weight, targets)
 
 
-linear_logprobs.register("cpp", _linear_logprobs_cpp, cpu_backend_probe, _linear_logprobs_cpp_supports)
+linear_logprobs.register("cpp", _linear_logprobs_compiled, cpu_backend_probe, _linear_logprobs_cpp_supports)
 
 
 # --- cuda backend (csrc/cuda/linear_logprobs*.{cu,cpp}): the same op on CUDA tensors, its GEMMs through cuBLAS
 # (at::mm) per vocabulary block and the per-row log-sum-exp / gradient passes in CUDA kernels; targets are asserted
-# on the device.
+# on the device; a frozen weight takes linear_logprobs_frozen_weight there too (csrc/cuda/linear_logprobs_host.cpp).
 from tao_engine.ops.extension import cuda_backend_probe  # noqa: E402
 
 
@@ -180,4 +214,4 @@ def _linear_logprobs_cuda_supports(
     return _supports(on_cuda, hidden, weight, targets)
 
 
-linear_logprobs.register("cuda", _linear_logprobs_cpp, cuda_backend_probe, _linear_logprobs_cuda_supports)
+linear_logprobs.register("cuda", _linear_logprobs_compiled, cuda_backend_probe, _linear_logprobs_cuda_supports)

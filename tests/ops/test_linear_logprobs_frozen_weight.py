@@ -1,0 +1,282 @@
+"""The frozen-weight path of linear_logprobs' `cpp` backend (csrc/cpu/linear_logprobs_frozen_weight.cpp and its
+autograd formula in ops/_C_registrations.py): when hidden requires grad and the weight does not (a frozen LM head, as
+under LoRA), the forward also returns E_p[W] and Cov_p(z, W) per row and the backward is elementwise. Checked against
+fp64 autograd of log_softmax(hidden @ W.T / T) at odd shapes, with random upstream gradients for both outputs; the
+path is taken exactly when it should be, W gets no gradient, nothing [N, V]-sized is saved, and the op's registrations
+pass opcheck (including the recomputing fallback for a trainable weight when the op is called directly)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from tao_engine import ops
+from tao_engine.ops.extension import extension_status, load_extension
+from tao_engine.ops.linear_logprobs import takes_frozen_weight_path
+from tests.helpers import tolerance
+
+pytestmark = pytest.mark.ext
+
+FROZEN_NODE = "linear_logprobs_frozen_weight"
+# (N, V, H): odd sizes; for N <= 512 a vocabulary block is 8192 rows, so V = 9001 spans two blocks (the row max moves
+# into the second block for some rows, which rescales the weight sums); N = 4097 takes two row blocks.
+SHAPES = [(1, 1000, 33), (7, 4099, 64), (129, 1000, 33), (129, 4099, 64), (7, 9001, 16)]
+TERMS = ["logprobs", "entropy", "logprobs+entropy"]
+DTYPES = [torch.float32, torch.bfloat16]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _extension() -> None:
+    loaded, why = extension_status()
+    if not loaded:
+        pytest.skip(f"tao_engine._C is not built: {why}")
+
+
+def _inputs(rows: int, vocab: int, width: int, dtype: torch.dtype, seed: int, scale: float = 3.0):
+    """hidden [N, H], weight [V, H] (logits of std ~scale) and targets [N], fresh for each seed."""
+    gen = torch.Generator().manual_seed(seed)
+    hidden = torch.randn(rows, width, generator=gen).to(dtype)
+    weight = (torch.randn(vocab, width, generator=gen) * scale / width**0.5).to(dtype)
+    targets = torch.randint(0, vocab, (rows,), generator=gen)
+    return hidden, weight, targets
+
+
+def _reference64(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, temperature: float):
+    logp = torch.log_softmax(hidden.double() @ weight.double().T / temperature, dim=-1)  # [N, V] fp64
+    return logp.gather(-1, targets[:, None]).squeeze(-1), -(logp.exp() * logp).sum(-1)
+
+
+def _upstream(rows: int, terms: str, seed: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    gen = torch.Generator().manual_seed(seed)
+    g_lp = torch.randn(rows, generator=gen)
+    g_ent = torch.randn(rows, generator=gen)
+    return (g_lp if "logprobs" in terms else None), (g_ent if "entropy" in terms else None)
+
+
+def _loss(g_lp, g_ent, logprobs, entropy):
+    parts = [(g.to(out.dtype) * out).sum() for g, out in ((g_lp, logprobs), (g_ent, entropy)) if g is not None]
+    return sum(parts)
+
+
+def _check_frozen(hidden, weight, targets, temperature, terms, dtype, seed, grad_atol=None):
+    g_lp, g_ent = _upstream(hidden.shape[0], terms, seed)
+    h = hidden.detach().clone().requires_grad_()
+    w = weight.detach().clone()  # frozen
+    return_entropy = "entropy" in terms
+    out = ops.linear_logprobs(h, w, targets, temperature, return_entropy=return_entropy, backend="cpp")
+    logprobs, entropy = out if return_entropy else (out, None)
+    assert FROZEN_NODE in type(logprobs.grad_fn).__name__
+    ref_logprobs, ref_entropy = _reference64(hidden, weight, targets, temperature)
+    atol, rtol = tolerance("linear_logprobs", dtype)
+    torch.testing.assert_close(logprobs.double(), ref_logprobs, atol=atol, rtol=rtol)
+    if entropy is not None:
+        torch.testing.assert_close(entropy.double(), ref_entropy, atol=atol, rtol=rtol)
+    _loss(g_lp, g_ent, logprobs, entropy).backward()
+    h64 = hidden.detach().double().requires_grad_()
+    _loss(g_lp, g_ent, *_reference64(h64, weight, targets, temperature)).backward()
+    assert w.grad is None
+    assert h.grad.dtype == hidden.dtype and h.grad.shape == hidden.shape
+    atol, rtol = tolerance("linear_logprobs_grad", dtype)
+    torch.testing.assert_close(h.grad.double(), h64.grad, atol=grad_atol or atol, rtol=rtol)
+
+
+@pytest.mark.parametrize("temperature", [0.7, 1.3])
+@pytest.mark.parametrize("terms", TERMS)
+@pytest.mark.parametrize(("rows", "vocab", "width"), SHAPES)
+def test_frozen_weight_gradient_matches_fp64_autograd(rows, vocab, width, terms, temperature):
+    seed = rows * 31 + vocab + width
+    hidden, weight, targets = _inputs(rows, vocab, width, torch.float32, seed)
+    _check_frozen(hidden, weight, targets, temperature, terms, torch.float32, seed)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_frozen_weight_low_precision_and_non_contiguous(dtype):
+    hidden, weight, targets = _inputs(7, 4099, 33, dtype, seed=5)
+    weight_t = weight.t().contiguous().t()  # a column-major head (a transposed tied embedding)
+    assert not weight_t.is_contiguous()
+    _check_frozen(hidden, weight_t, targets, 0.7, "logprobs+entropy", dtype, seed=6)
+
+
+def test_frozen_weight_row_and_vocabulary_blocks():
+    # Two row blocks (4096 + 1) and two vocabulary blocks (1024 + 76), with some rows' max in the second one.
+    hidden, weight, targets = _inputs(4097, 1100, 5, torch.float32, seed=3)
+    weight[1050] = hidden[:50].mean(0) * 4.0
+    targets[:3] = 1050
+    # The planted row makes gradient rows of magnitude ~20, where W[target] - E_p[W] cancels: fp32 with the kernels'
+    # exp (~1e-6 relative) then leaves ~2e-6 of the row's scale (the recomputing path measures alike here).
+    _check_frozen(hidden, weight, targets, 0.7, "logprobs+entropy", torch.float32, seed=4, grad_atol=1e-4)
+
+
+def test_trainable_weight_keeps_the_recomputing_path():
+    hidden, weight, targets = _inputs(129, 1000, 33, torch.float32, seed=8)
+    g_lp, g_ent = _upstream(129, "logprobs+entropy", seed=9)
+    h, w = hidden.clone().requires_grad_(), weight.clone().requires_grad_()
+    assert not takes_frozen_weight_path(h, w)
+    logprobs, entropy = ops.linear_logprobs(h, w, targets, 1.3, return_entropy=True, backend="cpp")
+    assert FROZEN_NODE not in type(logprobs.grad_fn).__name__
+    _loss(g_lp, g_ent, logprobs, entropy).backward()
+    h64, w64 = hidden.double().requires_grad_(), weight.double().requires_grad_()
+    _loss(g_lp, g_ent, *_reference64(h64, w64, targets, 1.3)).backward()
+    atol, rtol = tolerance("linear_logprobs_grad", torch.float32)
+    torch.testing.assert_close(h.grad.double(), h64.grad, atol=atol, rtol=rtol)
+    torch.testing.assert_close(w.grad.double(), w64.grad, atol=atol, rtol=rtol)
+
+
+def test_path_choice():
+    hidden, weight, _ = _inputs(3, 40, 8, torch.float32, seed=10)
+    h = hidden.requires_grad_()
+    assert takes_frozen_weight_path(h, weight)
+    assert not takes_frozen_weight_path(hidden.detach(), weight)  # nothing to differentiate
+    assert not takes_frozen_weight_path(h, weight.clone().requires_grad_())
+    with torch.no_grad():
+        assert not takes_frozen_weight_path(h, weight)  # the extra GEMM would be wasted
+
+
+def test_frozen_path_saves_no_vocabulary_sized_tensor():
+    rows, vocab, width = 129, 4099, 33
+    hidden, weight, targets = _inputs(rows, vocab, width, torch.float32, seed=11)
+    h = hidden.clone().requires_grad_()
+    saved: list[torch.Tensor] = []
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        saved.append(t)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        logprobs, entropy = ops.linear_logprobs(h, weight, targets, 0.7, return_entropy=True, backend="cpp")
+    assert FROZEN_NODE in type(logprobs.grad_fn).__name__
+    # The weight itself (an input, not an allocation), targets, [N] statistics and two [N, H] row moments.
+    assert any(t is weight for t in saved)
+    made = [t for t in saved if t is not weight]
+    assert max(t.numel() for t in made) == rows * width
+    assert sum(t.numel() for t in made) <= 2 * rows * width + 4 * rows
+    # The op's own outputs: nothing [N, V] either, and no Cov_p(z, W) when the entropy's gradient is not wanted.
+    outputs = torch.ops.tao_engine.linear_logprobs_frozen_weight(hidden, weight, targets, 0.7, False)
+    assert [tuple(t.shape) for t in outputs] == [(rows,), (rows,), (rows,), (rows, width), (0,)]
+    (logprobs.sum() + entropy.sum()).backward()
+    assert h.grad.shape == (rows, width)
+
+
+def test_entropy_without_entropy_grad_is_not_differentiable():
+    hidden, weight, targets = _inputs(5, 100, 8, torch.float32, seed=12)
+    h = hidden.clone().requires_grad_()
+    logprobs, entropy, lse, mean_weight, entropy_weight = torch.ops.tao_engine.linear_logprobs_frozen_weight(
+        h, weight, targets, 1.0, False
+    )
+    assert logprobs.requires_grad
+    assert not any(t.requires_grad for t in (entropy, lse, mean_weight, entropy_weight))
+    # With entropy_grad both are differentiable, and mean_weight is E_p[W].
+    logprobs, entropy, _, mean_weight, _ = torch.ops.tao_engine.linear_logprobs_frozen_weight(
+        h, weight, targets, 1.0, True
+    )
+    assert logprobs.requires_grad and entropy.requires_grad
+    probs = torch.softmax(hidden.double() @ weight.double().T, dim=-1)
+    torch.testing.assert_close(mean_weight.double(), probs @ weight.double(), atol=2e-6, rtol=1e-5)
+
+
+def test_direct_call_with_trainable_weight_falls_back_to_recomputation():
+    hidden, weight, targets = _inputs(7, 300, 16, torch.float32, seed=13)
+    h, w = hidden.clone().requires_grad_(), weight.clone().requires_grad_()
+    g_lp, g_ent = _upstream(7, "logprobs+entropy", seed=14)
+    logprobs, entropy, *_ = torch.ops.tao_engine.linear_logprobs_frozen_weight(h, w, targets, 0.7, True)
+    _loss(g_lp, g_ent, logprobs, entropy).backward()
+    h64, w64 = hidden.double().requires_grad_(), weight.double().requires_grad_()
+    _loss(g_lp, g_ent, *_reference64(h64, w64, targets, 0.7)).backward()
+    torch.testing.assert_close(h.grad.double(), h64.grad, atol=2e-5, rtol=1e-5)
+    torch.testing.assert_close(w.grad.double(), w64.grad, atol=2e-5, rtol=1e-5)
+
+
+def test_frozen_weight_empty_batch_and_nan_row():
+    weight = torch.randn(10, 8)
+    hidden = torch.zeros(0, 8, requires_grad=True)
+    logprobs, entropy = ops.linear_logprobs(hidden, weight, torch.zeros(0, dtype=torch.long), 1.0, True, backend="cpp")
+    (logprobs.sum() + entropy.sum()).backward()
+    assert hidden.grad.shape == (0, 8)
+    # A NaN input poisons its own row's gradient only.
+    hidden, weight, targets = _inputs(5, 9001, 8, torch.float32, seed=15)
+    hidden[2, 3] = float("nan")
+    h = hidden.clone().requires_grad_()
+    logprobs, entropy = ops.linear_logprobs(h, weight, targets, 1.0, return_entropy=True, backend="cpp")
+    assert logprobs[2].isnan() and entropy[2].isnan()
+    (logprobs.nan_to_num() + entropy.nan_to_num()).sum().backward()
+    keep = torch.tensor([0, 1, 3, 4])
+    assert h.grad[2].isnan().all() and h.grad[keep].isfinite().all()
+
+
+@pytest.mark.parametrize("entropy_grad", [False, True])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_opcheck(dtype, entropy_grad):
+    load_extension()
+    hidden, weight, targets = _inputs(5, 257, 12, dtype, seed=16)
+    op = torch.ops.tao_engine.linear_logprobs_frozen_weight.default
+    torch.library.opcheck(op, (hidden.clone().requires_grad_(), weight, targets, 0.7, entropy_grad))
+    # The recomputing fallback, when the op itself is handed a trainable weight.
+    torch.library.opcheck(op, (hidden.clone().requires_grad_(), weight.clone().requires_grad_(), targets, 0.7, True))
+
+
+def test_baseline_isa_kernels_match_reference():
+    # ATEN_CPU_CAPABILITY=default selects the baseline-ISA copy of the row kernels; the rest of this file runs the
+    # AVX2 copy wherever the CPU has AVX2.
+    code = textwrap.dedent(
+        """
+        import torch
+        from tao_engine import ops
+        from tao_engine.ops.extension import load_extension
+        assert load_extension() is not None
+        assert torch.backends.cpu.get_cpu_capability() == "DEFAULT"
+        gen = torch.Generator().manual_seed(0)
+        h = torch.randn(13, 20, generator=gen, requires_grad=True)
+        w = torch.randn(9001, 20, generator=gen) * 0.7
+        t = torch.randint(0, 9001, (13,), generator=gen)
+        lp, ent = ops.linear_logprobs(h, w, t, 0.7, return_entropy=True, backend="cpp")
+        assert "frozen_weight" in type(lp.grad_fn).__name__
+        g = torch.randn(13, generator=gen)
+        (g * lp + 0.5 * ent).sum().backward()
+        h64 = h.detach().double().requires_grad_()
+        logp = torch.log_softmax(h64 @ w.double().T / 0.7, -1)
+        ref_lp, ref_ent = logp.gather(-1, t[:, None]).squeeze(-1), -(logp.exp() * logp).sum(-1)
+        (g.double() * ref_lp + 0.5 * ref_ent).sum().backward()
+        assert (lp.double() - ref_lp).abs().max().item() < 2e-5
+        assert (ent.double() - ref_ent).abs().max().item() < 2e-5
+        assert (h.grad.double() - h64.grad).abs().max().item() < 2e-5
+        print("ok")
+        """
+    )
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": "default"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("entropy_grad", [False, True])
+def test_cuda_backend_frozen_weight(entropy_grad):
+    # The same path in csrc/cuda/linear_logprobs_host.cpp; skipped without a CUDA device and a CUDA build.
+    from tao_engine.ops.extension import cuda_backend_probe
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    ok, why = cuda_backend_probe()
+    if not ok:
+        pytest.skip(why)
+    hidden, weight, targets = _inputs(129, 40000, 64, torch.float32, seed=17)  # several vocabulary blocks
+    hidden, weight, targets = hidden.cuda(), weight.cuda(), targets.cuda()
+    g_lp, g_ent = (g.cuda() for g in _upstream(129, "logprobs+entropy", seed=18))
+    h = hidden.clone().requires_grad_()
+    logprobs, entropy = ops.linear_logprobs(h, weight, targets, 0.7, return_entropy=True, backend="cuda")
+    assert FROZEN_NODE in type(logprobs.grad_fn).__name__
+    _loss(g_lp, g_ent if entropy_grad else None, logprobs, entropy).backward()
+    h64 = hidden.double().requires_grad_()
+    ref_logprobs, ref_entropy = _reference64(h64, weight, targets, 0.7)
+    torch.testing.assert_close(logprobs.double(), ref_logprobs.detach(), atol=2e-5, rtol=1e-5)
+    torch.testing.assert_close(entropy.double(), ref_entropy.detach(), atol=2e-5, rtol=1e-5)
+    _loss(g_lp, g_ent if entropy_grad else None, ref_logprobs, ref_entropy).backward()
+    # fp32 cuBLAS GEMMs (torch leaves TF32 off for matmuls); the margin covers accumulation over 40000 rows.
+    torch.testing.assert_close(h.grad.double(), h64.grad, atol=1e-4, rtol=1e-4)
+    op = torch.ops.tao_engine.linear_logprobs_frozen_weight.default
+    torch.library.opcheck(op, (hidden[:5].clone().requires_grad_(), weight[:257], targets[:5] % 257, 0.7, entropy_grad))
