@@ -9,7 +9,14 @@ resident-set high-water mark (VmHWM) of the whole process, and its growth over t
 
 TRL is optional (`pip install .[bench]`): without it the bench runs tao_engine alone and says so.
 Run: .venv/bin/python bench/bench_tao_step.py [--steps 3] [--prompts 8] [--n 8] [--max-tokens 64]
-     [--long-context-tokens 1000] [--providers tao,trl] [--skip-long | --skip-short]
+     [--long-context-tokens 1000] [--providers tao,trl] [--skip-long | --skip-short] [--long-tokens-per-backward 2048]
+
+Memory: the short row backpropagates the whole batch at once on both sides. The long row cannot (P x n sequences of
+~1,000 tokens in one fp32 backward hold tens of GiB of activations, more than the 24 GiB development machine has),
+so both sides backpropagate at most --long-tokens-per-backward tokens at a time and accumulate gradients over the
+batch: tao_engine through its token budget per forward (whole prompt groups: one ~1,500-token group per backward at
+the default), TRL through per_device_train_batch_size = the sequences that fit that budget, with gradient
+accumulation and one generation of the whole batch per optimizer step, as in the short row.
 """
 
 from __future__ import annotations
@@ -43,9 +50,11 @@ def _child(args: argparse.Namespace) -> None:
     print("RESULT " + json.dumps(result))
 
 
-def _run_child(args: argparse.Namespace, provider: str, prompts_file: Path) -> dict[str, Any]:
+def _run_child(args: argparse.Namespace, provider: str, prompts_file: Path, tokens_per_backward: int
+               ) -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--probe", provider, "--prompts-file", str(prompts_file), "--steps",
-           str(args.steps), "--prompts", str(args.prompts), "--n", str(args.n), "--max-tokens", str(args.max_tokens)]
+           str(args.steps), "--prompts", str(args.prompts), "--n", str(args.n), "--max-tokens", str(args.max_tokens),
+           "--tokens-per-backward", str(tokens_per_backward)]
     done = subprocess.run(cmd, capture_output=True, text=True)
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     if done.returncode != 0 or not lines:
@@ -66,6 +75,9 @@ def _row(label: str, provider: str, result: dict[str, Any]) -> dict[str, object]
         row[phase.removesuffix("_s") + " s"] = _median(steps, phase) if phase in steps[0] else "-"
     row["peak MiB"] = result["peak_mib"]
     row["step peak MiB"] = result["step_peak_mib"]
+    # tokens of a timed step (tao_engine reports them): the work the step time buys, for a roofline reading
+    for key in ("prompt_tokens", "completion_tokens"):
+        row[key.replace("_", " ")] = _median(steps, key) if key in steps[0] else "-"
     return row
 
 
@@ -79,12 +91,17 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--providers", default="tao,trl", help="comma-separated subset of tao,trl")
     parser.add_argument("--skip-long", action="store_true", help="run the short-prompt row only")
     parser.add_argument("--skip-short", action="store_true", help="run the long-prompt row only")
+    parser.add_argument("--long-tokens-per-backward", type=int, default=2048,
+                        help="long row: most tokens per forward/backward (gradients accumulate over the batch)")
+    parser.add_argument("--tokens-per-backward", type=int, default=0, help=argparse.SUPPRESS)  # 0 = whole batch
     parser.add_argument("--probe", choices=PROVIDERS, help=argparse.SUPPRESS)
     parser.add_argument("--prompts-file", help=argparse.SUPPRESS)
     args = parser.parse_args()
     for name in ("steps", "prompts", "n", "max_tokens"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.long_tokens_per_backward < 1:
+        parser.error(f"--long-tokens-per-backward must be >= 1, got {args.long_tokens_per_backward}")
     if args.n < 2:
         parser.error("--n must be >= 2: GRPO needs at least two samples per prompt")
     providers = [p.strip() for p in args.providers.split(",") if p.strip()]
@@ -124,7 +141,8 @@ def main() -> None:
         for label, context_tokens in rows_spec:
             prompts_file = Path(tmp) / f"prompts_{context_tokens}.json"
             prompts_file.write_text(json.dumps(build_prompts(total, context_tokens, tokenizer)))
-            results = {p: _run_child(args, p, prompts_file) for p in providers}
+            budget = 0 if context_tokens == 0 else args.long_tokens_per_backward
+            results = {p: _run_child(args, p, prompts_file, budget) for p in providers}
             for provider, result in results.items():
                 rows.append(_row(label, provider, result))
             if "trl" in results:  # the callback's steps should cover trainer.train(): generation is inside a step

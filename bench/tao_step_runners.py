@@ -4,6 +4,10 @@
 Shared settings: SmolLM2-135M-Instruct fp32, full fine-tuning, AdamW (lr 1e-5, no weight decay, constant LR), grad
 norm clipped at 1, GRPO (group mean/std advantages, per-sequence token mean, clip 0.2), beta 0 (no reference model),
 temperature 1, at most `max_tokens` completion tokens, one optimizer step per rollout batch, the same reward.
+With `tokens_per_backward` B > 0 both sides backpropagate at most about B tokens at a time and accumulate gradients
+over the batch (tao_engine: its token budget per forward, packing whole prompt groups, at least one; TRL:
+per_device_train_batch_size = the sequences of prompt + max_tokens that fit B, at least one, with gradient
+accumulation, still generating the whole batch once per optimizer step); B = 0 is the whole batch at once.
 """
 
 from __future__ import annotations
@@ -32,10 +36,14 @@ def _kv_budget(model: Any, tokenizer: Any, prompts: list[Any], args: Any, block_
     engine's default (2 GiB on CPU) would dwarf SmolLM2's needs and count, all of it, in the peak resident set."""
     from tao_engine.engine.kv_allocation import kv_cache_bytes_per_block
 
-    longest = max(len(tokenizer.encode(tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=False),
-                                       add_special_tokens=False)) for p in prompts)
+    longest = _longest_prompt(tokenizer, prompts)
     blocks = args.prompts * (longest // block_size + 2) + args.prompts * args.n * (args.max_tokens // block_size + 2)
     return blocks * 5 // 4 * kv_cache_bytes_per_block(model.config, block_size, torch.float32)
+
+
+def _longest_prompt(tokenizer: Any, prompts: list[Any]) -> int:
+    return max(len(tokenizer.encode(tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=False),
+                                    add_special_tokens=False)) for p in prompts)
 
 
 def run_tao(prompts: list[Any], args: Any) -> dict[str, Any]:
@@ -51,7 +59,8 @@ def run_tao(prompts: list[Any], args: Any) -> dict[str, Any]:
     engine = Engine(model, config, tokenizer=tokenizer)  # samples from `model` itself
     scorer = build_composite([{"name": "tao_step_setup:tao_concise_reward"}])
     optimizer = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=0.0)
-    train_config = TrainConfig(AlgorithmConfig(name="grpo", kl_coef=0.0), max_grad_norm=1.0, seed=SEED)
+    budget = {"max_tokens_per_forward": args.tokens_per_backward} if args.tokens_per_backward else {}
+    train_config = TrainConfig(AlgorithmConfig(name="grpo", kl_coef=0.0), max_grad_norm=1.0, seed=SEED, **budget)
     sampling = SamplingParams(n=args.n, temperature=1.0, max_tokens=args.max_tokens)
     load_peak, rss_loaded = resident_kib("VmHWM"), resident_kib("VmRSS")
     reset_peak_rss()
@@ -98,10 +107,17 @@ def run_trl(prompts: list[Any], args: Any) -> dict[str, Any]:
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(path)
     batch = args.prompts * args.n
+    per_backward = batch
+    if args.tokens_per_backward:  # the largest divisor of the batch whose padded sequences fit the budget
+        sequence = _longest_prompt(tokenizer, prompts) + args.max_tokens
+        per_backward = max(d for d in range(1, batch + 1) if batch % d == 0 and d * sequence <= max(
+            sequence, args.tokens_per_backward))
+    accumulation = batch // per_backward  # micro-batches; the whole batch is generated once per optimizer step
     config = GRPOConfig(
         output_dir=args.trl_output_dir, use_cpu=True, bf16=False, seed=SEED, report_to="none", save_strategy="no",
         logging_steps=1, disable_tqdm=True, max_steps=args.steps + 1, shuffle_dataset=False,
-        per_device_train_batch_size=batch, gradient_accumulation_steps=1, num_generations=args.n,
+        per_device_train_batch_size=per_backward, gradient_accumulation_steps=accumulation,
+        steps_per_generation=accumulation, num_generations=args.n,
         max_completion_length=args.max_tokens, temperature=1.0, top_k=0, top_p=1.0, beta=0.0, loss_type="grpo",
         scale_rewards="group", num_iterations=1, epsilon=0.2, learning_rate=LR, weight_decay=0.0,
         lr_scheduler_type="constant", warmup_steps=0, optim="adamw_torch", max_grad_norm=1.0,
