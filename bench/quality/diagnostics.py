@@ -6,8 +6,8 @@ scorers never see:
   label-free reward ranks the correct one higher (ties count 1/2; 0.5 = the reward carries no signal);
 - reward_top_correct: the share of groups whose highest-rewarded candidate is correct (compare with pass_rate:
   what picking by the reward gains over picking at random);
-- entropy: mean -log p of the sampled tokens at temperature 1 (an unbiased estimate of the per-token entropy; a
-  collapse shows as this falling towards 0).
+- entropy: mean -log p (the temperature-1 model) of the tokens sampled at the profile's temperature: the per-token
+  entropy when sampling at 1, a cross-entropy proxy of it below 1; a collapse shows as this falling towards 0.
 """
 
 from __future__ import annotations

@@ -20,8 +20,26 @@ NAMES = ("Maya", "Leo", "Sofia", "Omar", "Hana", "Lucas", "Amara", "Noah", "Ines
 ITEMS = ("marbles", "stickers", "pencils", "cards", "stamps", "shells", "beads", "coins")
 
 
+# One worked turn before the question (a problem of none of the templates): SmolLM2-135M then ends 46 of 60 greedy
+# test answers within 80 tokens (32 of 60 without it), most with the "Answer: <n>" line that the format rule and the
+# answer extractor read.
+DEMO_PROBLEM = "A farmer has 3 baskets with 12 apples in each basket. He eats 5 apples. How many apples are left?"
+DEMO_SOLUTION = ("3 baskets with 12 apples each is 3 * 12 = 36 apples.\nAfter eating 5, 36 - 5 = 31 apples are left.\n"
+                 "Answer: 31")
+
+
 def math_user_prompt(problem: str) -> str:
-    return f"{problem}\nGive the final answer as a number on the last line, like: Answer: 42"
+    # No example number in the instruction: asked "like: Answer: 42", SmolLM2-135M answered 42 in 157 of 480 samples
+    # (T 0.7), a consensus that majority voting then rewards.
+    return f"{problem}\nEnd with the final answer on the last line, in the form: Answer: <number>"
+
+
+def math_messages(problem: str) -> list[dict[str, str]]:
+    """The chat every method is prompted with: system prompt, the worked demonstration turn, the problem."""
+    return [{"role": "system", "content": MATH_SYSTEM_PROMPT},
+            {"role": "user", "content": math_user_prompt(DEMO_PROBLEM)},
+            {"role": "assistant", "content": DEMO_SOLUTION},
+            {"role": "user", "content": math_user_prompt(problem)}]
 
 
 @dataclass(frozen=True)
@@ -186,8 +204,7 @@ def generate_problems(seed: int = 0) -> tuple[list[MathProblem], list[MathProble
 
 def math_record(problem: MathProblem) -> dict[str, Any]:
     return {
-        "messages": [{"role": "system", "content": MATH_SYSTEM_PROMPT},
-                     {"role": "user", "content": math_user_prompt(problem.text)}],
+        "messages": math_messages(problem.text),
         "answer": str(problem.answer),
         "steps": problem.steps,
     }

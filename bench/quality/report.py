@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 LABELS = {"base": "base (prompted)", "sft": "SFT on gold labels", "tao": "TAO, rule scorers",
-          "tao_judge": "TAO, LLM judge (same model)"}
+          "tao_judge": "TAO, LLM judge (same model)", "tao_reason": "TAO, rule scorers, reason exploration",
+          "tao_mixed": "TAO, rule scorers, mixed exploration"}
+EXPLORATION_ROWS = (("tao", "plain"), ("tao_reason", "reason"), ("tao_mixed", "mixed"))
 
 
 def mean_sd(values: Sequence[float]) -> tuple[float, float]:
@@ -87,6 +89,7 @@ def render(records: Sequence[dict[str, Any]], rules_n: int, judge_n: int, plots:
     out += ["", "Base is greedy and seed-independent: it runs once per task.", ""]
     out += verdicts(res, rules_n, judge_n)
     out += scaling_section(res)
+    out += exploration_section(res, rules_n)
     out += speed_section(res)
     out += diagnostics_section(res)
     out += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots] + [""]
@@ -113,6 +116,12 @@ def verdicts(res: Results, rules_n: int, judge_n: int) -> list[str]:
             shape = "rises monotonically" if rising else "does not rise monotonically"
             points = ", ".join(f"n={k}: {m:.3f}" for k, m in zip(ns, means, strict=True))
             lines.append(f"- {task}: accuracy vs samples per prompt at fixed steps {shape} ({points})")
+        plain = res.accuracies(task, "tao", rules_n)
+        for method in ("tao_reason", "tao_mixed"):
+            explored = res.accuracies(task, method, rules_n)
+            if explored and plain:
+                lines.append(f"- {task}: {LABELS[method]} vs plain exploration (n={rules_n}): "
+                             f"{_compare(explored, plain)}")
         speed = res.speed(task)
         if speed is not None:
             same = "the same cost within 10%" if abs(speed["tok_s_ratio"] - 1) <= 0.1 else "a gap beyond 10%: noise?"
@@ -159,15 +168,54 @@ def scaling_section(res: Results) -> list[str]:
     return lines + [""]
 
 
+def exploration_section(res: Results, rules_n: int) -> list[str]:
+    """Issue 11's row: plain vs reason vs mixed exploration at equal steps and n, against exploration compute."""
+    if not any(res.cells(task, m, rules_n) for task in res.tasks for m in ("tao_reason", "tao_mixed")):
+        return []
+    lines = [f"## Exploration compute: plain vs reason vs mixed (TAO, rule scorers, n={rules_n}, same steps)", "",
+             "Exploration tokens = tokens generated per prompt per step while exploring (reasoning included); "
+             "trained = tokens of the direct responses the update trains per step; answer tokens = mean length of "
+             "the tuned model's greedy test answers (its own inference cost per question); tok/s = the first "
+             "seed's tuned model, merged, over the base model's.", "",
+             "| task | exploration | accuracy (mean ± sd; per seed) | exploration tokens / prompt | trained tokens / "
+             "step | answer tokens | train s | tuned / base tok/s |",
+             "|---|---|---|---|---|---|---|---|"]
+    for task in res.tasks:
+        speed = res.speed(task)
+        base = res.cells(task, "base", 1)
+        if base:
+            answer = base[0]["eval"]["completion_tokens"] / max(1, base[0]["eval"]["total"])
+            lines.append(f"| {task} | none (base) | {_fmt(res.accuracies(task, 'base', 1))} | 0 | 0 | {answer:.1f} "
+                         "| 0 | 1 |")
+        for method, strategy in EXPLORATION_ROWS:
+            cells = res.cells(task, method, rules_n)
+            if not cells:
+                continue
+            prompts = cells[0]["prompts_per_step"]
+            explored = statistics.fmean(h.get("generated_tokens", 0) / prompts for c in cells for h in c["history"])
+            trained = statistics.fmean(h.get("trained_tokens", math.nan) for c in cells for h in c["history"])
+            answer = statistics.fmean(c["eval"]["completion_tokens"] / max(1, c["eval"]["total"]) for c in cells)
+            train_s = statistics.fmean(c["train_s"] for c in cells)
+            tuned = (speed or {}).get("tuned", {}).get(method)
+            ratio = f"{tuned['tok_s_ratio']:.3f}" if tuned else "-"
+            lines.append(f"| {task} | {strategy} | {_fmt(res.accuracies(task, method, rules_n))} | {explored:.0f} | "
+                         f"{_num(trained, 0)} | {answer:.1f} | {train_s:.0f} | {ratio} |")
+    return lines + [""]
+
+
 def speed_section(res: Results) -> list[str]:
     lines = ["## Inference cost: base vs tuned (LoRA merged into the base architecture)", "",
-             "| task | base tok/s | tuned tok/s | tuned / base | parameters base | parameters tuned |",
-             "|---|---|---|---|---|---|"]
+             "| task | tuned by | base tok/s | tuned tok/s | tuned / base | parameters base | parameters tuned |",
+             "|---|---|---|---|---|---|---|"]
     for task in res.tasks:
         s = res.speed(task)
-        if s is not None:
-            lines.append(f"| {task} | {s['tok_s_base']:.1f} | {s['tok_s_tuned']:.1f} | {s['tok_s_ratio']:.3f} | "
-                         f"{s['params_base']:,} | {s['params_tuned']:,} |")
+        if s is None:
+            continue
+        tuned = s.get("tuned") or {"tao": {"tok_s": s["tok_s_tuned"], "tok_s_ratio": s["tok_s_ratio"],
+                                           "params": s["params_tuned"]}}
+        for method, t in tuned.items():
+            lines.append(f"| {task} | {LABELS[method]} | {s['tok_s_base']:.1f} | {t['tok_s']:.1f} | "
+                         f"{t['tok_s_ratio']:.3f} | {s['params_base']:,} | {t['params']:,} |")
     lines += ["", "Greedy decoding of the test prompts, every answer forced to the same length, base and tuned "
               "alternated twice (best run each): the same architecture and size, so the same cost within noise.", ""]
     return lines
@@ -184,7 +232,7 @@ def diagnostics_section(res: Results) -> list[str]:
              "judge unreadable |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for task in res.tasks:
-        for method in ("tao", "tao_judge"):
+        for method in ("tao", "tao_judge", "tao_reason", "tao_mixed"):
             for n in res.ns(task, method):
                 d = [c["diagnostics"] for c in res.cells(task, method, n)]
 

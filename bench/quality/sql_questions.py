@@ -3,7 +3,8 @@ the built databases, each checked on its database: the gold query runs, returns 
 never the whole main table, and an ordered answer has no ties. Split by template instance: every template gives
 its first instances to test and the rest to train, so both splits cover every template with different values.
 
-`SQL_SYSTEM_PROMPT` and `sql_user_prompt` render the prompt that the benchmark and the tuning both use.
+`sql_messages` renders the prompt that every method (base, SFT, TAO) sees: the system prompt, one demonstration turn
+on a small schema that is not one of the benchmark's databases, then the question's schema and question.
 """
 
 from __future__ import annotations
@@ -25,9 +26,27 @@ MAX_LISTED_ROWS = 30  # a listing question with a longer answer is re-drawn: ans
 TRAIN_PER_TEMPLATE = 5
 
 
+# Why a demonstration: asked with the schema alone, SmolLM2-135M copies a CREATE TABLE into its reply on 47 of the
+# 48 test questions (greedy), so every TAO group scored zero and had no signal (session 4's first cells). With one
+# worked turn on an unrelated schema, 28 of 48 greedy replies are queries that run and return rows. The demonstration
+# holds no benchmark table, column or answer.
+DEMO_SCHEMA = ("CREATE TABLE pets (\n  pet_id INTEGER PRIMARY KEY,\n  name TEXT NOT NULL,\n  species TEXT NOT NULL,\n"
+               "  age INTEGER NOT NULL\n);")
+DEMO_QUESTION = "How many cats are older than 3?"
+DEMO_ANSWER = "```sql\nSELECT COUNT(*) FROM pets WHERE species = 'cat' AND age > 3;\n```"
+
+
 def sql_user_prompt(schema_sql: str, question: str) -> str:
-    return (f"{schema_sql}\n\n-- Question: {question}\nWrite one SQLite query that answers the question. "
-            "Reply with the query in a ```sql code block.")
+    return (f"Database schema:\n{schema_sql}\n\nQuestion: {question}\n"
+            "Answer with a single SQLite SELECT query in a ```sql code block.")
+
+
+def sql_messages(schema_sql: str, question: str) -> list[dict[str, str]]:
+    """The chat every method is prompted with (see DEMO_SCHEMA for why it holds a demonstration turn)."""
+    return [{"role": "system", "content": SQL_SYSTEM_PROMPT},
+            {"role": "user", "content": sql_user_prompt(DEMO_SCHEMA, DEMO_QUESTION)},
+            {"role": "assistant", "content": DEMO_ANSWER},
+            {"role": "user", "content": sql_user_prompt(schema_sql, question)}]
 
 
 @dataclass(frozen=True)
@@ -133,8 +152,7 @@ def generate_questions(db_paths: Mapping[str, Path], seed: int = 0) -> tuple[lis
 def sql_record(question: SqlQuestion, db_path: Path, schema_sql: str) -> dict[str, Any]:
     """One JSONL line: the chat prompt plus the context the runner and the scorers read."""
     return {
-        "messages": [{"role": "system", "content": SQL_SYSTEM_PROMPT},
-                     {"role": "user", "content": sql_user_prompt(schema_sql, question.question)}],
+        "messages": sql_messages(schema_sql, question.question),
         "db_path": str(Path(db_path).resolve()),
         "db": question.db,
         "question": question.question,

@@ -14,6 +14,7 @@ from bench.quality.records import Example
 from bench.quality.tasks import Task
 from tao_engine.engine import EngineConfig, SamplingParams
 from tao_engine.rl.algorithms import AlgorithmConfig
+from tao_engine.rl.exploration.config import ExplorationConfig
 from tao_engine.rl.lora import LoraConfig
 from tao_engine.rl.optim import OptimConfig
 from tao_engine.rl.prompt_data import PromptCursor
@@ -23,8 +24,10 @@ from tao_engine.rl.tao_config import DataSection, RunSection, ScoringSection, TA
 StepFn = Callable[[int, Sequence[Example]], dict[str, Any]]
 
 
-def tuning_config(profile: Profile, task: Task, algorithm: str, n: int, seed: int, run_dir: str) -> TAOConfig:
-    """The TOML-equivalent config of one tuned cell; SFT (algorithm "bon_sft", n = 1) shares all but sampling."""
+def tuning_config(profile: Profile, task: Task, algorithm: str, n: int, seed: int, run_dir: str,
+                  exploration: ExplorationConfig | None = None) -> TAOConfig:
+    """The TOML-equivalent config of one tuned cell; SFT (algorithm "bon_sft", n = 1) shares all but sampling, the
+    exploration methods all but [exploration]."""
     return TAOConfig(
         data=DataSection(prompts_per_step=profile.prompts_per_step),
         # top_p = 1, no penalties: the sampler's log-probs are the trainer's, and the entropy estimate is unbiased.
@@ -37,6 +40,7 @@ def tuning_config(profile: Profile, task: Task, algorithm: str, n: int, seed: in
         train=TrainSection(max_tokens_per_forward=2048),  # activations of 2k tokens: ~2.5 GB on SmolLM2
         engine=EngineConfig(kv_cache_bytes=profile.kv_cache_bytes, max_num_seqs=128, seed=seed),
         run=RunSection(steps=profile.steps, output_dir=run_dir, seed=seed),
+        exploration=exploration if exploration is not None else ExplorationConfig(),
     )
 
 

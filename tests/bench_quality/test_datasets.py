@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 
 from bench.quality.build_datasets import build_datasets, main
+from bench.quality.math_problems import DEMO_PROBLEM, generate_problems, math_messages, math_user_prompt
 from bench.quality.math_problems import TEMPLATES as MATH_TEMPLATES
-from bench.quality.math_problems import generate_problems, math_user_prompt
 from bench.quality.sql_databases import DB_NAMES, generate_rows, schema_sql
 from bench.quality.sql_eval import execution_match, extract_sql
-from bench.quality.sql_questions import SQL_SYSTEM_PROMPT, sql_user_prompt
+from bench.quality.sql_questions import DEMO_SCHEMA, SQL_SYSTEM_PROMPT, sql_messages
 from tao_engine.scoring.sql import execute_readonly, has_top_level_order_by
 
 SQL_KEYS = {"messages", "db_path", "db", "question", "difficulty", "gold_sql"}
@@ -84,24 +84,40 @@ def test_splits_share_no_question(built):
     sql = [{r["question"] for r in _read(built[k])} for k in ("sql_train", "sql_test")]
     assert len(sql[0]) == 160 and len(sql[1]) == 48  # no duplicate inside a split either
     assert not sql[0] & sql[1]
-    math = [{r["messages"][1]["content"] for r in _read(built[k])} for k in ("math_train", "math_test")]
+    math = [{r["messages"][-1]["content"] for r in _read(built[k])} for k in ("math_train", "math_test")]
     assert len(math[0]) == 160 and len(math[1]) == 60
     assert not math[0] & math[1]
 
 
 def test_prompts_render_the_schema_and_question(built):
     for record in _read(built["sql_test"]):
-        system, user = record["messages"]
-        assert system == {"role": "system", "content": SQL_SYSTEM_PROMPT}
-        assert user["role"] == "user"
-        assert user["content"] == sql_user_prompt(schema_sql(record["db"]), record["question"])
-        assert user["content"].endswith("Reply with the query in a ```sql code block.")
+        messages = record["messages"]
+        assert messages == sql_messages(schema_sql(record["db"]), record["question"])
+        assert messages[0] == {"role": "system", "content": SQL_SYSTEM_PROMPT}
+        assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
+        user = messages[-1]["content"]
+        assert schema_sql(record["db"]) in user and user.endswith("in a ```sql code block.")
+        assert f"Question: {record['question']}\n" in user
         assert Path(record["db_path"]).is_absolute() and Path(record["db_path"]).name == f"{record['db']}.sqlite"
         with sqlite3.connect(record["db_path"]) as conn:  # the prompt shows the database's real schema
             stored = [row[0] for row in conn.execute("SELECT sql FROM sqlite_master WHERE type = 'table'")]
         assert schema_sql(record["db"]) == ";\n\n".join(stored) + ";"
     for record in _read(built["math_test"]):
-        assert record["messages"][1]["content"].endswith("like: Answer: 42")
+        assert record["messages"][-1]["content"].endswith("in the form: Answer: <number>")
+        problem = record["messages"][-1]["content"].split("\nEnd with the final answer")[0]
+        assert record["messages"] == math_messages(problem)
+
+
+def test_demonstration_turns_hold_no_benchmark_table_or_answer(built):
+    # The SQL demonstration is on a schema of none of the databases, so it cannot hint at a gold query.
+    pets = re.search(r"CREATE TABLE (\w+)", DEMO_SCHEMA).group(1)
+    for key in ("sql_train", "sql_test"):
+        for record in _read(built[key]):
+            assert pets not in re.findall(r"CREATE TABLE (\w+)", schema_sql(record["db"]))
+            assert pets not in record["gold_sql"]
+    # The math demonstration is no benchmark problem.
+    problems = {r["messages"][-1]["content"] for k in ("math_train", "math_test") for r in _read(built[k])}
+    assert math_user_prompt(DEMO_PROBLEM) not in problems
 
 
 def test_every_gold_query_answers_without_returning_a_whole_table(built):
@@ -206,6 +222,6 @@ def test_math_answers_recomputed(built):
         exact = RECOMPUTE[problem.template](problem.values)
         assert exact == int(exact) and exact >= 0, problem  # integer (divisions exact), never negative
         assert problem.answer == int(exact) and record["steps"] == problem.steps
-        assert record["messages"][1]["content"] == math_user_prompt(problem.text)
+        assert record["messages"] == math_messages(problem.text)
         for value in problem.values.values():
             assert str(value) in problem.text, (value, problem.text)

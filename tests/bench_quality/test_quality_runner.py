@@ -78,6 +78,8 @@ def test_smoke_profile_end_to_end_resumes_and_keeps_labels_away(tmp_path: Path, 
     for task in ("sql", "math"):
         for method in ("base", "sft", "tao", "tao_judge"):
             assert f"| {task} | {LABELS[method]} |" in text, (task, method)
+        for strategy in ("none (base)", "plain", "reason", "mixed"):  # the exploration-compute rows
+            assert f"| {task} | {strategy} |" in text, (task, strategy)
         for n in SMOKE.samples:
             assert f"| {task} | {n} |" in text  # the compute-scaling rows
     assert "tuned / base" in text and "reward pair acc" in text
@@ -87,18 +89,28 @@ def test_smoke_profile_end_to_end_resumes_and_keeps_labels_away(tmp_path: Path, 
     records = {(r["task"], r["method"], r["n"], r["seed"]): r for r in first.records}
     for record in first.records:
         method = record["method"]
-        if method in ("tao", "tao_judge"):
+        if method in ("tao", "tao_judge", "tao_reason", "tao_mixed"):
             # The scorers ran every step and never saw a label key (the guard would have raised).
             assert record["scorer_calls"] == SMOKE.steps
             assert not set(record["scorer_context_keys"]) & set(LABEL_KEYS)
             assert {"pass_rate", "reward_pair_acc", "zero_variance_frac", "entropy_last"} <= set(record["diagnostics"])
-        if method in ("sft", "tao", "tao_judge"):
+        if method in ("sft", "tao", "tao_judge", "tao_reason", "tao_mixed"):
             assert [p["step"] for p in record["curve"]][-1] == SMOKE.steps
             assert len(record["history"]) == SMOKE.steps
     sql_keys = set(records[("sql", "tao", SMOKE.rules_n, 0)]["scorer_context_keys"])
     assert {"db_path", "prompt_messages"} <= sql_keys
     speed = records[("sql", "speed", 1, 0)]
     assert speed["params_base"] == speed["params_tuned"] and speed["tok_s_base"] > 0 and speed["tok_s_tuned"] > 0
+    assert sorted(speed["tuned"]) == ["tao", "tao_mixed", "tao_reason"]  # every kept adapter served, merged
+    assert all(t["params"] == speed["params_base"] and t["tok_s"] > 0 for t in speed["tuned"].values())
+    for method, strategy in (("tao_reason", "reason"), ("tao_mixed", "mixed")):
+        record = records[("math", method, SMOKE.rules_n, 1)]
+        assert record["exploration"]["strategy"] == strategy
+        # exploring generated more tokens than the update trains: the reasoning is cut off by the transform
+        assert all(h["generated_tokens"] >= h["trained_tokens"] for h in record["history"])
+    mixed = records[("math", "tao_mixed", SMOKE.rules_n, 0)]["exploration"]
+    assert [e["strategy"] for e in mixed["mixed"]] == ["plain", "reason"]
+    assert sum(e["n"] for e in mixed["mixed"]) == SMOKE.rules_n
 
     second = run_benchmark(**kwargs)  # everything finished: no cell runs again, the same report comes out
     assert second.ran == [] and sorted(second.skipped) == sorted(first.ran)
@@ -157,6 +169,9 @@ def test_plan_runs_base_and_speed_once_per_task_and_speed_last():
     assert cells[0] == Cell("sql", "base", 1, 0) and cells[-1] == Cell("sql", "speed", 1, 0)
     assert sum(c.method == "tao" for c in cells) == 2 * len(SMOKE.samples)
     assert sum(c.method in ("sft", "tao_judge") for c in cells) == 4
+    explored = [c for c in cells if c.method in ("tao_reason", "tao_mixed")]
+    assert len(explored) == 4 and {c.n for c in explored} == {SMOKE.rules_n}
+    assert max(cells.index(c) for c in explored) < cells.index(Cell("sql", "speed", 1, 0))  # speed serves them
 
 
 def test_cli_flags_select_the_pieces_and_reject_unknown_tasks():
