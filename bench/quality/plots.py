@@ -1,5 +1,6 @@
-"""The two PNG plots of the quality report: accuracy vs optimizer steps (SFT and TAO curves, base as a line) and
-accuracy vs TAO's samples per prompt at fixed steps; one panel per task, mean over seeds with the min-max band."""
+"""The PNG plots of the quality report: accuracy vs optimizer steps (SFT and TAO curves, base as a line), accuracy
+vs TAO's samples per prompt at fixed steps, and (when the exploration cells ran) accuracy vs exploration tokens per
+prompt for plain, reason and mixed exploration; one panel per task, mean over seeds with the min-max range."""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.quality.report import LABELS, Results
+from bench.quality.report import EXPLORATION_ROWS, LABELS, Results
 
 
 def write_plots(records: Sequence[dict[str, Any]], report: Path, rules_n: int, judge_n: int) -> list[Path]:
-    """[<stem>_vs_steps.png, <stem>_vs_samples.png] next to the report <stem>.md ([] without matplotlib)."""
+    """[<stem>_vs_steps.png, <stem>_vs_samples.png (, <stem>_vs_exploration.png)] next to the report <stem>.md ([]
+    without matplotlib)."""
     try:
         import matplotlib
 
@@ -70,7 +72,35 @@ def write_plots(records: Sequence[dict[str, Any]], report: Path, rules_n: int, j
     fig.tight_layout()
     fig.savefig(paths[1], dpi=100)
     plt.close(fig)
+    if any(res.cells(task, m, rules_n) for task in res.tasks for m in ("tao_reason", "tao_mixed")):
+        paths.append(_exploration_plot(plt, res, report.parent / f"{report.stem}_vs_exploration.png", rules_n))
     return paths
+
+
+def _exploration_plot(plt: Any, res: Results, path: Path, rules_n: int) -> Path:
+    """Accuracy against the tokens spent exploring per prompt and step, one point per strategy (same steps, same n)."""
+    fig, axes = plt.subplots(1, len(res.tasks), figsize=(5.5 * len(res.tasks), 3.8), squeeze=False)
+    for ax, task in zip(axes[0], res.tasks, strict=True):
+        for method, strategy in EXPLORATION_ROWS:
+            cells = res.cells(task, method, rules_n)
+            if not cells:
+                continue
+            tokens = statistics.fmean(h.get("generated_tokens", 0) / c["prompts_per_step"] for c in cells
+                                      for h in c["history"])
+            accs = [c["eval"]["accuracy"] for c in cells]
+            mean = statistics.fmean(accs)
+            ax.errorbar([tokens], [mean], yerr=[[mean - min(accs)], [max(accs) - mean]], marker="o", capsize=3,
+                        label=f"{strategy} (n={rules_n})")
+        base = res.accuracies(task, "base", 1)
+        if base:
+            ax.axhline(statistics.fmean(base), color="gray", linestyle="--", label=LABELS["base"])
+        ax.set(title=task, xlabel="exploration tokens per prompt per step", ylabel="test accuracy (direct answers)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
 
 
 def _curve(cells: Sequence[dict[str, Any]]) -> tuple[list[int], list[float], list[float], list[float]]:

@@ -86,7 +86,9 @@ def render(records: Sequence[dict[str, Any]], rules_n: int, judge_n: int, plots:
         train_s = statistics.fmean(c["train_s"] for c in cells)
         out.append(f"| {task} | {LABELS[method]} | {_fmt(res.accuracies(task, method, n))} | {len(cells)} | {n} | "
                    f"{cells[0]['steps']} | {train_s:.0f} | {tok_s} |")
-    out += ["", "Base is greedy and seed-independent: it runs once per task.", ""]
+    total_min = sum(r.get("cell_s", 0.0) for r in records) / 60
+    out += ["", "Base is greedy and seed-independent: it runs once per task. "
+            f"Time of all {len(records)} cells (model loads, tuning, evaluations): {total_min:.0f} minutes.", ""]
     out += verdicts(res, rules_n, judge_n)
     out += scaling_section(res)
     out += exploration_section(res, rules_n)
@@ -226,8 +228,10 @@ def diagnostics_section(res: Results) -> list[str]:
              "pass rate = correct share of the sampled training answers; reward pair acc = how often the reward "
              "ranks a correct answer above a wrong one of the same group (0.5 = no signal); top correct = share of "
              "groups whose best-rewarded answer is correct; zero-var = groups whose rewards are all equal (no "
-             "gradient); entropy = mean -log p of sampled tokens, first step -> last step; judge unreadable = share of "
-             "judge answers with no score.", "",
+             "gradient); entropy = mean -log p of sampled tokens, first step -> last step (for reason and mixed "
+             "exploration: of the transformed direct responses under the inference-time prompt, which the model did "
+             "not sample there, so a high value is their distance from what it would say directly); judge "
+             "unreadable = share of judge answers with no score.", "",
              "| task | method | n | pass rate | reward pair acc (pairs) | top correct | zero-var | reward | entropy | "
              "judge unreadable |",
              "|---|---|---|---|---|---|---|---|---|---|"]

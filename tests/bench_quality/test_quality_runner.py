@@ -83,7 +83,8 @@ def test_smoke_profile_end_to_end_resumes_and_keeps_labels_away(tmp_path: Path, 
         for n in SMOKE.samples:
             assert f"| {task} | {n} |" in text  # the compute-scaling rows
     assert "tuned / base" in text and "reward pair acc" in text
-    assert [p.name for p in first.plots] == ["quality_vs_steps.png", "quality_vs_samples.png"]
+    assert [p.name for p in first.plots] == ["quality_vs_steps.png", "quality_vs_samples.png",
+                                             "quality_vs_exploration.png"]
     assert all(p.is_file() and p.stat().st_size > 1000 for p in first.plots)
 
     records = {(r["task"], r["method"], r["n"], r["seed"]): r for r in first.records}
