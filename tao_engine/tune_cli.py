@@ -89,10 +89,19 @@ def _tune(args: argparse.Namespace, config, ctx) -> int:
         "reward_last": last.get("reward_mean"),
         "eval_before": result.eval_before,
         "eval_after": result.eval_after,
+        # The tuning compute spent exploring: generated tokens per prompt (reasoning and drafts included), the mean
+        # over steps; the tuned model answers directly, at the base model's cost.
+        "exploration_tokens_per_prompt": _mean_of(result.history, "exploration_tokens_per_prompt"),
+        "generated_tokens": sum(r.get("generated_tokens", 0) for r in result.history),
         "plots": [str(p) for p in result.plots],
     }
     print(json.dumps(summary, indent=2))
     return 0
+
+
+def _mean_of(history: Sequence[dict], key: str) -> float | None:
+    values = [r[key] for r in history if isinstance(r.get(key), (int, float))]
+    return sum(values) / len(values) if values else None
 
 
 def _tune_from_table(args: argparse.Namespace, config) -> int:
