@@ -3,6 +3,8 @@
 - `context.py`: `DistributedContext` (rank, world size, backend, device) from torchrun's environment; process group.
 - `sharding.py`: each rank's contiguous slice of the step's prompts, with the seeds one process would have used.
 - `gradient_sync.py`: `DataParallelUpdate` (global batch statistics and plan, gradients summed across ranks).
+- `fsdp.py`: FSDP2 sharding of the one module (full weights gathered for generation, full checkpoints);
+  `sharded_update.py`: `ShardedUpdate`, the update on it (ranks in lockstep, reduce-scattered gradients).
 - `exchange.py`: collectives that carry a health flag, so one failing rank stops every rank with a clear error.
 - `reduce.py`: one metrics record per step from every rank's; `main_rank.py`: only rank 0 writes files.
 """

@@ -2,7 +2,9 @@
 torchrun (or any launcher that sets RANK / WORLD_SIZE / MASTER_ADDR); a plain single process ignores it.
 
     [distributed]
-    strategy = "ddp"     # replicated weights, gradients all-reduced after each minibatch's backward
+    strategy = "ddp"     # replicated weights, gradients all-reduced after each minibatch's backward; or "fsdp2":
+                         #   parameters, gradients and optimizer state sharded across ranks (fsdp.py), full weights
+                         #   gathered for generation
     backend = "auto"     # "nccl" on CUDA, "gloo" on CPU; or name one
     timeout_s = 600      # a collective that waits longer than this fails instead of hanging the run
 """

@@ -65,12 +65,6 @@ class DistributedContext:
         if backend == "nccl" and not torch.cuda.is_available():
             raise ValueError("[distributed] backend = 'nccl' needs CUDA devices; use backend = 'gloo' on CPU")
         device = f"cuda:{local_rank}" if backend == "nccl" else "cpu"
-        if section.strategy == "fsdp2":
-            raise ValueError(
-                "[distributed] strategy = 'fsdp2' is not supported yet: the engine samples from the very module the "
-                "trainer updates and needs its full parameters, which sharded FSDP2 parameters are not; use "
-                "strategy = 'ddp' (every rank holds the whole model)"
-            )
         return cls(rank, world, local_rank, backend, device, section.strategy, float(section.timeout_s))
 
 
@@ -92,8 +86,14 @@ def init_process_group(ctx: DistributedContext) -> None:
 
 
 def destroy_process_group() -> None:
+    """Leave the process group. Garbage is collected first: FSDP2 units and their device mesh sit in reference
+    cycles that hold the process group, and freed at interpreter exit (after the group is gone) gloo can abort the
+    process ("terminate called without an active exception")."""
+    import gc
+
     import torch.distributed as dist
 
+    gc.collect()
     if dist.is_initialized():
         dist.destroy_process_group()
 

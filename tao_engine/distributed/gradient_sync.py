@@ -17,6 +17,7 @@ same way (flat buffers of at most `bucket_bytes`).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +44,7 @@ class GlobalGroups:
     layout: LengthsLayout
     offset: int
     count: int
+    bounds: tuple[tuple[int, int], ...] = ()  # every rank's [start, end) of global groups, in rank order
 
     @property
     def rows(self) -> slice:
@@ -74,13 +76,26 @@ class DataParallelUpdate:
             raise ValueError(f"train_step: ranks sampled different numbers of candidates per prompt: {sorted(widths)}")
         width = widths.pop() if widths else 0
         rows = [row for _, r, _, _ in parts for row in r]
-        offset = sum(len(r) for _, r, _, _ in parts[: self.ctx.rank])
+        ends = [0]
+        for _, r, _, _ in parts:
+            ends.append(ends[-1] + len(r))
+        offset = ends[self.ctx.rank]
         layout = LengthsLayout(
             prompt_token_ids=[range(n) for _, _, p, _ in parts for n in p],
             completion_token_ids=[[range(n) for n in group] for _, _, _, c in parts for group in c],
         )
         global_rewards = torch.tensor(rows, dtype=torch.float32).reshape(len(rows), width)
-        return GlobalGroups(global_rewards, layout, offset, int(rewards.shape[0]))
+        bounds = tuple(zip(ends[:-1], ends[1:], strict=True))
+        return GlobalGroups(global_rewards, layout, offset, int(rewards.shape[0]), bounds)
+
+    def lockstep_micro_steps(self, micro_batches: Sequence[Sequence[int]], shard: GlobalGroups) -> int:
+        """How many micro-steps every rank must run for a minibatch: 0 here, where ranks may run different numbers
+        (the gradients meet once, in `sync_gradients`). FSDP2 overrides it (its forwards are collectives)."""
+        return 0
+
+    def full_weights(self, module: nn.Module, phase: str) -> AbstractContextManager[nn.Module]:
+        """A block in which `module` forwards with its full weights and no collective: every rank holds them here."""
+        return nullcontext(module)
 
     def sync_gradients(self, optimizer: torch.optim.Optimizer, loss: float) -> float:
         """Sum every trainable parameter's gradient across ranks (None counts as zeros); returns the summed loss."""

@@ -17,7 +17,7 @@ from typing import Any
 from tao_engine.distributed.context import DistributedContext
 from tao_engine.distributed.exchange import exchange
 
-SUM_KEYS = frozenset({"generated_tokens", "tokens", "generate_tok/s"})
+SUM_KEYS = frozenset({"generated_tokens", "tokens", "generate_tok/s", "idle_micro_steps"})
 MAX_KEYS = frozenset({"peak_memory_mb"})
 
 

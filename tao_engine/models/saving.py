@@ -8,6 +8,7 @@ the new one is complete.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -38,12 +39,14 @@ def _shards(state: dict[str, torch.Tensor], max_bytes: int) -> list[dict[str, to
     return shards
 
 
-def write_weights(model: nn.Module, directory: Path, max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES) -> list[str]:
-    """Write the model's tensors as safetensors (sharded above `max_shard_bytes`). Returns the file names."""
+def write_weights(model: nn.Module, directory: Path, max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
+                  state: Mapping[str, torch.Tensor] | None = None) -> list[str]:
+    """Write the model's tensors (or `state`, its full state dict gathered elsewhere) as safetensors, sharded above
+    `max_shard_bytes`. Returns the file names."""
     tied = bool(getattr(model.config, "tie_word_embeddings", False))
     state = {
         name: t.detach().to("cpu").contiguous()
-        for name, t in model.state_dict().items()
+        for name, t in (model.state_dict() if state is None else state).items()
         if not (tied and name == "lm_head.weight")  # the tied head is the embedding; HF omits it
     }
     metadata = {"format": "pt"}
@@ -68,15 +71,17 @@ def save_pretrained(
     tokenizer: SavesPretrained | None = None,
     generation_config: dict[str, Any] | None = None,
     max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
+    state: Mapping[str, torch.Tensor] | None = None,
 ) -> Path:
-    """Save `model` (its config and weights), the tokenizer files and generation_config.json to `out_dir`."""
+    """Save `model` (its config and weights), the tokenizer files and generation_config.json to `out_dir`. state:
+    the weights to write instead of `model.state_dict()` (a sharded model's, gathered; or adapters merged)."""
     out_dir = Path(out_dir).resolve()
     with atomic_directory(out_dir) as tmp:
         config = model.config.to_dict()
         dtype = next(model.parameters()).dtype
         config["torch_dtype"] = _DTYPE_NAMES.get(dtype, str(dtype).removeprefix("torch."))
         (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-        write_weights(model, tmp, max_shard_bytes)
+        write_weights(model, tmp, max_shard_bytes, state)
         if generation_config is not None:
             (tmp / "generation_config.json").write_text(json.dumps(generation_config, indent=2) + "\n")
         if tokenizer is not None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,15 @@ FORMAT, VERSION = "tao_engine.checkpoint", 1
 META = "checkpoint.json"
 _NAME = re.compile(r"^checkpoint-(\d+)$")
 _STALE = re.compile(r"^\.checkpoint-\d+\.(tmp|old)-")
+
+
+@dataclass(frozen=True)
+class Placement:
+    """How the full tensors of a checkpoint become the model's and the optimizer's own when those are not whole (an
+    FSDP2-sharded model keeps only its shard: tao_engine.distributed.fsdp.shard_like / shard_optimizer_state)."""
+
+    tensor: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (the model's tensor, full tensor) -> placed
+    optimizer_state: Callable[[torch.optim.Optimizer, dict[str, Any]], dict[str, Any]]  # full state_dict -> placed
 
 
 @dataclass(frozen=True)
@@ -94,12 +103,16 @@ def save_checkpoint(
     base_model_name_or_path: str | None = None,
     tokenizer: SavesPretrained | None = None,
     keep_last: int | None = None,
+    model_state: Mapping[str, torch.Tensor] | None = None,
+    optimizer_state: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write `<run_dir>/checkpoint-<step>` atomically (see the module docstring) and return its path.
 
     lora: save only the adapter (None: whenever the model has LoRA layers). generators: named torch.Generators whose
     states are saved beside the global RNGs. keep_last: afterwards keep only that many newest checkpoints (the new
-    one always stays). Leftover temp directories of crashed saves are removed first.
+    one always stays). Leftover temp directories of crashed saves are removed first. model_state /
+    optimizer_state: full state dicts to write instead of `model.state_dict()` / `optimizer.state_dict()` (a
+    sharded model's, gathered by tao_engine.distributed.fsdp); the files are the same either way.
     """
     if isinstance(step, bool) or not isinstance(step, int) or step < 0:
         raise ValueError(f"save_checkpoint: step must be an integer >= 0, got {step!r}")
@@ -119,10 +132,11 @@ def save_checkpoint(
     target = checkpoint_path(run_dir, step)
     with atomic_directory(target) as tmp:
         if lora:
-            save_lora_adapter(model, tmp / "adapter", base_model_name_or_path)
+            save_lora_adapter(model, tmp / "adapter", base_model_name_or_path, state=model_state)
         else:
-            save_pretrained(model, tmp / "model", tokenizer=tokenizer)
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+            save_pretrained(model, tmp / "model", tokenizer=tokenizer, state=model_state)
+        torch.save(dict(optimizer_state) if optimizer_state is not None else optimizer.state_dict(),
+                   tmp / "optimizer.pt")
         if scheduler is not None:
             torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
         torch.save(capture_rng_state(generators), tmp / "rng_state.pt")
@@ -139,10 +153,11 @@ def save_checkpoint(
     return target.resolve()
 
 
-def _load_model_weights(model: nn.Module, model_dir: Path) -> None:
+def _load_model_weights(model: nn.Module, model_dir: Path, place: Placement | None = None) -> None:
     """Copy an HF-layout directory's tensors into the existing parameters (same objects: the optimizer and the
     engine keep their references)."""
-    expected = set(model.state_dict())
+    current = model.state_dict()
+    expected = set(current)
     if getattr(getattr(model, "config", None), "tie_word_embeddings", False):
         expected.discard("lm_head.weight")
     loaded: set[str] = set()
@@ -151,6 +166,8 @@ def _load_model_weights(model: nn.Module, model_dir: Path) -> None:
         unexpected = sorted(set(tensors) - expected)
         if unexpected:
             raise ValueError(f"load_checkpoint: {model_dir / shard} holds tensors the model lacks: {unexpected[:4]}")
+        if place is not None:
+            tensors = {name: place.tensor(current[name], t) for name, t in tensors.items()}
         model.load_state_dict(tensors, strict=False)
         loaded.update(tensors)
     missing = sorted(expected - loaded)
@@ -166,11 +183,13 @@ def load_checkpoint(
     *,
     generators: Mapping[str, torch.Generator] | None = None,
     restore_rng: bool = True,
+    place: Placement | None = None,
 ) -> LoadedCheckpoint:
     """Restore a checkpoint directory into the given objects, in place, and return its step, cursor and config.
 
     Build them exactly as the run did (for LoRA: apply_lora before building the optimizer), then load. The global
-    RNGs and the named `generators` (the same names as saved) are restored unless `restore_rng=False`.
+    RNGs and the named `generators` (the same names as saved) are restored unless `restore_rng=False`. place: how
+    the files' full tensors become a sharded model's and optimizer's (None: whole objects take them as they are).
     """
     path = Path(path)
     meta_path = path / META
@@ -187,11 +206,12 @@ def load_checkpoint(
             f"{'has none' if lora else 'has LoRA layers'}; build the model as the run did before loading"
         )
     if lora:
-        load_lora_adapter(model, path / "adapter")
+        load_lora_adapter(model, path / "adapter", place=None if place is None else place.tensor)
     else:
-        _load_model_weights(model, path / "model")
+        _load_model_weights(model, path / "model", place)
     if optimizer is not None:
-        optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True))
+        state = torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True)
+        optimizer.load_state_dict(state if place is None else place.optimizer_state(optimizer, state))
     if scheduler is not None:
         if not meta["has_scheduler"]:
             raise ValueError(f"load_checkpoint: {path} was saved without a scheduler; pass scheduler=None")

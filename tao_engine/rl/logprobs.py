@@ -51,8 +51,7 @@ def completion_logprobs(
     forward); a group never splits, so a group larger than the budget runs alone.
     """
     _check_inputs(prompt_ids, completion_ids, temperature, max_tokens_per_forward)
-    weight = model.lm_head.weight
-    device = weight.device
+    device = model.lm_head.weight.device
     lengths = [len(c) for comps in completion_ids for c in comps]
     b, t = len(lengths), max(lengths, default=0)
     mask = torch.arange(t, device=device)[None, :] < torch.tensor(lengths, device=device, dtype=torch.long)[:, None]
@@ -68,6 +67,8 @@ def completion_logprobs(
         )
         extra = {"checkpoint_layers": True} if gradient_checkpointing else {}  # any module works without it
         hidden = model(ids, batch, **extra)  # [N, H]
+        # Read after the forward: an FSDP2-sharded model holds its full LM head weight only once its forward ran.
+        weight = model.lm_head.weight
         result = ops.linear_logprobs(hidden.index_select(0, rows), weight, targets, temperature, return_entropy)
         logp, ent = result if return_entropy else (result, None)
         pieces.append(logp)

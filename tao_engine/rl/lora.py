@@ -13,7 +13,7 @@ Saving and loading in peft's format live in `tao_engine.rl.lora_adapter`.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from typing import Any
@@ -194,6 +194,18 @@ def merge_lora(model: nn.Module) -> nn.Module:
     for layer in _require_lora(model, "merge_lora").values():
         layer.merge()
     return model
+
+
+def merged_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`state` (the model's full state dict with adapters, e.g. gathered from FSDP2 shards) with every adapter folded
+    into its base weight as `merge_lora` folds it, under the plain HF names; the model itself is not touched."""
+    layers = _require_lora(model, "merged_state_dict")
+    out = dict(state)
+    for name, layer in layers.items():
+        a, b = out.pop(f"{name}.lora_A"), out.pop(f"{name}.lora_B")
+        weight = out[f"{name}.weight"]
+        out[f"{name}.weight"] = weight + ((b @ a) * layer.scale).to(weight.dtype)  # delta_weight's formula
+    return out
 
 
 def unmerge_lora(model: nn.Module) -> nn.Module:

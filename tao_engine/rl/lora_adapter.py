@@ -9,6 +9,7 @@ Our decoder's module paths equal transformers', so the mapping is a fixed prefix
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -34,15 +35,20 @@ def peft_key(module_name: str, matrix: str) -> str:
     return f"{PEFT_PREFIX}{module_name}.lora_{matrix}.weight"
 
 
-def lora_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The adapters under peft's key names (what `adapter_model.safetensors` holds), detached, not copied."""
+def lora_state_dict(model: nn.Module, full_state: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """The adapters under peft's key names (what `adapter_model.safetensors` holds), detached, not copied; taken
+    from `full_state` (the model's state dict gathered elsewhere, e.g. from FSDP2 shards) when given."""
     layers = lora_layers(model)
     if not layers:
         raise ValueError("lora_state_dict: the model has no LoRA layers; call apply_lora(model, config) first")
     state = {}
     for name, layer in layers.items():
-        state[peft_key(name, "A")] = layer.lora_A.detach()
-        state[peft_key(name, "B")] = layer.lora_B.detach()
+        if full_state is None:
+            state[peft_key(name, "A")] = layer.lora_A.detach()
+            state[peft_key(name, "B")] = layer.lora_B.detach()
+        else:
+            state[peft_key(name, "A")] = full_state[f"{name}.lora_A"].detach()
+            state[peft_key(name, "B")] = full_state[f"{name}.lora_B"].detach()
     return state
 
 
@@ -71,10 +77,12 @@ def peft_adapter_config(config: LoraConfig, base_model_name_or_path: str | None)
     }
 
 
-def save_lora_adapter(model: nn.Module, out_dir: str | Path, base_model_name_or_path: str | None = None) -> Path:
-    """Write the model's adapters to `out_dir` in peft's format, atomically (works merged or not)."""
+def save_lora_adapter(model: nn.Module, out_dir: str | Path, base_model_name_or_path: str | None = None,
+                      state: Mapping[str, torch.Tensor] | None = None) -> Path:
+    """Write the model's adapters to `out_dir` in peft's format, atomically (works merged or not). state: the
+    model's full state dict gathered elsewhere (a sharded model's), read instead of its parameters."""
     config = lora_config_of(model)
-    state = {k: v.to("cpu").contiguous() for k, v in lora_state_dict(model).items()}
+    state = {k: v.to("cpu").contiguous() for k, v in lora_state_dict(model, state).items()}
     out_dir = Path(out_dir)
     with atomic_directory(out_dir) as tmp:
         body = peft_adapter_config(config, base_model_name_or_path)
@@ -111,9 +119,13 @@ def read_adapter_config(adapter_dir: str | Path) -> LoraConfig:
         raise ValueError(f"{path}: {exc}") from exc
 
 
-def load_lora_adapter(model: nn.Module, adapter_dir: str | Path) -> nn.Module:
+def load_lora_adapter(
+    model: nn.Module, adapter_dir: str | Path,
+    place: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+) -> nn.Module:
     """Load a peft LoRA adapter into `model`, in place: applies LoRA first if the model has none, else requires the
-    same rank, alpha and targets. Every adapter tensor must be present with its shape. Returns `model`."""
+    same rank, alpha and targets. Every adapter tensor must be present with its shape. place(param, full): how a
+    full tensor becomes the parameter's own form (a sharded model's shard). Returns `model`."""
     adapter_dir = Path(adapter_dir)
     config = read_adapter_config(adapter_dir)
     if lora_layers(model):
@@ -147,5 +159,5 @@ def load_lora_adapter(model: nn.Module, adapter_dir: str | Path) -> nn.Module:
         for key, param in params.items():
             if tensors[key].shape != param.shape:
                 raise ValueError(f"{path}: {key} has shape {tuple(tensors[key].shape)}, expected {tuple(param.shape)}")
-            param.copy_(tensors[key])
+            param.copy_(tensors[key] if place is None else place(param, tensors[key]))
     return model

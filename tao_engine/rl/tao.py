@@ -16,6 +16,7 @@ import dataclasses
 import math
 import time
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,13 @@ from tao_engine.distributed.gradient_sync import DataParallelUpdate, broadcast_p
 from tao_engine.distributed.main_rank import metrics_log_for, writes_outputs
 from tao_engine.distributed.reduce import reduce_metrics
 from tao_engine.distributed.sharding import rollout_shard
-from tao_engine.rl.checkpoint import checkpoint_path, latest_checkpoint, load_checkpoint, save_checkpoint
+from tao_engine.rl.checkpoint import (
+    Placement,
+    checkpoint_path,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
 from tao_engine.rl.evaluation import evaluate
 from tao_engine.rl.exploration.routing import TaskRouting
 from tao_engine.rl.metrics_log import MetricsLog
@@ -80,10 +87,21 @@ class TAO:
 
             if not has_lora(model):
                 apply_lora(model, config.lora, generator=torch.Generator().manual_seed(config.run.seed))
-        self.data_parallel = None
+        self.data_parallel: DataParallelUpdate | None = None
+        self.sharded = distributed is not None and distributed.strategy == "fsdp2"
+        # Under LoRA the base weights are the reference (train_step disables the adapters): no second copy.
+        needs_copy = config.algorithm.needs_reference and config.lora is None
+        self.reference = None
         if distributed is not None:  # replicas start identical; before the engine and the reference copy see them
             broadcast_parameters(distributed, model)
             self.data_parallel = DataParallelUpdate(distributed)
+        if self.sharded:  # FSDP2: shard before the optimizer sees the parameters; the reference is sharded alike
+            from tao_engine.distributed.fsdp import shard_model
+            from tao_engine.distributed.sharded_update import ShardedUpdate
+
+            self.reference = shard_model(frozen_copy(model), distributed) if needs_copy else None
+            shard_model(model, distributed)
+            self.data_parallel = ShardedUpdate(distributed)
         # With [tasks] that each list their scorers, the run-level [scoring] may be left out.
         needs_run_scorer = bool(config.scoring.scorers) or not config.tasks
         self.scorer = scorer if scorer is not None else (_build_scorer(config) if needs_run_scorer else None)
@@ -97,9 +115,8 @@ class TAO:
         )
         self.optimizer = build_optimizer(model, config.optim)
         self.lr_scheduler = build_scheduler(self.optimizer, config.optim, max(1, config.run.steps))
-        # Under LoRA the base weights are the reference (train_step disables the adapters): no second copy.
-        needs_copy = config.algorithm.needs_reference and config.lora is None
-        self.reference = frozen_copy(model) if needs_copy else None
+        if needs_copy and not self.sharded:
+            self.reference = frozen_copy(model)
         self.train_config = TrainConfig(
             algorithm=config.algorithm,
             loss_temperature=config.train.loss_temperature,
@@ -197,9 +214,14 @@ class TAO:
         batch splits evenly across ranks; a refill (`like`: the batch it extends) may not, and a rank may get none."""
         if self.dist is None:
             return self._rollout_and_score(records, indices)
-        out = rollout_shard(self.dist, self.engine.generator, indices, self.config.sampling,
-                            lambda mine: self._rollout_and_score(records, mine), even=like is None)
+        with self._full_weights("rollout"):  # FSDP2: every rank gathers, even one with no prompt in a refill
+            out = rollout_shard(self.dist, self.engine.generator, indices, self.config.sampling,
+                                lambda mine: self._rollout_and_score(records, mine), even=like is None)
         return out if out is not None or like is None else _select(like, [])
+
+    def _full_weights(self, phase: str):
+        """The model with its full weights for the engine, scorers and evaluation (FSDP2 gathers; else a no-op)."""
+        return self.data_parallel.full_weights(self.model, phase) if self.data_parallel else nullcontext(self.model)
 
     def _global_count(self, count: int) -> int:
         if self.dist is None:
@@ -215,31 +237,51 @@ class TAO:
 
     def _evaluate(self, eval_records: list[PromptRecord]) -> dict[str, float]:
         run = self.config.run
-        if self.routing.tasks:  # per task and overall
-            max_tokens = run.eval_max_tokens or self.config.sampling.max_tokens
-            return self.routing.evaluate(self.engine, eval_records, run.eval_extractor, max_tokens)
-        return evaluate(
-            self.engine, eval_records, self.scorer, extractor=run.eval_extractor,
-            max_tokens=run.eval_max_tokens or self.config.sampling.max_tokens,
-        )
+        max_tokens = run.eval_max_tokens or self.config.sampling.max_tokens
+        with self._full_weights("eval"):
+            if self.routing.tasks:  # per task and overall
+                return self.routing.evaluate(self.engine, eval_records, run.eval_extractor, max_tokens)
+            return evaluate(self.engine, eval_records, self.scorer, extractor=run.eval_extractor,
+                            max_tokens=max_tokens)
 
     # ---- checkpoints ----------------------------------------------------------------------------------------------
 
     def _checkpoint(self, step: int, cursor: PromptCursor) -> Path:
-        if not writes_outputs(self.dist):  # replicas hold the same full state: rank 0's copy loads at any world size
+        # Replicas hold the same full state and rank 0 writes it; FSDP2 ranks first gather their shards onto rank 0,
+        # which writes the same files. Either way the checkpoint loads at any world size, with either strategy.
+        model_state, optimizer_state = self._full_state("checkpoint")
+        if not writes_outputs(self.dist):
             return checkpoint_path(self.run_dir, step)
         return save_checkpoint(
             self.run_dir, step, self.model, self.optimizer, self.lr_scheduler,
             generators={"engine": self.engine.generator}, data_cursor=cursor.state(), config=self.config.to_dict(),
             base_model_name_or_path=self.config.model.path, keep_last=self.config.run.keep_last,
+            model_state=model_state, optimizer_state=optimizer_state,
         )
+
+    def _full_state(self, phase: str, optimizer: bool = True) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """FSDP2: (model state dict, optimizer state dict) with full tensors on rank 0, gathered by every rank;
+        (None, None) otherwise (the module and optimizer are whole: they are read as they are)."""
+        if not self.sharded:
+            return None, None
+        from tao_engine.distributed.fsdp import full_optimizer_state, full_state_dict
+
+        exchange(self.dist, None, f"{phase}: gather the state")  # a failed rank stops the others first
+        states = full_state_dict(self.model, self.dist)
+        return states, full_optimizer_state(self.optimizer, self.dist) if optimizer else None
 
     def _resume(self, cursor: PromptCursor, log: MetricsLog) -> int:
         path = latest_checkpoint(self.run_dir)
         if path is None:
             return 0
+        place = None
+        if self.sharded:  # every rank reads the full files and keeps its own shard
+            from tao_engine.distributed.fsdp import shard_like, shard_optimizer_state
+
+            place = Placement(shard_like, shard_optimizer_state)
         loaded = load_checkpoint(
-            path, self.model, self.optimizer, self.lr_scheduler, generators={"engine": self.engine.generator}
+            path, self.model, self.optimizer, self.lr_scheduler, generators={"engine": self.engine.generator},
+            place=place,
         )
         cursor.load_state(loaded.data_cursor)
         log.truncate_after(loaded.step)
@@ -251,20 +293,24 @@ class TAO:
         from tao_engine.models.saving import save_pretrained
 
         target = self.run_dir / "final"
+        full, _ = self._full_state("final model", optimizer=False)  # FSDP2: gathered onto rank 0
         if not writes_outputs(self.dist):
             return target
         if self.config.lora is not None:
-            from tao_engine.rl.lora import merge_lora, unmerge_lora
+            from tao_engine.rl.lora import merge_lora, merged_state_dict, unmerge_lora
             from tao_engine.rl.lora_adapter import save_lora_adapter
 
-            save_lora_adapter(self.model, self.run_dir / "final_adapter", self.config.model.path)
+            save_lora_adapter(self.model, self.run_dir / "final_adapter", self.config.model.path, state=full)
+            if full is not None:  # sharded: merge in the gathered state, the shards stay as they are
+                save_pretrained(self.model, target, tokenizer=self.tokenizer, state=merged_state_dict(self.model, full))
+                return target
             merge_lora(self.model)
             try:
                 save_pretrained(self.model, target, tokenizer=self.tokenizer)
             finally:
                 unmerge_lora(self.model)
         else:
-            save_pretrained(self.model, target, tokenizer=self.tokenizer)
+            save_pretrained(self.model, target, tokenizer=self.tokenizer, state=full)
         return target
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,9 +84,10 @@ def train_step(
     reference: a frozen module (e.g. `frozen_copy(policy)`), needed when the algorithm uses one (kl_coef > 0, dpo)
     unless the policy has LoRA adapters: their base weights are then the reference.
     lr_scheduler: stepped once per optimizer step when given.
-    data_parallel: a `tao_engine.distributed.DataParallelUpdate` when this rank holds one shard of the batch:
-    advantages, group selection and the minibatch plan then use every rank's groups, each rank trains its own, and
-    gradients are summed across ranks before clipping (the step equals one process's on the whole batch).
+    data_parallel: a `tao_engine.distributed.DataParallelUpdate` (or `ShardedUpdate` for an FSDP2-sharded policy)
+    when this rank holds one shard of the batch: advantages, group selection and the minibatch plan then use every
+    rank's groups, each rank trains its own, and gradients are summed across ranks before clipping (the step
+    equals one process's on the whole batch).
     """
     config = config or TrainConfig()
     algo = config.algorithm
@@ -102,8 +104,9 @@ def train_step(
     start = time.perf_counter()
 
     needs_old = algo.old_logprobs == "trainer" and (algo.epochs * algo.num_minibatches > 1 or algo.kl_in_reward)
-    old_all = _forward_all(policy, rollouts, temperature, config) if needs_old else None
-    ref_all = _reference_logprobs(policy, reference, rollouts, temperature, config) if algo.needs_reference else None
+    old_all = _forward_all(policy, rollouts, temperature, config, data_parallel) if needs_old else None
+    ref_all = (_reference_logprobs(policy, reference, rollouts, temperature, config, data_parallel)
+               if algo.needs_reference else None)
     if algo.kl_in_reward:
         assert old_all is not None and ref_all is not None
         seq_kl = (kl_per_token(old_all.logprobs, ref_all.logprobs, algo.kl_type) * old_all.mask).sum(dim=1)
@@ -137,6 +140,7 @@ def train_step(
             t0 = time.perf_counter()
             optimizer.zero_grad(set_to_none=True)
             minibatch_loss = 0.0
+            ran = 0
             for micro in minibatch.micro_batches:
                 mine = micro if shard is None else shard.local(micro)  # the groups this rank owns
                 if not mine:
@@ -145,7 +149,13 @@ def train_step(
                     policy, rollouts, mine, minibatch, algo, config, temperature, local_advantages, local_rewards,
                     old_all, ref_all, sampler_lp, accum, first_pass=epoch == 0,
                 )
+                ran += 1
             if data_parallel is not None:
+                # FSDP2: forwards and backwards are collectives, so a rank with fewer micro-batches idles in step.
+                idle = max(0, data_parallel.lockstep_micro_steps(minibatch.micro_batches, shard) - ran)
+                for _ in range(idle):
+                    _idle_micro_step(policy, config, temperature)
+                accum.add("idle_micro_steps", float(idle), mean=False)  # work lost to imbalance across ranks
                 minibatch_loss = data_parallel.sync_gradients(optimizer, minibatch_loss)
             accum.add("loss", minibatch_loss)
             _optimizer_step(guarded, stats, accum, minibatch_loss)
@@ -230,6 +240,16 @@ def _micro_step(
     return float(weighted.detach())
 
 
+def _idle_micro_step(policy, config: TrainConfig, temperature: float) -> None:
+    """A forward and backward of one token with a zero loss: the collectives of a real micro-step (every unit's
+    all-gather and reduce-scatter, recomputation included), adding exact zeros to the gradients."""
+    device = next(policy.parameters()).device
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16_autocast and device.type == "cuda"):
+        out = completion_logprobs(policy, [[0]], [[[0]]], temperature, shared_prompt=config.shared_prompt,
+                                  gradient_checkpointing=config.gradient_checkpointing)
+    (out.logprobs.sum() * 0.0).backward()
+
+
 def _optimizer_step(guarded: GuardedStep, stats: StepStats, accum: _Accumulator, loss: float) -> None:
     result = guarded(loss)  # clip, step, schedule; skipped (weights untouched) on a non-finite loss or gradient
     accum.add("grad_norm", result.grad_norm)
@@ -268,8 +288,10 @@ def _groups_to_train(algo: AlgorithmConfig, rewards: torch.Tensor, zero_variance
     return has_reward
 
 
-def _forward_all(module, rollouts, temperature: float, config: TrainConfig):
-    with torch.no_grad():
+def _forward_all(module, rollouts, temperature: float, config: TrainConfig, data_parallel=None):
+    # Sharded (FSDP2) modules forward with their full weights here: ranks pack different numbers of forwards.
+    weights = data_parallel.full_weights(module, "update: log-probs") if data_parallel is not None else nullcontext()
+    with torch.no_grad(), weights:
         return completion_logprobs(
             module,
             rollouts.prompt_token_ids,
@@ -280,11 +302,11 @@ def _forward_all(module, rollouts, temperature: float, config: TrainConfig):
         )
 
 
-def _reference_logprobs(policy, reference, rollouts, temperature: float, config: TrainConfig):
+def _reference_logprobs(policy, reference, rollouts, temperature: float, config: TrainConfig, data_parallel=None):
     if reference is not None:
-        return _forward_all(reference, rollouts, temperature, config)
+        return _forward_all(reference, rollouts, temperature, config, data_parallel)
     with lora_disabled(policy):  # under LoRA the frozen base weights are the reference: no copy needed
-        return _forward_all(policy, rollouts, temperature, config)
+        return _forward_all(policy, rollouts, temperature, config, data_parallel)
 
 
 def _rows_of_groups(rollouts, groups: Sequence[int]) -> list[int]:

@@ -8,6 +8,7 @@ import torch
 from tao_engine.distributed.config import DistributedSection
 from tao_engine.engine import EngineConfig, SamplingParams
 from tao_engine.rl.algorithms import AlgorithmConfig
+from tao_engine.rl.lora import LoraConfig
 from tao_engine.rl.optim import OptimConfig
 from tao_engine.rl.tao_config import DataSection, RunSection, TAOConfig, TrainSection
 from tests import helpers
@@ -42,16 +43,20 @@ def scorer(fail: bool = False, rare: bool = False):
     return CompositeScorer([WeightedScorer(ToyScorer(fail, rare))])
 
 
-def config(run_dir, steps: int = 2, algorithm: str = "grpo", max_tokens_per_forward: int = 64) -> TAOConfig:
+def config(run_dir, steps: int = 2, algorithm: str = "grpo", max_tokens_per_forward: int = 64,
+           strategy: str = "ddp", lora: bool = False, kl_coef: float = 0.0) -> TAOConfig:
+    """lora: adapters of rank 4 on every projection; kl_coef > 0: a k3 KL to the reference in the loss (the base
+    weights under LoRA, else a frozen copy)."""
     return TAOConfig(
         sampling=SamplingParams(n=4, temperature=1.0, max_tokens=5, ignore_eos=True),
-        algorithm=AlgorithmConfig(name=algorithm),
+        algorithm=AlgorithmConfig(name=algorithm, kl_coef=kl_coef, kl_type="k3"),
+        lora=LoraConfig(r=4, alpha=8.0) if lora else None,
         optim=OptimConfig(lr=1e-2, eps=1e-4),  # eps bounds AdamW's sensitivity to gradient rounding
         train=TrainSection(max_tokens_per_forward=max_tokens_per_forward),
         engine=EngineConfig(kv_cache_bytes=4 * 2**20, block_size=4),
         run=RunSection(steps=steps, output_dir=str(run_dir), checkpoint_every=1, keep_last=5, seed=3),
         data=DataSection(prompts_per_step=4),
-        distributed=DistributedSection(backend="gloo", timeout_s=900),  # longer than the tests' launch timeouts
+        distributed=DistributedSection(strategy=strategy, backend="gloo", timeout_s=900),  # > the tests' timeouts
     )
 
 

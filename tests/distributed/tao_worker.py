@@ -1,7 +1,8 @@
 """One rank of a distributed TAO run on the tiny model (launched by torchrun or tests/distributed/launch.py):
 
     python -m tests.distributed.tao_worker --run-dir DIR [--steps 2] [--algorithm grpo] [--fail-rank 1]
-        [--max-tokens-per-forward 64] [--rare-reward] [--rank-dirs] [--result FILE]
+        [--max-tokens-per-forward 64] [--rare-reward] [--rank-dirs] [--result FILE] [--strategy fsdp2] [--lora]
+        [--kl-coef 0.05] [--resume]
 
 --rank-dirs: rank r writes under DIR/rank<r> (to show that only rank 0 writes anything). --result: rank r writes
 its reduced metrics history as JSON to FILE.<r>.
@@ -28,10 +29,15 @@ def main() -> int:
     parser.add_argument("--rare-reward", action="store_true")
     parser.add_argument("--rank-dirs", action="store_true")
     parser.add_argument("--result", default=None)
+    parser.add_argument("--strategy", default="ddp")
+    parser.add_argument("--lora", action="store_true")
+    parser.add_argument("--kl-coef", type=float, default=0.0)
+    parser.add_argument("--resume", action="store_true")
     args = parser.parse_args()
 
     def config(run_dir):
-        return tao_setup.config(run_dir, args.steps, args.algorithm, args.max_tokens_per_forward)
+        return tao_setup.config(run_dir, args.steps, args.algorithm, args.max_tokens_per_forward, args.strategy,
+                                args.lora, args.kl_coef)
 
     cfg = config(args.run_dir)
     ctx = DistributedContext.from_env(cfg.distributed)
@@ -40,14 +46,18 @@ def main() -> int:
         cfg = config(Path(args.run_dir) / f"rank{ctx.rank}")
     init_process_group(ctx)
     try:
-        scorer = tao_setup.scorer(fail=args.fail_rank == ctx.rank, rare=args.rare_reward)
-        tao = TAO(cfg, model=tao_setup.model(), scorer=scorer, progress=False, distributed=ctx)
-        result = tao.run(prompts=tao_setup.PROMPTS)
-        if args.result:
-            Path(f"{args.result}.{ctx.rank}").write_text(json.dumps(result.history))
+        _run(args, cfg, ctx)  # the TAO object (and any FSDP2 state) is gone before the group is destroyed
     finally:
         destroy_process_group()
     return 0
+
+
+def _run(args: argparse.Namespace, cfg, ctx: DistributedContext) -> None:
+    scorer = tao_setup.scorer(fail=args.fail_rank == ctx.rank, rare=args.rare_reward)
+    tao = TAO(cfg, model=tao_setup.model(), scorer=scorer, progress=False, distributed=ctx)
+    result = tao.run(prompts=tao_setup.PROMPTS, resume=args.resume)
+    if args.result:
+        Path(f"{args.result}.{ctx.rank}").write_text(json.dumps(result.history))
 
 
 if __name__ == "__main__":

@@ -45,8 +45,8 @@ def test_context_errors_name_the_fix():
         DistributedContext.from_env(env={**TORCHRUN_ENV, "RANK": "x"})
     with pytest.raises(ValueError, match=r"rank 4 is not in \[0, world_size=4\)"):
         DistributedContext.from_env(env={**TORCHRUN_ENV, "RANK": "4"})
-    with pytest.raises(ValueError, match="strategy = 'fsdp2' is not supported yet"):
-        DistributedContext.from_env(DistributedSection(strategy="fsdp2"), env=TORCHRUN_ENV)
+    sharded = DistributedContext.from_env(DistributedSection(strategy="fsdp2", backend="gloo"), env=TORCHRUN_ENV)
+    assert sharded.strategy == "fsdp2"
 
 
 def test_metrics_combine_counts_times_and_means():

@@ -24,6 +24,7 @@ from tao_engine.rl.lora import (
     lora_disabled,
     lora_layers,
     merge_lora,
+    merged_state_dict,
     unmerge_lora,
 )
 from tao_engine.rl.lora_adapter import (
@@ -139,6 +140,28 @@ def test_merge_gives_hf_state_dict_and_unmerge_restores(tmp_path) -> None:
     for name, tensor in original.items():
         torch.testing.assert_close(model.state_dict()[name], tensor, atol=1e-6, rtol=0)
     torch.testing.assert_close(logits(model), adapted, atol=1e-5, rtol=1e-5)
+
+
+def test_merged_state_dict_equals_merge_lora_and_leaves_the_model_alone(tmp_path) -> None:
+    # The path of a sharded (FSDP2) run: the gathered state dict is merged, never the module.
+    model = helpers.tiny_model(seed=4)
+    apply_lora(model, LoraConfig(r=4, alpha=8, target_modules=["q_proj", "o_proj", "up_proj"]))
+    randomize_adapters_(model, 2)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    merged = merged_state_dict(model, state)
+    assert not is_merged(model) and torch.equal(model.state_dict()["model.layers.0.self_attn.q_proj.lora_B"],
+                                                state["model.layers.0.self_attn.q_proj.lora_B"])
+    expected = merge_lora(model).state_dict()
+    assert list(merged) == list(expected)  # the HF names, in order, adapters folded away
+    for name, tensor in expected.items():
+        assert torch.equal(merged[name], tensor), name  # the very arithmetic of LoraLinear.merge
+    assert not torch.equal(merged["model.layers.0.self_attn.q_proj.weight"],
+                           state["model.layers.0.self_attn.q_proj.weight"])
+    unmerge_lora(model)
+    saved = load_model(save_pretrained(model, tmp_path / "from_state", state=merged))  # written from the state
+    torch.testing.assert_close(logits(saved), logits(model), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="merged_state_dict"):
+        merged_state_dict(helpers.tiny_model(seed=4), state)
 
 
 def hf_and_ours(seed: int):
