@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "float_convert.cuh"
 #include "token_logprobs_launch.h"
 
 namespace tao_engine::cuda {
@@ -21,36 +22,6 @@ namespace {
 
 constexpr int kThreads = 256;  // per block (= per row)
 constexpr int kWarps = kThreads / 32;
-
-template <typename T>
-__device__ __forceinline__ float to_float(T value);
-template <>
-__device__ __forceinline__ float to_float<float>(float value) {
-  return value;
-}
-template <>
-__device__ __forceinline__ float to_float<__half>(__half value) {
-  return __half2float(value);
-}
-template <>
-__device__ __forceinline__ float to_float<__nv_bfloat16>(__nv_bfloat16 value) {
-  return __bfloat162float(value);
-}
-
-template <typename T>
-__device__ __forceinline__ T from_float(float value);
-template <>
-__device__ __forceinline__ float from_float<float>(float value) {
-  return value;
-}
-template <>
-__device__ __forceinline__ __half from_float<__half>(float value) {
-  return __float2half_rn(value);
-}
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float value) {
-  return __float2bfloat16_rn(value);
-}
 
 // Max of the values seen and the sum of exp(value - max). Merging two is associative, so any reduction order works.
 struct MaxSum {
@@ -113,7 +84,7 @@ __device__ MaxSum row_stats(const T* __restrict__ row, int64_t vocab, float inv_
   const int64_t misaligned = static_cast<int64_t>(reinterpret_cast<uintptr_t>(row) % 16) / sizeof(T);
   const int64_t head = misaligned == 0 ? 0 : min(kPack - misaligned, vocab);
   for (int64_t j = threadIdx.x; j < head; j += blockDim.x) {
-    push(state, to_float(row[j]) * inv_t);
+    push(state, load_float(row[j]) * inv_t);
   }
   const int64_t packs = (vocab - head) / kPack;
   const uint4* packed = reinterpret_cast<const uint4*>(row + head);
@@ -123,11 +94,11 @@ __device__ MaxSum row_stats(const T* __restrict__ row, int64_t vocab, float inv_
     memcpy(values, &bits, sizeof(bits));
 #pragma unroll
     for (int k = 0; k < kPack; ++k) {
-      push(state, to_float(values[k]) * inv_t);
+      push(state, load_float(values[k]) * inv_t);
     }
   }
   for (int64_t j = head + packs * kPack + threadIdx.x; j < vocab; j += blockDim.x) {
-    push(state, to_float(row[j]) * inv_t);
+    push(state, load_float(row[j]) * inv_t);
   }
   return block_reduce(state);
 }
@@ -142,7 +113,7 @@ __global__ void __launch_bounds__(kThreads) token_logprobs_kernel(
   if (threadIdx.x == 0) {
     const int64_t target = targets[i];
     CUDA_KERNEL_ASSERT_MSG(target >= 0 && target < vocab, "tao_engine::token_logprobs: target out of range [0, V)");
-    const float logp = (to_float(row[target]) * inv_t - stats.max) - logf(stats.sum);
+    const float logp = (load_float(row[target]) * inv_t - stats.max) - logf(stats.sum);
     // Mathematically <= 0; rounding (and a fused multiply-add in the line above) can land a hair above, and a
     // log-prob > 0 would be a probability > 1. NaN passes through.
     out[i] = logp > 0.0f ? 0.0f : logp;
@@ -164,8 +135,8 @@ __global__ void __launch_bounds__(kThreads) token_logprobs_backward_kernel(
   T* out_row = grad_logits + i * vocab;
   // Element-wise and coalesced: the row was just read, so this second read is mostly served from L2.
   for (int64_t j = threadIdx.x; j < vocab; j += blockDim.x) {
-    const float p = __expf(to_float(row[j]) * inv_t - lse);
-    out_row[j] = from_float<T>(j == target ? scale - scale * p : -scale * p);
+    const float p = __expf(load_float(row[j]) * inv_t - lse);
+    out_row[j] = store_float<T>(j == target ? scale - scale * p : -scale * p);
   }
 }
 

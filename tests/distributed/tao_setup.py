@@ -44,21 +44,22 @@ def scorer(fail: bool = False, rare: bool = False):
 
 
 def config(run_dir, steps: int = 2, algorithm: str = "grpo", max_tokens_per_forward: int = 64,
-           strategy: str = "ddp", lora: bool = False, kl_coef: float = 0.0) -> TAOConfig:
+           strategy: str = "ddp", lora: bool = False, kl_coef: float = 0.0, backend: str = "gloo",
+           device: str = "cpu") -> TAOConfig:
     """lora: adapters of rank 4 on every projection; kl_coef > 0: a k3 KL to the reference in the loss (the base
-    weights under LoRA, else a frozen copy)."""
+    weights under LoRA, else a frozen copy); backend "nccl" with device "cuda" for the GPU variant."""
     return TAOConfig(
         sampling=SamplingParams(n=4, temperature=1.0, max_tokens=5, ignore_eos=True),
         algorithm=AlgorithmConfig(name=algorithm, kl_coef=kl_coef, kl_type="k3"),
         lora=LoraConfig(r=4, alpha=8.0) if lora else None,
         optim=OptimConfig(lr=1e-2, eps=1e-4),  # eps bounds AdamW's sensitivity to gradient rounding
         train=TrainSection(max_tokens_per_forward=max_tokens_per_forward),
-        engine=EngineConfig(kv_cache_bytes=4 * 2**20, block_size=4),
+        engine=EngineConfig(kv_cache_bytes=4 * 2**20, block_size=4, device=device),
         run=RunSection(steps=steps, output_dir=str(run_dir), checkpoint_every=1, keep_last=5, seed=3),
         data=DataSection(prompts_per_step=4),
-        distributed=DistributedSection(strategy=strategy, backend="gloo", timeout_s=900),  # > the tests' timeouts
+        distributed=DistributedSection(strategy=strategy, backend=backend, timeout_s=900),  # > the tests' timeouts
     )
 
 
-def model() -> torch.nn.Module:
-    return helpers.tiny_model(0, eos_token_id=VOCAB - 1).train()
+def model(device: str = "cpu") -> torch.nn.Module:
+    return helpers.tiny_model(0, eos_token_id=VOCAB - 1).train().to(device)

@@ -2,7 +2,7 @@
 
     python -m tests.distributed.tao_worker --run-dir DIR [--steps 2] [--algorithm grpo] [--fail-rank 1]
         [--max-tokens-per-forward 64] [--rare-reward] [--rank-dirs] [--result FILE] [--strategy fsdp2] [--lora]
-        [--kl-coef 0.05] [--resume]
+        [--kl-coef 0.05] [--resume] [--backend nccl --device cuda]
 
 --rank-dirs: rank r writes under DIR/rank<r> (to show that only rank 0 writes anything). --result: rank r writes
 its reduced metrics history as JSON to FILE.<r>.
@@ -33,11 +33,13 @@ def main() -> int:
     parser.add_argument("--lora", action="store_true")
     parser.add_argument("--kl-coef", type=float, default=0.0)
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--backend", default="gloo")
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
 
     def config(run_dir):
         return tao_setup.config(run_dir, args.steps, args.algorithm, args.max_tokens_per_forward, args.strategy,
-                                args.lora, args.kl_coef)
+                                args.lora, args.kl_coef, args.backend, args.device)
 
     cfg = config(args.run_dir)
     ctx = DistributedContext.from_env(cfg.distributed)
@@ -54,7 +56,7 @@ def main() -> int:
 
 def _run(args: argparse.Namespace, cfg, ctx: DistributedContext) -> None:
     scorer = tao_setup.scorer(fail=args.fail_rank == ctx.rank, rare=args.rare_reward)
-    tao = TAO(cfg, model=tao_setup.model(), scorer=scorer, progress=False, distributed=ctx)
+    tao = TAO(cfg, model=tao_setup.model(args.device), scorer=scorer, progress=False, distributed=ctx)
     result = tao.run(prompts=tao_setup.PROMPTS, resume=args.resume)
     if args.result:
         Path(f"{args.result}.{ctx.rank}").write_text(json.dumps(result.history))
