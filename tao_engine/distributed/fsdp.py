@@ -21,7 +21,7 @@ Three regimes, so that the engine still samples from the very module the trainer
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -93,12 +93,16 @@ def _full(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.full_tensor() if isinstance(tensor, DTensor) else tensor
 
 
-def full_state_dict(model: nn.Module, ctx: DistributedContext) -> dict[str, torch.Tensor]:
-    """The model's state dict with full CPU tensors, on rank 0 ({} elsewhere). Every rank must call it (one
-    all-gather per tensor, in state-dict order); a tensor shared by two names (a tied head) is gathered once."""
+def full_state_dict(model: nn.Module, ctx: DistributedContext,
+                    only: Callable[[str], bool] | None = None) -> dict[str, torch.Tensor]:
+    """The model's state dict with full CPU tensors, on rank 0 ({} elsewhere); `only(name)` keeps a subset (e.g. the
+    LoRA adapters of a checkpoint). Every rank must call it (one all-gather per kept tensor, in state-dict order); a
+    tensor shared by two names (a tied head) is gathered once."""
     out: dict[str, torch.Tensor] = {}
     gathered: dict[int, torch.Tensor] = {}
     for name, tensor in model.state_dict().items():
+        if only is not None and not only(name):
+            continue
         key = id(tensor)
         if key not in gathered:
             full = _full(tensor).detach()

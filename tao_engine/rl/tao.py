@@ -267,7 +267,9 @@ class TAO:
         from tao_engine.distributed.fsdp import full_optimizer_state, full_state_dict
 
         exchange(self.dist, None, f"{phase}: gather the state")  # a failed rank stops the others first
-        states = full_state_dict(self.model, self.dist)
+        # A LoRA checkpoint holds the adapters only; the final model needs everything (the base to merge into).
+        adapters_only = optimizer and self.config.lora is not None
+        states = full_state_dict(self.model, self.dist, (lambda name: ".lora_" in name) if adapters_only else None)
         return states, full_optimizer_state(self.optimizer, self.dist) if optimizer else None
 
     def _resume(self, cursor: PromptCursor, log: MetricsLog) -> int:
