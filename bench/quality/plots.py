@@ -10,7 +10,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.quality.report import EXPLORATION_ROWS, LABELS, Results
+from bench.quality.report import (
+    EXPLORATION_ROWS,
+    LABELS,
+    Results,
+    exploration_tokens_per_prompt,
+    has_exploration_cells,
+)
 
 
 def write_plots(records: Sequence[dict[str, Any]], report: Path, rules_n: int, judge_n: int) -> list[Path]:
@@ -72,7 +78,7 @@ def write_plots(records: Sequence[dict[str, Any]], report: Path, rules_n: int, j
     fig.tight_layout()
     fig.savefig(paths[1], dpi=100)
     plt.close(fig)
-    if any(res.cells(task, m, rules_n) for task in res.tasks for m in ("tao_reason", "tao_mixed")):
+    if has_exploration_cells(res, rules_n):
         paths.append(_exploration_plot(plt, res, report.parent / f"{report.stem}_vs_exploration.png", rules_n))
     return paths
 
@@ -85,8 +91,7 @@ def _exploration_plot(plt: Any, res: Results, path: Path, rules_n: int) -> Path:
             cells = res.cells(task, method, rules_n)
             if not cells:
                 continue
-            tokens = statistics.fmean(h.get("generated_tokens", 0) / c["prompts_per_step"] for c in cells
-                                      for h in c["history"])
+            tokens = exploration_tokens_per_prompt(cells)
             accs = [c["eval"]["accuracy"] for c in cells]
             mean = statistics.fmean(accs)
             ax.errorbar([tokens], [mean], yerr=[[mean - min(accs)], [max(accs) - mean]], marker="o", capsize=3,

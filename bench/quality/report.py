@@ -15,6 +15,7 @@ LABELS = {"base": "base (prompted)", "sft": "SFT on gold labels", "tao": "TAO, r
           "tao_judge": "TAO, LLM judge (same model)", "tao_reason": "TAO, rule scorers, reason exploration",
           "tao_mixed": "TAO, rule scorers, mixed exploration"}
 EXPLORATION_ROWS = (("tao", "plain"), ("tao_reason", "reason"), ("tao_mixed", "mixed"))
+EXPLORED = tuple(m for m, _ in EXPLORATION_ROWS[1:])  # the methods that explore beyond plain sampling
 
 
 def mean_sd(values: Sequence[float]) -> tuple[float, float]:
@@ -58,6 +59,15 @@ class Results:
     def speed(self, task: str) -> dict[str, Any] | None:
         cells = self.cells(task, "speed")
         return cells[0] if cells else None
+
+
+def has_exploration_cells(res: Results, rules_n: int) -> bool:
+    return any(res.cells(task, m, rules_n) for task in res.tasks for m in EXPLORED)
+
+
+def exploration_tokens_per_prompt(cells: Sequence[dict[str, Any]]) -> float:
+    """Tokens generated per prompt per step while exploring (reasoning included), the mean over steps and seeds."""
+    return statistics.fmean(h.get("generated_tokens", 0) / c["prompts_per_step"] for c in cells for h in c["history"])
 
 
 def main_rows(res: Results, rules_n: int, judge_n: int) -> list[tuple[str, str, int]]:
@@ -119,7 +129,7 @@ def verdicts(res: Results, rules_n: int, judge_n: int) -> list[str]:
             points = ", ".join(f"n={k}: {m:.3f}" for k, m in zip(ns, means, strict=True))
             lines.append(f"- {task}: accuracy vs samples per prompt at fixed steps {shape} ({points})")
         plain = res.accuracies(task, "tao", rules_n)
-        for method in ("tao_reason", "tao_mixed"):
+        for method in EXPLORED:
             explored = res.accuracies(task, method, rules_n)
             if explored and plain:
                 lines.append(f"- {task}: {LABELS[method]} vs plain exploration (n={rules_n}): "
@@ -172,7 +182,7 @@ def scaling_section(res: Results) -> list[str]:
 
 def exploration_section(res: Results, rules_n: int) -> list[str]:
     """Issue 11's row: plain vs reason vs mixed exploration at equal steps and n, against exploration compute."""
-    if not any(res.cells(task, m, rules_n) for task in res.tasks for m in ("tao_reason", "tao_mixed")):
+    if not has_exploration_cells(res, rules_n):
         return []
     lines = [f"## Exploration compute: plain vs reason vs mixed (TAO, rule scorers, n={rules_n}, same steps)", "",
              "Exploration tokens = tokens generated per prompt per step while exploring (reasoning included); "
@@ -193,8 +203,7 @@ def exploration_section(res: Results, rules_n: int) -> list[str]:
             cells = res.cells(task, method, rules_n)
             if not cells:
                 continue
-            prompts = cells[0]["prompts_per_step"]
-            explored = statistics.fmean(h.get("generated_tokens", 0) / prompts for c in cells for h in c["history"])
+            explored = exploration_tokens_per_prompt(cells)
             trained = statistics.fmean(h.get("trained_tokens", math.nan) for c in cells for h in c["history"])
             answer = statistics.fmean(c["eval"]["completion_tokens"] / max(1, c["eval"]["total"]) for c in cells)
             train_s = statistics.fmean(c["train_s"] for c in cells)
@@ -213,9 +222,7 @@ def speed_section(res: Results) -> list[str]:
         s = res.speed(task)
         if s is None:
             continue
-        tuned = s.get("tuned") or {"tao": {"tok_s": s["tok_s_tuned"], "tok_s_ratio": s["tok_s_ratio"],
-                                           "params": s["params_tuned"]}}
-        for method, t in tuned.items():
+        for method, t in s["tuned"].items():
             lines.append(f"| {task} | {LABELS[method]} | {s['tok_s_base']:.1f} | {t['tok_s']:.1f} | "
                          f"{t['tok_s_ratio']:.3f} | {s['params_base']:,} | {t['params']:,} |")
     lines += ["", "Greedy decoding of the test prompts, every answer forced to the same length, base and tuned "
@@ -236,7 +243,7 @@ def diagnostics_section(res: Results) -> list[str]:
              "judge unreadable |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for task in res.tasks:
-        for method in ("tao", "tao_judge", "tao_reason", "tao_mixed"):
+        for method in ("tao", "tao_judge", *EXPLORED):
             for n in res.ns(task, method):
                 d = [c["diagnostics"] for c in res.cells(task, method, n)]
 

@@ -43,12 +43,9 @@ def lora_state_dict(model: nn.Module, full_state: Mapping[str, torch.Tensor] | N
         raise ValueError("lora_state_dict: the model has no LoRA layers; call apply_lora(model, config) first")
     state = {}
     for name, layer in layers.items():
-        if full_state is None:
-            state[peft_key(name, "A")] = layer.lora_A.detach()
-            state[peft_key(name, "B")] = layer.lora_B.detach()
-        else:
-            state[peft_key(name, "A")] = full_state[f"{name}.lora_A"].detach()
-            state[peft_key(name, "B")] = full_state[f"{name}.lora_B"].detach()
+        for matrix in ("A", "B"):
+            source = getattr(layer, f"lora_{matrix}") if full_state is None else full_state[f"{name}.lora_{matrix}"]
+            state[peft_key(name, matrix)] = source.detach()
     return state
 
 

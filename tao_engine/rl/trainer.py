@@ -185,8 +185,7 @@ def _micro_step(
 ) -> float:
     """Forward + backward of one micro-batch (whole groups `micro`); returns its weighted loss."""
     rows = _rows_of_groups(rollouts, micro)  # completion rows, group by group
-    device = next(policy.parameters()).device
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16_autocast and device.type == "cuda"):
+    with _update_autocast(policy, config):
         out = completion_logprobs(
             policy,
             [rollouts.prompt_token_ids[g] for g in micro],
@@ -243,11 +242,16 @@ def _micro_step(
 def _idle_micro_step(policy, config: TrainConfig, temperature: float) -> None:
     """A forward and backward of one token with a zero loss: the collectives of a real micro-step (every unit's
     all-gather and reduce-scatter, recomputation included), adding exact zeros to the gradients."""
-    device = next(policy.parameters()).device
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16_autocast and device.type == "cuda"):
+    with _update_autocast(policy, config):
         out = completion_logprobs(policy, [[0]], [[[0]]], temperature, shared_prompt=config.shared_prompt,
                                   gradient_checkpointing=config.gradient_checkpointing)
     (out.logprobs.sum() * 0.0).backward()
+
+
+def _update_autocast(policy, config: TrainConfig) -> torch.autocast:
+    """bf16 autocast of the update's forwards on CUDA when configured (a no-op block on CPU)."""
+    device = next(policy.parameters()).device
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16_autocast and device.type == "cuda")
 
 
 def _optimizer_step(guarded: GuardedStep, stats: StepStats, accum: _Accumulator, loss: float) -> None:
