@@ -54,9 +54,7 @@ TOLERANCES: dict[tuple[str, torch.dtype], tuple[float, float]] = {
     ("linear_logprobs", torch.float32): (2e-5, 1e-5),
     ("linear_logprobs", torch.bfloat16): (2e-5, 1e-5),
     ("linear_logprobs", torch.float16): (2e-5, 1e-5),
-    # Its gradients (hidden and weight): fp32 accumulation, then one rounding into the input's dtype (2**-9 for bf16).
-    ("linear_logprobs_grad", torch.float32): (2e-5, 1e-5),
-    ("linear_logprobs_grad", torch.bfloat16): (1e-2, 1.6e-2),
+    # Its gradients are checked against bounds derived from their reductions: tests/error_bounds.py.
     # RoPE cos/sin against transformers' rotary embedding (same fp32 formula; positions up to 131072).
     ("rotary_cos_sin", torch.float32): (1e-6, 0.0),
     # Our fp32 model against transformers' fp32 eager model: max abs logits difference.
