@@ -18,6 +18,8 @@ from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from tao_engine.scoring.scorer_process import ScorerTimeout
+
 Scores = list[float | None]
 
 
@@ -81,7 +83,12 @@ def resolve(value: Any, timeout_s: float | None = None) -> Any:
         return value
 
     async def _wait() -> Any:
-        return await asyncio.wait_for(value, timeout_s) if timeout_s is not None else await value
+        if timeout_s is None:
+            return await value
+        try:
+            return await asyncio.wait_for(value, timeout_s)
+        except TimeoutError:
+            raise ScorerTimeout(f"the scorer's coroutine ran past timeout_s={timeout_s}s and was cancelled") from None
 
     try:
         asyncio.get_running_loop()
@@ -128,8 +135,9 @@ def run_scorer(
 ) -> list[Scores]:
     """Score every candidate of every group: [P][n_i]. Group scorers get the groups as they are; pointwise scorers
     get the flattened candidates, each prompt and per-prompt context value repeated for its candidates.
-    `timeout_s` bounds async scorers only (a sync call cannot be interrupted safely). Errors propagate as raised;
-    `CompositeScorer` attributes them to a prompt."""
+    `timeout_s` bounds an async scorer's coroutine (ScorerTimeout past it); a sync scorer with a limit runs in a
+    worker process instead (`CompositeScorer` sets that up). Errors propagate as raised; `CompositeScorer`
+    attributes them to a prompt."""
     if len(groups) != len(prompts):
         raise ValueError(f"{len(prompts)} prompts but {len(groups)} groups")
     check_context(context, len(prompts), "prompt")

@@ -26,6 +26,7 @@ from tao_engine.scoring.base import (
     check_scorer,
     run_scorer,
 )
+from tao_engine.scoring.scorer_process import ScorerTimeout, is_async_scorer, pickle_for_worker, process_proxy
 
 CombineMode = Literal["weighted_sum", "normalize_then_sum", "sum_then_normalize"]
 OnError = Literal["raise", "none"]
@@ -39,15 +40,25 @@ class WeightedScorer:
     scorer: Scorer | GroupScorer
     weight: float = 1.0  # 0 keeps a scorer for its diagnostics only; negative makes it a penalty
     label: str | None = None  # report name, to tell apart two scorers of the same kind; default scorer.name
-    timeout_s: float | None = None  # bound on an async scorer's call (sync calls cannot be interrupted)
+    # Bound on each call: an async scorer's coroutine is cancelled, a sync scorer runs in a worker process that is
+    # killed (tao_engine.scoring.scorer_process says why a process). A call past it scores None and is counted.
+    timeout_s: float | None = None
 
     def __post_init__(self) -> None:
         check_scorer(self.scorer)
         w = self.weight
         if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w):
             raise ValueError(f"scorer {self.name!r}: weight must be a finite number, got {w!r}")
-        if self.timeout_s is not None and not self.timeout_s > 0:
-            raise ValueError(f"scorer {self.name!r}: timeout_s must be > 0 or None, got {self.timeout_s!r}")
+        t = self.timeout_s
+        if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 < t < math.inf):
+            raise ValueError(f"scorer {self.name!r}: timeout_s must be a number > 0 or None, got {t!r}")
+        if self.in_worker:  # a limit that cannot be enforced is refused now, not discovered mid-run
+            pickle_for_worker(self.scorer, f"scorer {self.name!r} (timeout_s={t})")
+
+    @property
+    def in_worker(self) -> bool:
+        """Whether calls run in a worker process: a sync scorer with a time limit."""
+        return self.timeout_s is not None and not is_async_scorer(self.scorer)
 
     @property
     def name(self) -> str:
@@ -113,6 +124,15 @@ class CompositeScorer:
         self.entries = list(entries)
         self.combine = combine
         self.on_error = on_error
+        # What each entry's calls go through: the scorer itself, or its worker-process proxy (started on first use).
+        self._runners = {e.name: process_proxy(e.scorer, e.timeout_s, f"scorer {e.name!r}") if e.in_worker
+                         else e.scorer for e in self.entries}
+
+    def close(self) -> None:
+        """Stop the worker processes of time-limited sync scorers (they also stop when this object is collected)."""
+        for runner in self._runners.values():
+            if runner is not None and hasattr(runner, "process"):  # a proxy; scorers themselves stay open
+                runner.close()
 
     def score_groups(self, prompts: Sequence[str], groups: Sequence[Sequence[str]], **context: Any) -> ScoreReport:
         if len(groups) != len(prompts):
@@ -121,15 +141,24 @@ class CompositeScorer:
         per_scorer: dict[str, list[Scores]] = {}
         metrics: dict[str, float] = {}
         for entry in self.entries:
-            scores, errors, retried = self._run_one(entry, prompts, groups, context)
+            try:
+                scores, errors, retried = self._run_one(entry, prompts, groups, context)
+                timed_out = False
+            except ScorerTimeout:  # None for this call's candidates, counted; never a blocked or failed step
+                scores, errors, retried, timed_out = [[None] * len(g) for g in groups], 0, False, True
             per_scorer[entry.name] = scores
             metrics.update({f"{entry.name}/{k}": v for k, v in score_stats(scores).items()})
             metrics[f"{entry.name}/errors"] = float(errors)
+            if entry.timeout_s is not None:
+                metrics[f"{entry.name}/timeouts"] = float(timed_out)
             if retried:
                 metrics[f"{entry.name}/batch_retries"] = 1.0
-            extra = getattr(entry.scorer, "metrics", None)
-            if callable(extra):
-                metrics.update({f"{entry.name}/{k}": float(v) for k, v in extra().items()})
+            extra = getattr(self._runners[entry.name], "metrics", None)
+            if callable(extra) and not timed_out:  # a killed worker's counters are gone with it
+                try:
+                    metrics.update({f"{entry.name}/{k}": float(v) for k, v in extra().items()})
+                except ScorerTimeout:
+                    metrics[f"{entry.name}/timeouts"] = 1.0
         combined = [self._combine(i, len(g), per_scorer) for i, g in enumerate(groups)]
         metrics.update({f"{COMBINED}/{k}": v for k, v in score_stats(combined).items()})
         return ScoreReport(scores=combined, per_scorer=per_scorer, metrics=metrics)
@@ -143,9 +172,13 @@ class CompositeScorer:
 
     def _run_one(self, entry: WeightedScorer, prompts: Sequence[str], groups: Sequence[Sequence[str]],
                  context: dict[str, Any]) -> tuple[list[Scores], int, bool]:
-        """(scores, failed prompt count, whether the batch call failed and was retried prompt by prompt)."""
+        """(scores, failed prompt count, whether the batch call failed and was retried prompt by prompt). A call past
+        the time limit raises ScorerTimeout, without a retry: prompt by prompt would only multiply the wait."""
+        runner = self._runners[entry.name]
         try:
-            return run_scorer(entry.scorer, prompts, groups, entry.timeout_s, **context), 0, False
+            return run_scorer(runner, prompts, groups, entry.timeout_s, **context), 0, False
+        except ScorerTimeout:
+            raise
         except Exception as exc:  # noqa: BLE001 - attributed below, re-raised as ScoringError or counted
             if len(prompts) == 1:
                 if self.on_error == "raise":
@@ -157,7 +190,9 @@ class CompositeScorer:
         for i, (p, g) in enumerate(zip(prompts, groups, strict=True)):
             ctx = {k: [v[i]] for k, v in context.items()}
             try:
-                out.extend(run_scorer(entry.scorer, [p], [g], entry.timeout_s, **ctx))
+                out.extend(run_scorer(runner, [p], [g], entry.timeout_s, **ctx))
+            except ScorerTimeout:
+                raise
             except Exception as exc:  # noqa: BLE001
                 if self.on_error == "raise":
                     raise ScoringError(entry.name, i, exc) from exc

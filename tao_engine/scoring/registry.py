@@ -4,7 +4,8 @@
 - `module:attr` naming a class: instantiated with the params. Naming a function: wrapped as a pointwise scorer,
   called as `fn(prompts, completions, **params, **context)` (context keys it does not take are left out).
   Naming an object that already is a scorer: used as is (no params).
-- Keys every spec may have besides the params: `weight`, `label` (report name), `timeout_s` (async scorers).
+- Keys every spec may have besides the params: `weight`, `label` (report name), `timeout_s` (a limit on each call:
+  a sync scorer then runs in a worker process, see tao_engine.scoring.scorer_process).
   Unknown params are an error that names them and lists the accepted ones.
 """
 
@@ -48,8 +49,9 @@ def import_object(path: str) -> Any:
         raise ValueError(f"scorer {path!r}: expected a built-in name {sorted(BUILTIN_SCORERS)} or 'module:attr'")
     try:
         obj: Any = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ValueError(f"scorer {path!r}: cannot import module {module_name!r}: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - a user's module may fail to import in any way (syntax, names, ...)
+        raise ValueError(f"scorer {path!r}: cannot import module {module_name!r}: {type(exc).__name__}: {exc}; "
+                         "check the module (and that its folder is on PYTHONPATH)") from None
     for part in attr.split("."):
         if not hasattr(obj, part):
             raise ValueError(f"scorer {path!r}: module {module_name!r} has no attribute {attr!r}")

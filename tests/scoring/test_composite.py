@@ -144,7 +144,7 @@ def test_malformed_output_is_an_error_not_a_silent_zero():
     assert rep.scores == [[None, None]] and rep.metrics["short/errors"] == 1.0
 
 
-def test_async_timeout_is_an_error():
+def test_async_timeout_scores_none_and_is_counted():
     class Slow:
         name = "slow"
 
@@ -152,9 +152,9 @@ def test_async_timeout_is_an_error():
             await asyncio.sleep(5)
             return [1.0] * len(completions)
 
-    comp = CompositeScorer([WeightedScorer(Slow(), timeout_s=0.05)], on_error="none")
+    comp = CompositeScorer([WeightedScorer(Slow(), timeout_s=0.05)], on_error="raise")  # a timeout never raises
     rep = comp.score_groups(["p"], [["a"]])
-    assert rep.scores == [[None]] and rep.metrics["slow/errors"] == 1.0
+    assert rep.scores == [[None]] and rep.metrics["slow/timeouts"] == 1.0 and rep.metrics["slow/errors"] == 0.0
 
 
 def test_run_scorer_inside_a_running_loop():
