@@ -10,8 +10,11 @@ cluster). A candidate's score:
 - mode "fraction": the share of the group (itself included) that returns its result set, in (0, 1];
 - mode "majority": 1.0 for the candidates in the largest cluster (ties: the cluster seen first), else 0.0.
 
-A candidate with no SQL, or whose query fails or times out, scores 0 and joins no cluster. With `min_rows` = 1 (the
-default) an empty result also scores 0: queries that match nothing agree with each other too easily.
+A candidate with no SQL, or whose query fails, times out or passes the row/byte caps' byte limit, scores 0 and joins
+no cluster. With `min_rows` = 1 (the default) an empty result also scores 0: queries that match nothing agree with
+each other too easily. So does a query of a shape listed in `reject` (tao_engine.scoring.sql_shape): by default
+`SELECT *`, an always-true condition and an unselective result, the shapes a group learns to agree on without
+answering (`SELECT * FROM t WHERE c IS NOT NULL`). Results are compared by digest, never kept.
 """
 
 from __future__ import annotations
@@ -23,7 +26,9 @@ from typing import Any, ClassVar
 
 from tao_engine.scoring.base import Scores
 from tao_engine.scoring.extract import get_extractor
-from tao_engine.scoring.sql import QueryResult, execute_readonly
+from tao_engine.scoring.sql import check_limits
+from tao_engine.scoring.sql_exec import DEFAULT_MAX_RESULT_BYTES, QueryResult, execute_readonly
+from tao_engine.scoring.sql_shape import SHAPE_FLAGS, ShapeChecker
 
 AGREEMENT_MODES = ("fraction", "majority")
 
@@ -39,6 +44,9 @@ class SqlAgreementScorer:
     min_rows: int = 1
     time_limit_s: float = 1.0
     max_rows: int = 1000
+    max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES
+    reject: tuple[str, ...] = SHAPE_FLAGS  # query shapes that score 0 and join no cluster; () turns the check off
+    max_row_fraction: float = 0.5  # the "unselective" shape: more than this share of the largest table read
     extract: str = "sql"
     _counts: Counter = field(default_factory=Counter, init=False, repr=False)
 
@@ -47,10 +55,14 @@ class SqlAgreementScorer:
             raise ValueError(f"sql_agreement: mode must be one of {AGREEMENT_MODES}, got {self.mode!r}")
         if isinstance(self.min_rows, bool) or not isinstance(self.min_rows, int) or self.min_rows < 0:
             raise ValueError(f"sql_agreement: min_rows must be an int >= 0, got {self.min_rows!r}")
-        if not self.time_limit_s > 0:
-            raise ValueError(f"sql_agreement: time_limit_s must be > 0, got {self.time_limit_s!r}")
-        if isinstance(self.max_rows, bool) or not isinstance(self.max_rows, int) or self.max_rows < 1:
-            raise ValueError(f"sql_agreement: max_rows must be an int >= 1, got {self.max_rows!r}")
+        check_limits("sql_agreement", self.time_limit_s, self.max_rows, self.max_result_bytes)
+        if not isinstance(self.reject, (list, tuple)) or not all(r in SHAPE_FLAGS for r in self.reject):
+            raise ValueError(f"sql_agreement: reject must be a list of {list(SHAPE_FLAGS)}, got {self.reject!r}")
+        self.reject = tuple(self.reject)
+        try:
+            self._shapes = ShapeChecker(self.max_row_fraction, self.time_limit_s)
+        except ValueError as exc:
+            raise ValueError(f"sql_agreement: {exc}") from None
         self._extract = get_extractor(self.extract)
 
     def score_groups(self, prompts: Sequence[str], groups: Sequence[Sequence[str]], **context: Any) -> list[Scores]:
@@ -83,18 +95,25 @@ class SqlAgreementScorer:
         if sql is None:
             self._counts["no_sql"] += 1
             return None
-        result: QueryResult = execute_readonly(db, sql, self.time_limit_s, self.max_rows)
+        result: QueryResult = execute_readonly(db, sql, self.time_limit_s, self.max_rows, self.max_result_bytes,
+                                               keep_rows=False)
         if not result.ok:
             self._counts["failed"] += 1
             return None
-        if len(result.rows) < self.min_rows:
+        if result.num_rows < self.min_rows:
             self._counts["too_few_rows"] += 1
             return None
+        if self.reject:
+            flags = set(self._shapes.check(db, sql, result, None).flags) & set(self.reject)
+            if flags:
+                self._counts["rejected_shape"] += 1
+                return None
         return result.result_key(ordered=False)
 
     def metrics(self) -> dict[str, float]:
         """exec_rate (queries that ran), cluster_rate (candidates in some cluster), clusters_per_group,
-        majority_share (largest cluster / group size), no_sql; counters since the previous call."""
+        majority_share (largest cluster / group size), rejected_shape_rate (queries that ran but had a rejected
+        shape), no_sql; counters since the previous call."""
         c = self._counts
         n, g = max(c["candidates"], 1), max(c["groups"], 1)
         out = {
@@ -102,6 +121,7 @@ class SqlAgreementScorer:
             "cluster_rate": c["clustered"] / n,
             "clusters_per_group": c["clusters"] / g,
             "majority_share": c["majority_share"] / g,
+            "rejected_shape_rate": c["rejected_shape"] / n,
             "no_sql": float(c["no_sql"]),
         }
         self._counts.clear()
