@@ -25,9 +25,11 @@ def _cmd_import_gguf(args: argparse.Namespace) -> int:
 def _cmd_chat(args: argparse.Namespace) -> int:
     from tao_engine.chat import ChatSession
 
-    session = ChatSession.open(args.model, dtype=args.dtype, system=args.system)
     prompts = args.prompt or []
     interactive = not prompts
+    if interactive and (sys.stdin is None or sys.stdin.closed):
+        raise ValueError("chat: stdin is closed; pass the messages with --prompt TEXT (repeatable)")
+    session = ChatSession.open(args.model, dtype=args.dtype, system=args.system)
     if interactive:
         print("chat with the model; an empty line ends the session", file=sys.stderr)
     while True:
@@ -132,7 +134,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--config", default=None, help="TOML file (sections: model, data, sampling, scoring, algorithm, "
                    "optim, lora, train, engine, run)")
-    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in run.output_dir")
+    p.add_argument("--resume", action="store_true", help="continue from the newest intact checkpoint in "
+                   "run.output_dir (the configuration must match the run's; run.steps may grow)")
+    p.add_argument("--overwrite", action="store_true", help="replace the run already in run.output_dir (a new run "
+                   "refuses a non-empty directory)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--from-table", default=None, metavar="TABLE", help="train on the unused prompts of this inference "
                    "table (serve --table) instead of [data] prompts; writes run.output_dir/round-<k> and rounds.json")
@@ -166,9 +171,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"tao-engine {args.command}: error: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"tao-engine {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, OSError, ModuleNotFoundError) as exc:  # a user's file, field, path, port or environment
+        print(f"tao-engine {args.command}: error: {user_error_text(exc)}", file=sys.stderr)
         return 2
+
+
+def user_error_text(exc: BaseException) -> str:
+    """One line for a user's mistake: the message, with the file an OSError names."""
+    if isinstance(exc, ModuleNotFoundError):
+        return f"{exc}; install the package that provides {exc.name!r}"
+    if isinstance(exc, OSError) and exc.strerror and exc.filename:
+        return f"{exc.filename}: {exc.strerror}"
+    text = " ".join(str(exc).split())  # one line, whatever the message held
+    return text or type(exc).__name__
 
 
 if __name__ == "__main__":

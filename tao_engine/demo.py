@@ -71,7 +71,7 @@ def run_demo(run_dir: str | Path = "runs/demo", steps: int = 8) -> int:
     print(f"SmolLM2-135M-Instruct loaded ({time.perf_counter() - start:.1f}s)")
     config = demo_config(Path(run_dir), steps)
     tao = TAO(config, model=model, tokenizer=tokenizer)
-    result = tao.run()
+    result = tao.run(overwrite=True)  # `make demo` again replaces the previous demo run
     first, last = result.history[0], result.history[-1]
     print(f"\nTAO, {config.algorithm.name} on LoRA r={config.lora.r}, {steps} steps of "
           f"{config.data.prompts_per_step} prompts x {config.sampling.n} samples, "

@@ -2,7 +2,9 @@
 
 Each input line is a JSON object with one of "prompt" (text), "messages" (a chat) or "prompt_token_ids", and an
 optional "id". Each output line holds the id, the prompt and, per sample: text, token ids, finish reason and the
-cumulative log-prob (per-token log-probs with --logprobs).
+cumulative log-prob (per-token log-probs with --logprobs). A prompt that cannot run (token ids outside the vocabulary,
+prompt + max_tokens past what the engine holds) gets an "error" on its line instead of samples, the others are
+served, and the command exits 1 saying how many failed.
 """
 
 from __future__ import annotations
@@ -14,27 +16,36 @@ from pathlib import Path
 from typing import Any
 
 from tao_engine.engine import Engine, EngineConfig, SamplingParams
+from tao_engine.engine.prompt_fit import prompt_problem
+from tao_engine.output_paths import check_output_file
+from tao_engine.text_lines import utf8_lines
 
 _PROMPT_KEYS = ("prompt", "messages", "prompt_token_ids")
 
 
 def read_prompts(path: Path) -> list[tuple[str, Any]]:
     """(id, prompt) per line; errors name the file, the line and the fix."""
+    if not path.is_file():
+        raise FileNotFoundError(f"--input {path}: no such file" if not path.exists() else
+                                f"--input {path} is not a file; give a JSONL file")
     items: list[tuple[str, Any]] = []
-    with path.open(encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{number}: not valid JSON ({exc})") from exc
-            if not isinstance(record, dict):
-                raise ValueError(f"{path}:{number}: each line must be a JSON object")
-            present = [k for k in _PROMPT_KEYS if k in record]
-            if len(present) != 1:
-                raise ValueError(f"{path}:{number}: give exactly one of {list(_PROMPT_KEYS)}, found {present}")
-            items.append((str(record.get("id", f"line-{number}")), record[present[0]]))
+    for number, line in utf8_lines(path):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
+        if not isinstance(record, dict):
+            raise ValueError(f"{path}:{number}: each line must be a JSON object")
+        present = [k for k in _PROMPT_KEYS if k in record]
+        if len(present) != 1:
+            raise ValueError(f"{path}:{number}: give exactly one of {list(_PROMPT_KEYS)}, found {present}")
+        prompt = record[present[0]]
+        if present[0] == "prompt_token_ids" and not (
+                isinstance(prompt, list) and prompt and all(type(t) is int for t in prompt)):
+            raise ValueError(f"{path}:{number}: prompt_token_ids must be a non-empty list of integers")
+        items.append((str(record.get("id", f"line-{number}")), prompt))
     if not items:
         raise ValueError(f"{path}: no prompts found (one JSON object per line)")
     return items
@@ -42,41 +53,61 @@ def read_prompts(path: Path) -> list[tuple[str, Any]]:
 
 def run_generate(args: Any) -> int:
     items = read_prompts(Path(args.input))
-    from tao_engine.bundled import smollm2_dir
-
-    model = args.model if args.model is not None else smollm2_dir()
-    config = EngineConfig(dtype=args.dtype, max_num_seqs=args.max_num_seqs, block_size=args.block_size)
-    engine = Engine(model, config)
+    out_path = check_output_file(args.output, "--output")  # before the model loads, not after the work is done
     sampling = SamplingParams(
         n=args.n, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, min_p=args.min_p,
         max_tokens=args.max_tokens, seed=args.seed, stop=tuple(args.stop or ()),
     )
+    config = EngineConfig(dtype=args.dtype, max_num_seqs=args.max_num_seqs, block_size=args.block_size)
+    from tao_engine.bundled import smollm2_dir
+
+    engine = Engine(args.model if args.model is not None else smollm2_dir(), config)
+    # A prompt that cannot run (bad token ids, too long for prompt + max_tokens) gets its error on its own line;
+    # the others are served.
+    problems = [prompt_problem(engine, prompt, args.max_tokens) for _, prompt in items]
+    runnable = [i for i, problem in enumerate(problems) if problem is None]
     start = time.perf_counter()
-    outputs = engine.generate([p for _, p in items], sampling, progress=not args.quiet)
+    outputs = engine.generate([items[i][1] for i in runnable], sampling, progress=not args.quiet) if runnable else []
     elapsed = time.perf_counter() - start
-    out_path = Path(args.output)
+    by_item = dict(zip(runnable, outputs, strict=True))
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(out_path.name + ".tmp")
-    generated = 0
-    with tmp.open("w", encoding="utf-8") as f:
-        for (item_id, _), out in zip(items, outputs, strict=True):
-            samples = []
-            for s in out.samples:
-                generated += len(s.token_ids)
-                sample = {"text": s.text, "token_ids": s.token_ids, "finish_reason": s.finish_reason,
-                          "cumulative_logprob": s.cumulative_logprob}
-                if args.logprobs:
-                    sample["logprobs"] = s.logprobs
-                    sample["raw_logprobs"] = s.raw_logprobs
-                samples.append(sample)
-            record = {"id": item_id, "prompt": out.prompt, "error": out.error, "samples": samples}
-            f.write(json.dumps(record, ensure_ascii=False) + "\n")
-    tmp.replace(out_path)
+    generated = failed = 0
+    try:
+        with tmp.open("w", encoding="utf-8") as f:
+            for i, (item_id, prompt) in enumerate(items):
+                out = by_item.get(i)
+                record = _record(item_id, prompt, out, problems[i], args.logprobs)
+                failed += record["error"] is not None
+                generated += sum(len(s["token_ids"]) for s in record["samples"])
+                f.write(json.dumps(record, ensure_ascii=False) + "\n")
+        tmp.replace(out_path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     stats = engine.stats()
     print(
         f"{len(items)} prompts x {args.n} samples: {generated} tokens in {elapsed:.1f}s "
-        f"({generated / elapsed:.1f} tok/s; prefill {stats['prefill_tok/s']:.0f} tok/s, decode "
+        f"({generated / max(elapsed, 1e-9):.1f} tok/s; prefill {stats['prefill_tok/s']:.0f} tok/s, decode "
         f"{stats['decode_tok/s']:.0f} tok/s) -> {out_path}",
         file=sys.stderr,
     )
+    if failed:
+        print(f"tao-engine generate: {failed} of {len(items)} prompts failed; each has its \"error\" in {out_path}",
+              file=sys.stderr)
+        return 1
     return 0
+
+
+def _record(item_id: str, prompt: Any, out: Any, problem: str | None, logprobs: bool) -> dict[str, Any]:
+    if out is None:  # refused before generation
+        return {"id": item_id, "prompt": prompt if isinstance(prompt, str) else None, "error": problem, "samples": []}
+    samples = []
+    for s in out.samples:
+        sample = {"text": s.text, "token_ids": s.token_ids, "finish_reason": s.finish_reason,
+                  "cumulative_logprob": s.cumulative_logprob}
+        if logprobs:
+            sample["logprobs"] = s.logprobs
+            sample["raw_logprobs"] = s.raw_logprobs
+        samples.append(sample)
+    return {"id": item_id, "prompt": out.prompt, "error": out.error, "samples": samples}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Sequence
 
 
@@ -64,20 +65,34 @@ def run_tune(args: argparse.Namespace, extra: Sequence[str]) -> int:
 
 
 def _tune(args: argparse.Namespace, config, ctx) -> int:
+    from tao_engine.output_paths import check_output_dir
+    from tao_engine.rl.run_dir import prepare_new_run_dir
     from tao_engine.rl.tao import TAO
 
     main = ctx is None or ctx.is_main
+    resume, overwrite = args.resume, getattr(args, "overwrite", False)
+    if resume and overwrite:
+        raise ValueError("tune: --resume continues the run in run.output_dir, --overwrite replaces it; give one")
+    if main:  # before the model loads: a bad or occupied output directory costs nothing yet
+        check_output_dir(config.run.output_dir, "[run] output_dir")
+        if not resume:
+            prepare_new_run_dir(config.run.output_dir, overwrite)
 
     def build() -> TAO:
         return TAO(config, progress=not args.quiet and main, distributed=ctx)
 
-    if ctx is None:
-        tao = build()
-    else:
-        from tao_engine.distributed.exchange import run_guarded
+    try:
+        if ctx is None:
+            tao = build()
+        else:
+            from tao_engine.distributed.exchange import run_guarded
 
-        tao = run_guarded(ctx, build, "tao setup")  # a rank failing to load the model stops the others too
-    result = tao.run(resume=args.resume)
+            tao = run_guarded(ctx, build, "tao setup")  # a rank failing to load the model stops the others too
+        result = tao.run(resume=resume, overwrite=overwrite)
+    except KeyboardInterrupt:
+        if main:
+            _say_where_the_run_stands(config.run.output_dir)
+        return 130
     if not main:
         return 0
     last = result.history[-1] if result.history else {}
@@ -93,10 +108,20 @@ def _tune(args: argparse.Namespace, config, ctx) -> int:
         # over steps; the tuned model answers directly, at the base model's cost.
         "exploration_tokens_per_prompt": _mean_of(result.history, "exploration_tokens_per_prompt"),
         "generated_tokens": sum(r.get("generated_tokens", 0) for r in result.history),
+        "skipped_prompts": len(result.skipped_prompts),  # [data] skip_failed: prompts that cannot run
         "plots": [str(p) for p in result.plots],
     }
     print(json.dumps(summary, indent=2))
     return 0
+
+
+def _say_where_the_run_stands(run_dir: str) -> None:
+    from tao_engine.rl.checkpoint import latest_checkpoint
+
+    latest = latest_checkpoint(run_dir)
+    where = (f"checkpoint kept at {latest} (continue with --resume)" if latest is not None
+             else f"no checkpoint was written yet in {run_dir}")
+    print(f"tao-engine tune: interrupted; {where}", file=sys.stderr)
 
 
 def _mean_of(history: Sequence[dict], key: str) -> float | None:

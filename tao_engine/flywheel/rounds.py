@@ -6,7 +6,8 @@
 A round (1) takes the prompts whose content hash no earlier round used (one row per hash, oldest first), (2) runs
 TAO on them for `run.steps` steps, starting from the previous round's model (the config's model for the first),
 into a temporary directory that is renamed to `<run.output_dir>/round-<k>` only when training finished, (3) marks
-the used hashes in the table (every row carrying one gets `used_in_round = round-<k>`) and (4) appends the round
+the hashes of the prompts its steps drew as used (every row carrying one gets `used_in_round = round-<k>`; prompts
+the steps did not reach stay unused for the next round) and (4) appends the round
 to `<run.output_dir>/rounds.json`. A round that fails leaves no round directory, no marks and no manifest entry:
 its prompts stay available to the next attempt.
 """
@@ -91,15 +92,18 @@ def round_from_table(
         tao = TAO(round_config, model=model, tokenizer=tokenizer, scorer=scorer, progress=progress)
         result = tao.run(prompts=records)
         final_name = result.final_model_dir.name
+    # Only the prompts the steps drew are used up; the rest (fewer steps than prompts) stay for the next round.
+    row_of = {id(record): row for record, row in zip(records, rows, strict=True)}
+    trained = [row_of[id(record)] for record in result.used_prompts]
 
     with InferenceTable(table_path) as table:  # only now: a failed round above leaves every row unused
-        table.mark_used([r.prompt_hash for r in rows], round_id)
+        table.mark_used([r.prompt_hash for r in trained], round_id)
         used = table.rows_used_in_round(round_id)
     history = result.history
     record = RoundRecord(
         round_id=round_id, index=index, started_at=started, finished_at=time.time(),
         base_model=base_model if model is None else "<in-memory model>",
-        model_dir=str((run_dir / final_name).resolve()), steps=result.steps, num_prompts=len(rows), rows_used=used,
+        model_dir=str((run_dir / final_name).resolve()), steps=result.steps, num_prompts=len(trained), rows_used=used,
         reward_first=history[0].get("reward_mean") if history else None,
         reward_last=history[-1].get("reward_mean") if history else None,
     )

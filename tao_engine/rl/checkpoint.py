@@ -1,7 +1,8 @@
 """Training checkpoints that resume exactly: weights (or LoRA adapter), optimizer, scheduler, RNGs, data cursor.
 
 Layout of `<run_dir>/checkpoint-<step>/`:
-    checkpoint.json      format, version, step, lora flag, generator names (written last)
+    checkpoint.json      format, version, step, lora flag, generator names, and the manifest: every other file's
+                         size and SHA-256, checked before anything loads (written last)
     model/               HF-layout model (save_pretrained), or
     adapter/             peft LoRA adapter (adapter_config.json + adapter_model.safetensors) when LoRA is on
     optimizer.pt         optimizer.state_dict()            (torch.save; read back with weights_only=True)
@@ -11,7 +12,9 @@ Layout of `<run_dir>/checkpoint-<step>/`:
     run_config.json      the run's configuration (caller-defined)
 
 The whole directory is written into a hidden temp directory and renamed into place, so a crash mid-write leaves
-every earlier checkpoint untouched and `latest_checkpoint` never sees a partial one.
+every earlier checkpoint untouched and `latest_checkpoint` never sees a partial one. A file damaged afterwards (a full
+disk, a copy cut short) fails the manifest check with an error naming it (`CorruptCheckpoint`), before the model or
+the optimizer is touched; `tao_engine.rl.tao` then resumes from the newest intact checkpoint and says which it skipped.
 """
 
 from __future__ import annotations
@@ -31,11 +34,18 @@ from torch import nn
 from tao_engine.atomic_dir import atomic_directory
 from tao_engine.models.loading import weight_files
 from tao_engine.models.saving import SavesPretrained, save_pretrained
+from tao_engine.rl.checkpoint_manifest import (
+    CorruptCheckpoint,
+    build_manifest,
+    read_json_file,
+    read_meta,
+    verify_manifest,
+)
 from tao_engine.rl.lora import has_lora
 from tao_engine.rl.lora_adapter import load_lora_adapter, save_lora_adapter
 from tao_engine.rl.rng_state import capture_rng_state, restore_rng_state
 
-FORMAT, VERSION = "tao_engine.checkpoint", 1
+FORMAT, VERSION = "tao_engine.checkpoint", 2  # 2: with the manifest; 1 (no manifest) still loads
 META = "checkpoint.json"
 _NAME = re.compile(r"^checkpoint-(\d+)$")
 _STALE = re.compile(r"^\.checkpoint-\d+\.(tmp|old)-")
@@ -143,7 +153,8 @@ def save_checkpoint(
         (tmp / "data_cursor.json").write_text(cursor_text)
         (tmp / "run_config.json").write_text(config_text)
         meta = {"format": FORMAT, "version": VERSION, "step": step, "lora": lora,
-                "has_scheduler": scheduler is not None, "generators": sorted(generators or {})}
+                "has_scheduler": scheduler is not None, "generators": sorted(generators or {}),
+                "files": build_manifest(tmp, skip=META)}
         (tmp / META).write_text(json.dumps(meta, indent=2) + "\n")
 
     if keep_last is not None:
@@ -190,38 +201,47 @@ def load_checkpoint(
     Build them exactly as the run did (for LoRA: apply_lora before building the optimizer), then load. The global
     RNGs and the named `generators` (the same names as saved) are restored unless `restore_rng=False`. place: how
     the files' full tensors become a sharded model's and optimizer's (None: whole objects take them as they are).
+    A missing, truncated or changed file raises CorruptCheckpoint naming it, before anything is loaded.
     """
     path = Path(path)
     meta_path = path / META
-    if not meta_path.is_file():
-        raise FileNotFoundError(f"{meta_path}: missing; not a complete checkpoint (use latest_checkpoint(run_dir))")
-    meta = json.loads(meta_path.read_text())
-    if meta.get("format") != FORMAT or meta.get("version") != VERSION:
-        raise ValueError(f"{meta_path}: format {meta.get('format')!r} v{meta.get('version')!r}; expected "
-                         f"{FORMAT!r} v{VERSION}")
-    lora = bool(meta["lora"])
+    meta = read_meta(meta_path)
+    if meta.get("format") != FORMAT or meta.get("version") not in (1, VERSION):
+        raise CorruptCheckpoint(meta_path, f"format {meta.get('format')!r} v{meta.get('version')!r}; expected "
+                                           f"{FORMAT!r} v{VERSION}")
+    if meta["version"] >= 2:
+        verify_manifest(path, meta.get("files"), meta_path)
+    lora = bool(meta.get("lora"))
     if lora != has_lora(model):
         raise ValueError(
             f"load_checkpoint: {path} was saved {'with' if lora else 'without'} LoRA but the model "
             f"{'has none' if lora else 'has LoRA layers'}; build the model as the run did before loading"
         )
+    if scheduler is not None and not meta.get("has_scheduler"):
+        raise ValueError(f"load_checkpoint: {path} was saved without a scheduler; pass scheduler=None")
+    # Read every file before changing anything, so that a bad one leaves the model and optimizer as they were.
+    cursor, config = read_json_file(path / "data_cursor.json"), read_json_file(path / "run_config.json")
+    optimizer_state = _torch_file(path / "optimizer.pt") if optimizer is not None else None
+    scheduler_state = _torch_file(path / "scheduler.pt") if scheduler is not None else None
+    rng_state = _torch_file(path / "rng_state.pt") if restore_rng else None
     if lora:
         load_lora_adapter(model, path / "adapter", place=None if place is None else place.tensor)
     else:
         _load_model_weights(model, path / "model", place)
     if optimizer is not None:
-        state = torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True)
-        optimizer.load_state_dict(state if place is None else place.optimizer_state(optimizer, state))
+        optimizer.load_state_dict(optimizer_state if place is None else place.optimizer_state(optimizer,
+                                                                                               optimizer_state))
     if scheduler is not None:
-        if not meta["has_scheduler"]:
-            raise ValueError(f"load_checkpoint: {path} was saved without a scheduler; pass scheduler=None")
-        scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
+        scheduler.load_state_dict(scheduler_state)
     if restore_rng:
-        restore_rng_state(torch.load(path / "rng_state.pt", weights_only=True), generators)
-    return LoadedCheckpoint(
-        path=path.resolve(),
-        step=int(meta["step"]),
-        lora=lora,
-        data_cursor=json.loads((path / "data_cursor.json").read_text()),
-        config=json.loads((path / "run_config.json").read_text()),
-    )
+        restore_rng_state(rng_state, generators)
+    return LoadedCheckpoint(path=path.resolve(), step=int(meta["step"]), lora=lora, data_cursor=cursor, config=config)
+
+
+def _torch_file(path: Path) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CorruptCheckpoint(path, "missing") from None
+    except Exception as exc:  # noqa: BLE001 - torch.load fails in many ways on a damaged file
+        raise CorruptCheckpoint(path, f"cannot be read ({type(exc).__name__}: {exc})") from None

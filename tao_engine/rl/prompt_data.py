@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from tao_engine.engine.prompts import PromptLike
+from tao_engine.text_lines import utf8_lines
 
 
 @dataclass(frozen=True)
@@ -51,26 +52,29 @@ def load_prompts(path: str | Path, system_prompt: str | None = None) -> list[Pro
 
 
 def _read_jsonl(path: Path):
-    with path.open(encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
-            if not isinstance(obj, Mapping):
-                raise ValueError(f"{path}:{number}: each line must be a JSON object with 'prompt' or 'messages'")
-            yield _record(dict(obj), f"{path}:{number}")
+    for number, line in utf8_lines(path):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
+        if not isinstance(obj, Mapping):
+            raise ValueError(f"{path}:{number}: each line must be a JSON object with 'prompt' or 'messages'")
+        yield _record(dict(obj), f"{path}:{number}")
 
 
 def _read_csv(path: Path):
     with path.open(encoding="utf-8", newline="") as f:
         reader = csv.DictReader(f)
-        if reader.fieldnames is None or "prompt" not in reader.fieldnames:
-            raise ValueError(f"{path}: the CSV header needs a 'prompt' column, got {reader.fieldnames}")
-        for number, row in enumerate(reader, 2):
-            yield _record(dict(row), f"{path}:{number}")
+        try:
+            if reader.fieldnames is None or "prompt" not in reader.fieldnames:
+                raise ValueError(f"{path}: the CSV header needs a 'prompt' column, got {reader.fieldnames}")
+            for row in reader:
+                yield _record(dict(row), f"{path}:{reader.line_num}")
+        except (UnicodeDecodeError, csv.Error) as exc:  # a CSV row may span lines: the reader's line, not ours
+            raise ValueError(f"{path}:{reader.line_num}: not a readable UTF-8 CSV row ({exc}); save the file as "
+                             "UTF-8 CSV") from None
 
 
 def _record(obj: dict[str, Any], where: str) -> PromptRecord:
@@ -129,6 +133,10 @@ class PromptCursor:
                 self.position = 0
         return out
 
+    def seen(self) -> list[int]:
+        """The prompt indices handed out so far (all of them once a pass has completed), ascending."""
+        return list(range(self.num_prompts)) if self.epoch else sorted(self._order(0)[: self.position])
+
     def state(self) -> dict[str, int]:
         return {"epoch": self.epoch, "position": self.position, "num_prompts": self.num_prompts, "seed": self.seed}
 
@@ -146,3 +154,26 @@ def contexts_by_key(records: Sequence[PromptRecord]) -> dict[str, list[Any]]:
     """Per-prompt context values aligned with `records`, by key (a missing key gives None for that prompt)."""
     keys = sorted({k for r in records for k in r.context})
     return {k: [r.context.get(k) for r in records] for k in keys}
+
+
+def keep_runnable(records: Sequence[PromptRecord], engine: Any, max_tokens: int, skip: bool,
+                  what: str = "prompt") -> tuple[list[PromptRecord], list[str]]:
+    """(records that can run on `engine` with `max_tokens`, a message per skipped one). A record that cannot run
+    (tao_engine.engine.prompt_fit) is an error naming its file:line, or with `skip` is left out and reported."""
+    from tao_engine.engine.prompt_fit import prompt_problem
+
+    kept: list[PromptRecord] = []
+    skipped: list[str] = []
+    for i, record in enumerate(records):
+        problem = prompt_problem(engine, record.prompt, max_tokens)
+        if problem is None:
+            kept.append(record)
+            continue
+        where = record.source or f"{what} {i}"
+        if not skip:
+            raise ValueError(f"{where}: this {what} cannot run: {problem}; or set [data] skip_failed = true to skip "
+                             "such prompts")
+        skipped.append(f"{where}: {problem}")
+    if not kept:
+        raise ValueError(f"every {what} was skipped as unable to run; the first: {skipped[0]}")
+    return kept, skipped

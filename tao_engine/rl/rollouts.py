@@ -25,7 +25,12 @@ if TYPE_CHECKING:
 
 
 class RolloutError(RuntimeError):
-    """A prompt could not be rolled out (e.g. longer than the context or the KV budget)."""
+    """A prompt could not be rolled out (e.g. longer than the context or the KV budget); `index`: its place in the
+    prompts given to `rollout`, when one prompt is to blame."""
+
+    def __init__(self, message: str, index: int | None = None) -> None:
+        super().__init__(message)
+        self.index = index
 
 
 @dataclass(frozen=True)
@@ -155,7 +160,7 @@ def rollout(
         else:
             raise RolloutError(
                 f"rollout: prompts[{i}] ({len(out.prompt_token_ids)} tokens) failed: {error}; shorten it, raise the "
-                "engine's max_model_len / KV budget, or pass skip_failed=True to drop it"
+                "engine's max_model_len / KV budget, or pass skip_failed=True to drop it", index=i,
             )
     kept_outputs = [outputs[i] for i in kept]
     samples = [out.samples for out in kept_outputs]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 import time
 from collections.abc import Sequence
 from contextlib import nullcontext
@@ -33,7 +34,6 @@ from tao_engine.distributed.sharding import rollout_shard
 from tao_engine.rl.checkpoint import (
     Placement,
     checkpoint_path,
-    latest_checkpoint,
     load_checkpoint,
     save_checkpoint,
 )
@@ -41,12 +41,15 @@ from tao_engine.rl.evaluation import evaluate
 from tao_engine.rl.exploration.routing import TaskRouting
 from tao_engine.rl.metrics_log import MetricsLog
 from tao_engine.rl.optim import build_optimizer, build_scheduler
-from tao_engine.rl.prompt_data import PromptCursor, PromptRecord, contexts_by_key, load_prompts
+from tao_engine.rl.prompt_data import PromptCursor, PromptRecord, contexts_by_key, keep_runnable, load_prompts
 from tao_engine.rl.reference import frozen_copy
-from tao_engine.rl.rollouts import Rollouts, rollout
+from tao_engine.rl.resume import load_newest_intact
+from tao_engine.rl.rollouts import RolloutError, Rollouts, rollout
+from tao_engine.rl.run_dir import prepare_new_run_dir
 from tao_engine.rl.score_rollouts import score
 from tao_engine.rl.tao_config import TAOConfig
 from tao_engine.rl.trainer import TrainConfig, train_step
+from tao_engine.scoring.base import ScoringError
 
 
 @dataclass
@@ -58,6 +61,8 @@ class TAOResult:
     eval_before: dict[str, float] | None = None
     eval_after: dict[str, float] | None = None
     plots: list[Path] = field(default_factory=list)
+    skipped_prompts: list[str] = field(default_factory=list)  # "file:line: why" of prompts that cannot run
+    used_prompts: list[PromptRecord] = field(default_factory=list)  # the records the steps drew (the same objects)
 
 
 class TAO:
@@ -131,29 +136,52 @@ class TAO:
 
     # ---- the loop -------------------------------------------------------------------------------------------------
 
-    def run(self, prompts: Sequence[PromptRecord | Any] | None = None, resume: bool = False) -> TAOResult:
+    def run(self, prompts: Sequence[PromptRecord | Any] | None = None, resume: bool = False,
+            overwrite: bool = False) -> TAOResult:
+        """resume: continue from the newest intact checkpoint in run.output_dir. Without it the directory must be
+        empty, or `overwrite` replaces the run in it (tao_engine.rl.run_dir)."""
         if self.dist is not None:  # a rank that fails tells the others, so they stop instead of waiting forever
-            return run_guarded(self.dist, lambda: self._run(prompts, resume), "tao run")
-        return self._run(prompts, resume)
+            return run_guarded(self.dist, lambda: self._run(prompts, resume, overwrite), "tao run")
+        return self._run(prompts, resume, overwrite)
 
-    def _run(self, prompts: Sequence[PromptRecord | Any] | None, resume: bool) -> TAOResult:
+    def _run(self, prompts: Sequence[PromptRecord | Any] | None, resume: bool, overwrite: bool) -> TAOResult:
         cfg = self.config
+        if not resume and writes_outputs(self.dist):  # before anything is written: one run per directory
+            prepare_new_run_dir(self.run_dir, overwrite)
         records = _as_records(prompts) if prompts is not None else _load_training_prompts(cfg)
         eval_records = load_prompts(cfg.data.eval, cfg.data.system_prompt) if cfg.data.eval else None
         self.routing.check_records(records)  # every prompt's task is configured: fail before any work
         self.routing.check_records(eval_records or [], "eval")
+        # Every prompt fits prompt + max_tokens: an error naming file:line now, not a crash at step k.
+        records, skipped = keep_runnable(records, self.engine, cfg.sampling.max_tokens, cfg.data.skip_failed)
+        if eval_records is not None:
+            eval_max = cfg.run.eval_max_tokens or cfg.sampling.max_tokens
+            eval_records, _ = keep_runnable(eval_records, self.engine, eval_max, skip=False, what="eval prompt")
+        if skipped and writes_outputs(self.dist):
+            print(f"tao: skipping {len(skipped)} prompt(s) that cannot run ([data] skip_failed); the first: "
+                  f"{skipped[0]}", file=sys.stderr)
         cursor = PromptCursor(len(records), seed=cfg.run.seed, shuffle=cfg.data.shuffle)
         log = metrics_log_for(self.dist, self.run_dir)  # rank 0 writes; other ranks log nothing
         start_step = 0
         if resume:
             start_step = self._resume(cursor, log)
-        result = TAOResult(self.run_dir, cfg.run.steps, self.run_dir / "final")
+        result = TAOResult(self.run_dir, cfg.run.steps, self.run_dir / "final", skipped_prompts=skipped)
         if eval_records is not None and start_step == 0:
             result.eval_before = self._evaluate(eval_records)
             log.log(0, {f"eval_{k}": v for k, v in result.eval_before.items()})
         bar = _progress(cfg.run.steps, start_step, self.progress)
+        saved_step = start_step
         for step in range(start_step + 1, cfg.run.steps + 1):
-            metrics = self._step(records, cursor)
+            before = cursor.state()
+            try:
+                metrics = self._step(records, cursor)
+            except (RolloutError, ScoringError):  # before the update: keep the steps done so far, then stop
+                if self.dist is None and step - 1 > saved_step:
+                    cursor.load_state(before)
+                    path = self._checkpoint(step - 1, cursor)
+                    print(f"tao: step {step} failed; steps 1-{step - 1} are saved in {path}: fix the cause, then "
+                          "continue with --resume", file=sys.stderr)
+                raise
             if self.dist is not None:
                 metrics = reduce_metrics(self.dist, metrics)  # one record for the run, the same on every rank
             if eval_records is not None and cfg.run.eval_every and step % cfg.run.eval_every == 0:
@@ -162,6 +190,7 @@ class TAO:
             result.history.append({"step": step, **metrics})
             if cfg.run.checkpoint_every and step % cfg.run.checkpoint_every == 0 and step < cfg.run.steps:
                 self._checkpoint(step, cursor)
+                saved_step = step
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(reward=f"{metrics.get('reward_mean', math.nan):.3f}")
@@ -172,6 +201,7 @@ class TAO:
             if not (cfg.run.eval_every and cfg.run.steps % cfg.run.eval_every == 0):
                 log.log(cfg.run.steps, {f"eval_{k}": v for k, v in result.eval_after.items()})
         self._checkpoint(cfg.run.steps, cursor)
+        result.used_prompts = [records[i] for i in cursor.seen()]
         result.final_model_dir = self._save_final()
         result.plots = log.plot(("reward_mean", "eval_score", "eval_accuracy"))
         log.close()
@@ -232,7 +262,12 @@ class TAO:
         chosen = [records[i] for i in indices]
         if self.routing.active:  # exploration strategies or several tasks
             return self.routing.rollout_and_score(self.engine, self.model, chosen)
-        out = rollout(self.engine, [r.prompt for r in chosen], self.config.sampling)
+        try:
+            out = rollout(self.engine, [r.prompt for r in chosen], self.config.sampling,
+                          skip_failed=self.config.data.skip_failed)
+        except RolloutError as exc:  # name the prompt by file:line, not by its place in the batch
+            where = chosen[exc.index].source if exc.index is not None else None
+            raise RolloutError(f"{where}: {exc}" if where else str(exc), exc.index) from None
         return score(out, self.scorer, contexts_by_key(chosen))
 
     def _evaluate(self, eval_records: list[PromptRecord]) -> dict[str, float]:
@@ -273,18 +308,19 @@ class TAO:
         return states, full_optimizer_state(self.optimizer, self.dist) if optimizer else None
 
     def _resume(self, cursor: PromptCursor, log: MetricsLog) -> int:
-        path = latest_checkpoint(self.run_dir)
-        if path is None:
-            return 0
+        """The step of the newest intact checkpoint, loaded (tao_engine.rl.resume); 0 when there is none yet."""
         place = None
         if self.sharded:  # every rank reads the full files and keeps its own shard
             from tao_engine.distributed.fsdp import shard_like, shard_optimizer_state
 
             place = Placement(shard_like, shard_optimizer_state)
-        loaded = load_checkpoint(
-            path, self.model, self.optimizer, self.lr_scheduler, generators={"engine": self.engine.generator},
-            place=place,
-        )
+        loaded = load_newest_intact(
+            self.run_dir, self.config.to_dict(), TAOConfig().to_dict(), announce=writes_outputs(self.dist),
+            load=lambda path: load_checkpoint(path, self.model, self.optimizer, self.lr_scheduler,
+                                              generators={"engine": self.engine.generator}, place=place))
+        if loaded is None:
+            log.truncate_after(-1)  # nothing to resume: the run starts over, so does its log
+            return 0
         cursor.load_state(loaded.data_cursor)
         log.truncate_after(loaded.step)
         self.engine.weights_updated()  # the cached prompt KV predates the loaded weights

@@ -2,7 +2,8 @@
 tao.toml`) with every field also settable as a flag `--section.field value`.
 
     [model]      path (HF directory, .gguf file, or "smollm2" for the bundled model), dtype
-    [data]       prompts (JSONL/CSV), eval (labeled JSONL probe, optional), system_prompt, prompts_per_step
+    [data]       prompts (JSONL/CSV), eval (labeled JSONL probe, optional), system_prompt, prompts_per_step,
+                 skip_failed
     [sampling]   SamplingParams: n (samples per prompt: the tuning compute budget), temperature, top_p, max_tokens...
     [scoring]    combine, on_error, [[scoring.scorers]] (tao_engine.scoring registry specs)
     [algorithm]  AlgorithmConfig: name (grpo, dr_grpo, dapo, gspo, rloo, reinforce_pp, ppo, bon_sft, dpo) + overrides
@@ -26,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tao_engine.config_dict import dataclass_from_dict
+from tao_engine.config_dict import dataclass_from_dict, read_toml
 from tao_engine.distributed.config import DistributedSection
 from tao_engine.engine.config import EngineConfig
 from tao_engine.engine.sampling_params import SamplingParams
@@ -57,8 +58,13 @@ class DataSection:
     system_prompt: str | None = None
     prompts_per_step: int = 8
     shuffle: bool = True
+    # A prompt that cannot run (too long for prompt + max_tokens, bad token ids): false stops with its file:line when
+    # the data loads; true skips it with a count (and drops one that still fails mid-run from its step).
+    skip_failed: bool = False
 
     def __post_init__(self) -> None:
+        if not isinstance(self.skip_failed, bool):
+            raise ValueError(f"[data] skip_failed must be true or false, got {self.skip_failed!r}")
         if self.prompts_per_step < 1:
             raise ValueError(f"[data] prompts_per_step must be >= 1, got {self.prompts_per_step}")
 
@@ -158,9 +164,11 @@ class TAOConfig:
 
     @classmethod
     def from_toml(cls, path: str | Path, overrides: Sequence[str] = ()) -> TAOConfig:
-        with open(path, "rb") as f:
-            table = tomllib.load(f)
-        return cls.from_dict(apply_overrides(table, overrides))
+        table = read_toml(path)
+        try:
+            return cls.from_dict(apply_overrides(table, overrides))
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}

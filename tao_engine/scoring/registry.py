@@ -154,10 +154,9 @@ def composite_from_table(table: Mapping[str, Any]) -> CompositeScorer:
 
 def load_scorers_toml(path: str | Path) -> CompositeScorer:
     """Read a TOML file with optional top-level `combine` / `on_error` and one `[[scorers]]` table per scorer."""
-    import tomllib
+    from tao_engine.config_dict import read_toml
 
-    with open(path, "rb") as f:
-        table = tomllib.load(f)
+    table = read_toml(path)
     try:
         return composite_from_table(table)
     except (TypeError, ValueError) as exc:

@@ -6,8 +6,12 @@ import argparse
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
+from pathlib import Path
+
+from tao_engine.output_paths import check_output_file
 
 API_KEY_ENV = "TAO_ENGINE_API_KEY"
 
@@ -27,6 +31,24 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--enable-reload", action="store_true", help="accept POST /admin/reload {\"model\": DIR}")
 
 
+def check_port_free(host: str, port: int) -> None:
+    """ValueError naming the address when it cannot be bound (in use, not this machine's, not permitted)."""
+    if port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise ValueError(f"--host {host}: not an address this machine can listen on ({exc.strerror})") from None
+    family, _, _, _, address = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds: TIME_WAIT is no conflict
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise ValueError(f"--host {host} --port {port}: cannot listen there ({exc.strerror}); choose another "
+                             "--port (0 picks a free one) or stop what uses it") from None
+
+
 def run_serve(args: argparse.Namespace) -> int:
     from tao_engine.engine import EngineConfig
     from tao_engine.serve import InferenceServer, ServeConfig
@@ -38,10 +60,19 @@ def run_serve(args: argparse.Namespace) -> int:
         max_request_bytes=args.max_request_bytes, enable_reload_endpoint=args.enable_reload,
     )
     engine_config = EngineConfig(dtype=args.dtype, max_num_seqs=args.max_num_seqs, max_model_len=args.max_model_len)
+    # Everything that can be checked is checked before the model loads and before the table is created or migrated.
+    check_port_free(config.host, config.port)
+    check_output_file(args.table, "--table")
+    if not Path(args.model).is_dir():
+        raise FileNotFoundError(f"--model {args.model}: no such directory (give an HF-layout model directory)")
     server = InferenceServer.from_model_dir(args.model, config, table_path=args.table, engine_config=engine_config)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    server.start()
+    try:
+        server.start()
+    except BaseException:
+        server.stop(drain_timeout_s=0.0)  # the port was taken meanwhile: close the table, stop the engine loop
+        raise
     print(f"serving {server.served_model_name} (model version {server.model_version}) at {server.url}/v1; "
           f"logging to {args.table}", file=sys.stderr, flush=True)
     try:

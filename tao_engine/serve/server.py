@@ -83,8 +83,13 @@ class InferenceServer:
     def start(self) -> InferenceServer:
         from tao_engine.serve.http_handler import make_http_server
 
-        self.loop.start()
-        self._http = make_http_server(self)
+        http = make_http_server(self)  # binds first: a taken port fails before the engine loop starts
+        try:
+            self.loop.start()
+        except BaseException:
+            http.server_close()
+            raise
+        self._http = http
         self._http_thread = threading.Thread(target=self._http.serve_forever, kwargs={"poll_interval": 0.1},
                                              name="tao-http", daemon=True)
         self._http_thread.start()

@@ -117,8 +117,14 @@ def test_tune_from_table_command(model_dir, tmp_path, capsys):
 
     assert code == 0
     summary = json.loads(capsys.readouterr().out)
-    assert summary["round_id"] == "round-1" and summary["rows_used"] == ids and summary["steps"] == 1
+    # One step of 2 prompts trains on 2 of the 3: only those are marked (all 3 were, before issue 24).
+    trained = summary["rows_used"]
+    assert summary["round_id"] == "round-1" and len(trained) == 2 and set(trained) < set(ids)
+    assert summary["num_prompts"] == 2 and summary["steps"] == 1
     assert (Path(summary["model_dir"]) / "config.json").is_file()
-    assert _used_in_round(table_path) == {i: "round-1" for i in ids}
+    (left,) = set(ids) - set(trained)
+    assert _used_in_round(table_path) == {i: None if i == left else "round-1" for i in ids}
+    assert main(["tune", "--config", str(toml), "--from-table", str(table_path), "--quiet"]) == 0  # the one left
+    assert json.loads(capsys.readouterr().out)["rows_used"] == [left]
     assert main(["tune", "--config", str(toml), "--from-table", str(table_path), "--quiet"]) == 2  # nothing left
     assert "0 unused prompt" in capsys.readouterr().err

@@ -1,0 +1,33 @@
+"""Scorers that a TOML config names by import path (`tests.step_scorers:<Name>`) to make a run fail at a chosen
+scorer call: how the tests stop a run mid-way, as a crash or a Ctrl-C would."""
+
+from __future__ import annotations
+
+
+class FailOnCall:
+    """Rewards short completions; raises RuntimeError from call `call` on (1-based; from then on, so that the
+    composite's prompt-by-prompt retry fails too)."""
+
+    name = "fail_on_call"
+
+    def __init__(self, call: int = 2) -> None:
+        self.call = call
+        self.calls = 0
+
+    def score(self, prompts, completions, **context):
+        self.calls += 1
+        if self.calls >= self.call:
+            raise RuntimeError(f"scorer failed on call {self.calls}, on purpose")
+        return [1.0 / (1 + len(c)) for c in completions]
+
+
+class InterruptOnCall(FailOnCall):
+    """As FailOnCall, with KeyboardInterrupt: what Ctrl-C does mid-step."""
+
+    name = "interrupt_on_call"
+
+    def score(self, prompts, completions, **context):
+        if self.calls + 1 == self.call:
+            self.calls += 1
+            raise KeyboardInterrupt
+        return super().score(prompts, completions, **context)
