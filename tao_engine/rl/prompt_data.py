@@ -36,7 +36,7 @@ def load_prompts(path: str | Path, system_prompt: str | None = None) -> list[Pro
     user message then). Errors name the file, the line and the fix."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"prompts file {path} does not exist")
+        raise FileNotFoundError(f"prompts file {path} " + ("is not a file" if path.exists() else "does not exist"))
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".json"):
         records = list(_read_jsonl(path))
@@ -177,3 +177,16 @@ def keep_runnable(records: Sequence[PromptRecord], engine: Any, max_tokens: int,
     if not kept:
         raise ValueError(f"every {what} was skipped as unable to run; the first: {skipped[0]}")
     return kept, skipped
+
+
+def check_eval_answers(records: Sequence[PromptRecord], path: str | Path, every: bool) -> None:
+    """An eval file is a labeled probe: without any "answer" its eval_score would be only the label-free reward of
+    greedy answers, reported as if it measured something. `every`: each line needs one (a single-task run, where a
+    missing answer would count as a miss); otherwise (per-task evals) at least one line."""
+    missing = [r.source or "?" for r in records if r.context.get("answer") is None]
+    if len(missing) == len(records):
+        raise ValueError(f"[data] eval {path}: no line has an \"answer\"; give each eval prompt its expected answer, "
+                         "or leave [data] eval out")
+    if every and missing:
+        raise ValueError(f"{missing[0]}: this eval prompt has no \"answer\" ({len(missing)} of {len(records)} lack "
+                         "one); give each eval prompt its expected answer")

@@ -41,7 +41,14 @@ from tao_engine.rl.evaluation import evaluate
 from tao_engine.rl.exploration.routing import TaskRouting
 from tao_engine.rl.metrics_log import MetricsLog
 from tao_engine.rl.optim import build_optimizer, build_scheduler
-from tao_engine.rl.prompt_data import PromptCursor, PromptRecord, contexts_by_key, keep_runnable, load_prompts
+from tao_engine.rl.prompt_data import (
+    PromptCursor,
+    PromptRecord,
+    check_eval_answers,
+    contexts_by_key,
+    keep_runnable,
+    load_prompts,
+)
 from tao_engine.rl.reference import frozen_copy
 from tao_engine.rl.resume import load_newest_intact
 from tao_engine.rl.rollouts import RolloutError, Rollouts, rollout
@@ -155,6 +162,7 @@ class TAO:
         # Every prompt fits prompt + max_tokens: an error naming file:line now, not a crash at step k.
         records, skipped = keep_runnable(records, self.engine, cfg.sampling.max_tokens, cfg.data.skip_failed)
         if eval_records is not None:
+            check_eval_answers(eval_records, cfg.data.eval, every=not self.routing.tasks)
             eval_max = cfg.run.eval_max_tokens or cfg.sampling.max_tokens
             eval_records, _ = keep_runnable(eval_records, self.engine, eval_max, skip=False, what="eval prompt")
         if skipped and writes_outputs(self.dist):

@@ -1,0 +1,3 @@
+"""A scorer module that cannot be imported (its import raises), for the CLI's user-error tests."""
+
+raise RuntimeError("this module fails to import, on purpose")
