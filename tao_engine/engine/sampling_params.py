@@ -80,7 +80,7 @@ class SamplingParams:
         object.__setattr__(self, "stop", _normalize_stop(self.stop))
         object.__setattr__(self, "stop_token_ids", _normalize_stop_token_ids(self.stop_token_ids))
         if self.seed is not None:
-            _check_int("seed", self.seed)
+            _check_int("seed", self.seed, limit=2**64)
             if not -(2**63) <= self.seed < 2**64:
                 raise ValueError(f"SamplingParams.seed must fit in 64 bits, got {self.seed}")
 
@@ -123,17 +123,24 @@ def _mix64(x: int) -> int:
     return x ^ (x >> 31)
 
 
-def _check_int(name: str, value: Any) -> None:
+def _check_int(name: str, value: Any, limit: int = 2**63) -> None:
+    """An int in [-limit, limit): the sampler's tensors are int64, and a bigger Python int must fail here, named."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"SamplingParams.{name} must be an int, got {value!r}")
+    if not -(2**63) <= value < limit:
+        raise ValueError(f"SamplingParams.{name} must fit in 64 bits, got {value}")
 
 
 def _check_float(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"SamplingParams.{name} must be a number, got {value!r}")
+    try:
+        value = float(value)  # an int past float's range raises OverflowError here
+    except OverflowError:
+        raise ValueError(f"SamplingParams.{name} must be finite, got an integer of {len(str(value))} digits") from None
     if not math.isfinite(value):
         raise ValueError(f"SamplingParams.{name} must be finite, got {value}")
-    return float(value)
+    return value
 
 
 def _normalize_stop(stop: str | Iterable[str] | None) -> tuple[str, ...]:

@@ -27,6 +27,35 @@ from tao_engine.serve.generation import serve_generation
 from tao_engine.serve.server import InferenceServer
 
 log = logging.getLogger(__name__)
+MAX_JSON_DEPTH = 64  # far beyond any OpenAI request (messages -> content parts -> text is 4); deeper is refused
+
+
+def _not_json(constant: str) -> Any:
+    # Python's parser takes NaN and Infinity; JSON (and every later step: sampling values, the table) does not.
+    raise json.JSONDecodeError(f"{constant} is not a JSON value", constant, 0)
+
+
+def _too_deep_error() -> APIError:
+    return bad_request(f"the JSON body is nested more than {MAX_JSON_DEPTH} levels deep", code="invalid_json")
+
+
+def _check_json_values(value: Any) -> None:
+    """400 for a body nested past MAX_JSON_DEPTH or holding a string that is not Unicode text (a lone surrogate
+    from a \\ud800 escape, which nothing downstream can encode). Iterative: a deep body must not recurse here."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise bad_request("the JSON body holds a string with a lone surrogate escape (e.g. \\ud800): not "
+                                  "Unicode text", code="invalid_json") from None
+        elif isinstance(item, (dict, list)):
+            if depth > MAX_JSON_DEPTH:
+                raise _too_deep_error()
+            children = [*item.keys(), *item.values()] if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
 
 
 class _HTTPServer(ThreadingHTTPServer):
@@ -138,22 +167,31 @@ class _Handler(BaseHTTPRequestHandler):
         raw_length = self.headers.get("Content-Length")
         if raw_length is None:
             raise APIError(411, "the request needs a Content-Length header and a JSON body", code="length_required")
-        try:
-            length = int(raw_length)
-        except ValueError:
-            raise bad_request(f"Content-Length is not an integer: {raw_length!r}") from None
+        if len(self.headers.get_all("Content-Length") or ()) > 1:
+            raise bad_request("the request has more than one Content-Length header")
+        if not raw_length.strip().isdigit():  # int() would take "-5" (read to EOF), " 5", "1_0"
+            raise bad_request(f"Content-Length must be a non-negative integer, got {raw_length!r}")
+        length = int(raw_length)
         if length > limit:
             raise APIError(413, f"the request body has {length} bytes; this server accepts at most {limit}",
                            code="request_too_large")
-        data = self.rfile.read(length)
+        try:
+            data = self.rfile.read(length)
+        except TimeoutError:  # the client promised more than it sends: answer, rather than drop the connection
+            raise APIError(408, f"the request body did not arrive: Content-Length says {length} bytes and none came "
+                           f"for {self.server.app.config.idle_timeout_s}s", code="request_timeout") from None
         self._body_read = True
         if len(data) != length:
             raise bad_request("the request body ended before Content-Length bytes arrived")
         try:
-            return json.loads(data)
+            body = json.loads(data, parse_constant=_not_json)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise bad_request(f"We could not parse the JSON body of your request ({exc}). The body must be a JSON "
                               "object; set Content-Type: application/json.", code="invalid_json") from None
+        except RecursionError:  # nested past the parser's own recursion limit
+            raise _too_deep_error() from None
+        _check_json_values(body)
+        return body
 
     def _feedback(self, body: Any) -> None:
         app = self.server.app
@@ -162,6 +200,8 @@ class _Handler(BaseHTTPRequestHandler):
         key, value = body["id"], body["feedback"]
         if isinstance(key, bool) or not isinstance(key, (int, str)) or value is None:
             raise bad_request("feedback: id must be a response id (str) or a row id (int), feedback not null", "id")
+        if isinstance(key, int) and not 0 < key < 2**63:  # row ids are positive SQLite integers
+            raise APIError(404, f"no logged request has id {key!r}", NOT_FOUND, "id", "not_found")
         if app.writer is None:
             raise bad_request("this server keeps no inference table: start it with a table to record feedback")
         if not app.writer.set_feedback(key, value).result():
