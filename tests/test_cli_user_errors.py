@@ -115,6 +115,9 @@ CASES = [
                                                   str(t / "nope.toml")], "nope.toml"),
     Case("flywheel bad TOML", lambda t, m: ["flywheel", "--table", str(t / "i.sqlite"), "--config",
                                             str(_write(t / "f.toml", "[run\n"))], "f.toml: invalid TOML"),
+    Case("flywheel output_dir is a file", lambda t, m: ["flywheel", "--table", str(t / "i.sqlite"), "--config",
+                                                        str(to_toml(tune_table(m, _prompts(t), _write(t / "f", "x")),
+                                                                    t / "f.toml"))], "output_dir"),
     # serve
     Case("serve busy port", lambda t, m: _busy_port(t, m, _HELD), "cannot listen", "t.sqlite"),
     Case("serve missing model", lambda t, m: ["serve", "--model", str(t / "nomodel"), "--port", "0", "--table",

@@ -31,11 +31,13 @@ def add_flywheel_arguments(p: argparse.ArgumentParser) -> None:
 def run_flywheel_command(args: argparse.Namespace, extra: Sequence[str]) -> int:
     from tao_engine.flywheel.loop import FlywheelConfig, run_flywheel
     from tao_engine.flywheel.reload_client import ReloadError
+    from tao_engine.output_paths import check_output_dir
     from tao_engine.tune_cli import load_tao_config
 
     if not args.quiet:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     tao_config = load_tao_config(args.config, extra)
+    check_output_dir(tao_config.run.output_dir, "[run] output_dir")  # before waiting hours for the first round
     config = FlywheelConfig(
         table=args.table, every=args.every, poll_s=args.poll_s, max_rounds=args.max_rounds,
         max_prompts=args.max_prompts, reload_url=args.reload_url,
