@@ -27,6 +27,12 @@ PACKAGES = find_packages(include=["tao_engine", "tao_engine.*"]) + [
 ]
 
 
+# nvcc's own flags and the macros of the CUDA build, on top of torch's CUDAExtension defaults (bench/aot_cuda_sources.py
+# reads both lists to compile csrc/cuda/*.cu the same way for its register and spill table).
+NVCC_FLAGS = ["-O3", "-lineinfo"]
+CUDA_MACROS = [("TAO_WITH_CUDA", "1")]
+
+
 def _env_flag(name: str, default: bool) -> bool:
     value = os.environ.get(name)
     if value is None or value == "":
@@ -74,8 +80,8 @@ def _extension_kwargs() -> dict:
         extension = cpp_extension.CUDAExtension(
             name="tao_engine._C",
             sources=sources + _sources("csrc/cuda/*.cpp", "csrc/cuda/*.cu"),
-            define_macros=[("TAO_WITH_CUDA", "1")],
-            extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "-lineinfo"]},
+            define_macros=CUDA_MACROS,
+            extra_compile_args={"cxx": cxx_flags, "nvcc": NVCC_FLAGS},
             extra_link_args=link_flags,
         )
     else:

@@ -29,3 +29,12 @@ def cast_rne(x, DTYPE: tl.constexpr):
         return tl.where(x != x, x.to(tl.bfloat16), rounded)
     else:
         return x.to(DTYPE)
+
+
+def interpreted(kernel: object) -> bool:
+    """Whether `kernel` runs in triton's CPU interpreter (TRITON_INTERPRET was set when its module was imported)
+    rather than compiled for a GPU. Launchers ask this, not the tensors' device: bench/aot_check.py compiles the
+    launches of CPU tensors for a GPU target."""
+    from triton.runtime.interpreter import InterpretedFunction
+
+    return isinstance(kernel, InterpretedFunction)

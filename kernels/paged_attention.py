@@ -117,11 +117,16 @@ def _merge_splits_kernel(
 
 
 def target_programs(device: torch.device) -> int:
-    """How many programs keep `device` busy: two per SM on a GPU; 1 under the interpreter, which runs programs one
-    after another, so splitting there only adds the merge."""
+    """How many programs keep `device` busy: `gpu_programs` of its SMs on a GPU; 1 under the interpreter, which runs
+    programs one after another, so splitting there only adds the merge."""
     if device.type == "cuda":
-        return 2 * torch.cuda.get_device_properties(device).multi_processor_count
+        return gpu_programs(torch.cuda.get_device_properties(device).multi_processor_count)
     return 1
+
+
+def gpu_programs(compute_units: int) -> int:
+    """Programs that keep a GPU of `compute_units` SMs (CUs) busy: two per SM, so one hides the other's latency."""
+    return 2 * compute_units
 
 
 def choose_num_splits(batch: int, kv_heads: int, max_context: int, target: int) -> int:
@@ -133,10 +138,21 @@ def choose_num_splits(batch: int, kv_heads: int, max_context: int, target: int) 
     return max(1, min(-(-target // pairs), max_context // MIN_PARTITION, MAX_SPLITS))
 
 
+# fp32 values of a register tile one thread may hold. bench/aot_check.py compiles every launcher choice for sm_90,
+# sm_100 and gfx942: 64 per thread spilled (the decode tile at 4 warps on sm_100, and at a GQA group of 8 with
+# head_dim 128 on sm_90; the split-K merge at 1 warp with 64 partitions of head_dim 128), 32 did not.
+VALUES_PER_THREAD = 32
+
+
 def _block_n(block_g: int, block_d: int) -> int:
-    # Keep the [BG, BN, BD] product tile at most 8192 fp32 values (registers on a GPU), 16..128 tokens per tile.
+    # Keep the [BG, BN, BD] product tile at most 8192 fp32 values, 8..128 tokens per tile.
     budget = max(8192 // (block_g * block_d), 1)
-    return max(16, min(128, 1 << int(math.log2(budget))))
+    return max(8, min(128, 1 << int(math.log2(budget))))
+
+
+def tile_warps(tile_values: int, least: int, most: int) -> int:
+    """Warps for a program whose largest register tile holds `tile_values` fp32 values: VALUES_PER_THREAD each."""
+    return max(least, min(most, triton.next_power_of_2(max(tile_values // (32 * VALUES_PER_THREAD), 1))))
 
 
 def paged_decode_attention(
@@ -148,16 +164,18 @@ def paged_decode_attention(
     scale: float,
     num_splits: int | None = None,
     block_n: int | None = None,
+    programs: int | None = None,
 ) -> torch.Tensor:
     """[B, Hq, D] in q's dtype. Shapes are checked by the caller (the op's backend). `num_splits` forces the number
-    of split-K partitions (1 = no split); None picks it with `choose_num_splits`. `block_n` forces the tokens per
-    tile (a power of two; tests use it to make short contexts span several tiles)."""
+    of split-K partitions (1 = no split); None picks it with `choose_num_splits` for `programs` (None: the
+    `target_programs` of q's device; bench/aot_check.py passes a GPU's that is not here). `block_n` forces the tokens
+    per tile (a power of two; tests use it to make short contexts span several tiles)."""
     b, hq, d = q.shape
     block_size, hkv = k_cache.shape[1], k_cache.shape[2]
     group = hq // hkv
     capacity = block_tables.shape[1] * block_size  # the longest context the tables can describe
     if num_splits is None:
-        num_splits = choose_num_splits(b, hkv, capacity, target_programs(q.device))
+        num_splits = choose_num_splits(b, hkv, capacity, programs or target_programs(q.device))
     if num_splits < 1:
         raise ValueError(f"paged_decode_attention: num_splits must be >= 1, got {num_splits}")
     out = torch.empty((b, hq, d), dtype=q.dtype, device=q.device)
@@ -182,11 +200,19 @@ def paged_decode_attention(
         q, k_cache, v_cache, block_tables, context_lens, out, part_m, part_l, part_acc,
         *q.stride(), *k_cache.stride(), *v_cache.stride(), block_tables.stride(0),
         float(scale) * LOG2E, block_size, capacity, group, d, partition, hq, num_splits,
-        BLOCK_G=block_g, BLOCK_N=block_n, BLOCK_D=block_d, SPLIT=split, num_warps=4,
+        BLOCK_G=block_g, BLOCK_N=block_n, BLOCK_D=block_d, SPLIT=split,
+        num_warps=tile_warps(block_g * block_n * block_d, 4, 16),
     )  # fmt: skip
     if split:
-        _merge_splits_kernel[(b * hq,)](
-            part_m, part_l, part_acc, out, num_splits, d,
-            BLOCK_S=triton.next_power_of_2(num_splits), BLOCK_D=block_d, num_warps=1,
-        )  # fmt: skip
+        merge_splits(part_m, part_l, part_acc, out, num_splits, d, b * hq)
     return out
+
+
+def merge_splits(part_m: torch.Tensor, part_l: torch.Tensor, part_acc: torch.Tensor, out: torch.Tensor,
+                 num_splits: int, head_dim: int, rows: int) -> None:
+    """Combine the split-K partials of `rows` (token, head) rows into `out` (the decode and prefill kernels' merge)."""
+    block_s, block_d = triton.next_power_of_2(num_splits), triton.next_power_of_2(head_dim)
+    _merge_splits_kernel[(rows,)](
+        part_m, part_l, part_acc, out, num_splits, head_dim,
+        BLOCK_S=block_s, BLOCK_D=block_d, num_warps=tile_warps(block_s * block_d, 1, 8),
+    )  # fmt: skip

@@ -38,8 +38,8 @@ import torch
 import triton
 import triton.language as tl
 
-from . import cast_rne
-from .paged_attention import _merge_splits_kernel, choose_num_splits, target_programs
+from . import cast_rne, interpreted
+from .paged_attention import choose_num_splits, merge_splits, target_programs
 
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 LOG2E = 1.4426950408889634
@@ -173,11 +173,13 @@ def paged_prefill_attention(
     block_m: int | None = None,
     block_n: int | None = None,
     num_splits: int | None = None,
+    programs: int | None = None,
 ) -> torch.Tensor:
     """[N, Hq, D] in q's dtype. Shapes are checked by the caller (the op's backend). `block_m` / `block_n` force the
     tile sizes (powers of two >= 16; tests use them to make short inputs span several tiles). `num_splits` forces the
     split-K partitions of each tile's keys (1 = none); None picks them with the decode kernel's rule: only when the
-    (query tile, kv head) programs are too few to fill the GPU and contexts are long."""
+    (query tile, kv head) programs are too few to fill `programs` (None: the `target_programs` of q's device;
+    bench/aot_check.py passes a GPU's that is not here) and contexts are long."""
     n, hq, d = q.shape
     block_size, hkv = k_cache.shape[1], k_cache.shape[2]
     b = block_tables.shape[0]
@@ -196,7 +198,7 @@ def paged_prefill_attention(
     capacity = block_tables.shape[1] * block_size
     if num_splits is None:
         tiles = max(b, -(-n * group // block_m))  # query tiles of the batch, about (no host sync on q lengths)
-        num_splits = choose_num_splits(tiles, hkv, max_seqlen_k, target_programs(q.device))
+        num_splits = choose_num_splits(tiles, hkv, max_seqlen_k, programs or target_programs(q.device))
     if num_splits < 1:
         raise ValueError(f"paged_prefill_attention: num_splits must be >= 1, got {num_splits}")
     partition = max(-(-min(max_seqlen_k, capacity) // num_splits), 1)
@@ -216,11 +218,8 @@ def paged_prefill_attention(
         *q.stride(), *k_cache.stride(), *v_cache.stride(), out.stride(0), out.stride(1), block_tables.stride(0),
         float(scale) * LOG2E, block_size, capacity, group, d, hq, num_splits, partition,
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, HALF_DOT=half_dot,
-        INTERPRET=q.device.type != "cuda", SPLIT=split, num_warps=num_warps, num_stages=2,
+        INTERPRET=interpreted(_paged_prefill_kernel), SPLIT=split, num_warps=num_warps, num_stages=2,
     )  # fmt: skip
     if split:
-        _merge_splits_kernel[(n * hq,)](
-            part_m, part_l, part_acc, out, num_splits, d,
-            BLOCK_S=triton.next_power_of_2(num_splits), BLOCK_D=triton.next_power_of_2(d), num_warps=1,
-        )  # fmt: skip
+        merge_splits(part_m, part_l, part_acc, out, num_splits, d, n * hq)
     return out

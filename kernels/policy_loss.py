@@ -219,6 +219,7 @@ def policy_loss_forward(
             float(opts.dual_clip or 0.0), float(opts.kl_coef),
             SEQ_RATIO=opts.ratio_level == "sequence", HAS_DUAL=opts.dual_clip is not None, HAS_REF=ref is not None,
             KL_TYPE=KL_TYPE_IDS[opts.kl_type], HAS_W=weights is not None, COMPUTE_GRAD=compute_grad, BLOCK_T=block_t,
+            num_warps=8 if block_t >= 1024 else 4,  # 6 accumulators of BLOCK_T: 4 warps at 1024 spilled (sm_90, GSPO)
         )  # fmt: skip
     _finalize_kernel[(1,)](
         sums, loss, stats, scale, batch, float(opts.max_tokens or 1),
