@@ -31,3 +31,16 @@ class InterruptOnCall(FailOnCall):
             self.calls += 1
             raise KeyboardInterrupt
         return super().score(prompts, completions, **context)
+
+
+class SameAnswerVote:
+    """A group scorer whose answer key is "A" for every candidate (a vote that collapsed onto one answer), rewarding
+    short completions so that groups still vary."""
+
+    name = "same_answer_vote"
+
+    def score_groups(self, prompts, groups, **context):
+        return [[1.0 / (1 + len(c)) for c in group] for group in groups]
+
+    def answer_keys(self, prompts, groups, **context):
+        return [["A"] * len(group) for group in groups]

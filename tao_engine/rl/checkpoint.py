@@ -9,6 +9,7 @@ Layout of `<run_dir>/checkpoint-<step>/`:
     scheduler.pt         scheduler.state_dict(), if any
     rng_state.pt         torch / CUDA / python / numpy / named generators (see rng_state.py)
     data_cursor.json     where the data stream stands (caller-defined)
+    run_state.json       what else the run keeps between steps, e.g. the guards' evaluations (caller-defined)
     run_config.json      the run's configuration (caller-defined)
 
 The whole directory is written into a hidden temp directory and renamed into place, so a crash mid-write leaves
@@ -22,7 +23,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,7 @@ class LoadedCheckpoint:
     lora: bool
     data_cursor: dict[str, Any]
     config: dict[str, Any]
+    run_state: dict[str, Any]  # {} for a checkpoint written without one
 
 
 def checkpoint_path(run_dir: str | Path, step: int) -> Path:
@@ -113,14 +115,18 @@ def save_checkpoint(
     base_model_name_or_path: str | None = None,
     tokenizer: SavesPretrained | None = None,
     keep_last: int | None = None,
+    keep_steps: Collection[int] = (),
     model_state: Mapping[str, torch.Tensor] | None = None,
     optimizer_state: Mapping[str, Any] | None = None,
+    run_state: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write `<run_dir>/checkpoint-<step>` atomically (see the module docstring) and return its path.
 
     lora: save only the adapter (None: whenever the model has LoRA layers). generators: named torch.Generators whose
     states are saved beside the global RNGs. keep_last: afterwards keep only that many newest checkpoints (the new
-    one always stays). Leftover temp directories of crashed saves are removed first. model_state /
+    one always stays), besides the checkpoints of `keep_steps` (e.g. the best one so far), which pruning never
+    removes. run_state: JSON-serialisable state of the run kept beside the data cursor (the guards' evaluations).
+    Leftover temp directories of crashed saves are removed first. model_state /
     optimizer_state: full state dicts to write instead of `model.state_dict()` / `optimizer.state_dict()` (a
     sharded model's, gathered by tao_engine.distributed.fsdp); the files are the same either way.
     """
@@ -133,6 +139,7 @@ def save_checkpoint(
         raise ValueError("save_checkpoint: lora=True but the model has no LoRA layers (apply_lora first)")
     cursor_text = _json_text(data_cursor or {}, "data_cursor")  # fail before writing anything
     config_text = _json_text(config or {}, "config")
+    state_text = _json_text(run_state or {}, "run_state")
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     for child in run_dir.iterdir():
@@ -152,13 +159,14 @@ def save_checkpoint(
         torch.save(capture_rng_state(generators), tmp / "rng_state.pt")
         (tmp / "data_cursor.json").write_text(cursor_text)
         (tmp / "run_config.json").write_text(config_text)
+        (tmp / "run_state.json").write_text(state_text)
         meta = {"format": FORMAT, "version": VERSION, "step": step, "lora": lora,
                 "has_scheduler": scheduler is not None, "generators": sorted(generators or {}),
                 "files": build_manifest(tmp, skip=META)}
         (tmp / META).write_text(json.dumps(meta, indent=2) + "\n")
 
     if keep_last is not None:
-        older = [path for s, path in list_checkpoints(run_dir) if s != step]
+        older = [path for s, path in list_checkpoints(run_dir) if s != step and s not in set(keep_steps)]
         for path in older[: max(0, len(older) - (keep_last - 1))]:
             shutil.rmtree(path, ignore_errors=True)
     return target.resolve()
@@ -221,6 +229,7 @@ def load_checkpoint(
         raise ValueError(f"load_checkpoint: {path} was saved without a scheduler; pass scheduler=None")
     # Read every file before changing anything, so that a bad one leaves the model and optimizer as they were.
     cursor, config = read_json_file(path / "data_cursor.json"), read_json_file(path / "run_config.json")
+    run_state = read_json_file(path / "run_state.json") if (path / "run_state.json").is_file() else {}
     optimizer_state = _torch_file(path / "optimizer.pt") if optimizer is not None else None
     scheduler_state = _torch_file(path / "scheduler.pt") if scheduler is not None else None
     rng_state = _torch_file(path / "rng_state.pt") if restore_rng else None
@@ -235,7 +244,8 @@ def load_checkpoint(
         scheduler.load_state_dict(scheduler_state)
     if restore_rng:
         restore_rng_state(rng_state, generators)
-    return LoadedCheckpoint(path=path.resolve(), step=int(meta["step"]), lora=lora, data_cursor=cursor, config=config)
+    return LoadedCheckpoint(path=path.resolve(), step=int(meta["step"]), lora=lora, data_cursor=cursor, config=config,
+                            run_state=run_state)
 
 
 def _torch_file(path: Path) -> Any:

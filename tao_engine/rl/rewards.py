@@ -25,6 +25,20 @@ def rewards_tensor(rollouts: Any) -> torch.Tensor:
     return torch.tensor(values, dtype=torch.float32).reshape(len(rewards), widths.pop() if widths else 0)
 
 
+def advantage_scale_tensor(rollouts: Any) -> torch.Tensor | None:
+    """rollouts.advantage_scale [P][n] (set by the guards) -> [P, n] fp32, or None when unset."""
+    scale = getattr(rollouts, "advantage_scale", None)
+    if scale is None:
+        return None
+    shape = [len(row) for row in rollouts.completion_token_ids]
+    if [len(row) for row in scale] != shape:
+        raise ValueError(f"train_step: advantage_scale has rows of {[len(r) for r in scale]} for completions {shape}")
+    values = [[float(v) for v in row] for row in scale]
+    if any(not math.isfinite(v) or v < 0 for row in values for v in row):
+        raise ValueError("train_step: advantage_scale must hold finite numbers >= 0")
+    return torch.tensor(values, dtype=torch.float32).reshape(len(values), shape[0] if shape else 0)
+
+
 def comparable_sampler_logprobs(rollouts: Any, temperature: float) -> torch.Tensor | None:
     """The sampler's log-probs [B, T] (rows group by group, 0 at padding) when they are log-probs of the very
     distribution the trainer computes at `temperature`; None when the sampler drew from something else."""

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
@@ -66,13 +66,53 @@ class Rollouts:
     timing: RolloutTiming
     prompt_indices: list[int] = field(default_factory=list)  # index in `rollout`'s prompts of each kept prompt
     skipped: list[SkippedPrompt] = field(default_factory=list)  # prompts dropped with skip_failed=True
-    # Set by `tao_engine.rl.score`: [P][n] reward of each completion (None = no scorer applied), scorer metrics.
+    # Set by `tao_engine.rl.score`: [P][n] reward of each completion (None = no scorer applied), scorer metrics,
+    # [P] {scorer label: [n] its own scores}, and [P][n] the answer key each completion gave by the voting scorer's
+    # notion of "the same answer" (None: no voting scorer; tao_engine.rl.guards.answers).
     rewards: list[list[float | None]] | None = None
     reward_metrics: dict[str, float] | None = None
+    scorer_rewards: list[dict[str, list[float | None]]] | None = None
+    answers: list[list[Hashable | None]] | None = None
+    # Set by the guards (tao_engine.rl.guards): [P][n] factors train_step multiplies into the advantages.
+    advantage_scale: list[list[float]] | None = None
+
+    # Every per-prompt list, in one place: what `select` and `concat` carry along (optional ones may be None).
+    PER_PROMPT: ClassVar[tuple[str, ...]] = (
+        "prompts", "prompt_texts", "prompt_token_ids", "completion_token_ids", "completion_texts", "sampler_logprobs",
+        "raw_logprobs", "finish_reasons", "prompt_indices", "rewards", "scorer_rewards", "answers", "advantage_scale",
+    )
+    SCORED: ClassVar[tuple[str, ...]] = ("rewards", "scorer_rewards", "answers", "advantage_scale")
 
     @property
     def num_prompts(self) -> int:
         return len(self.prompt_token_ids)
+
+    def select(self, groups: Sequence[int]) -> Rollouts:
+        """The prompts `groups` (indices into this batch), with everything known about them."""
+        changes: dict[str, Any] = {}
+        for name in self.PER_PROMPT:
+            values = getattr(self, name)
+            if name == "prompt_indices" and not values:
+                values = list(range(self.num_prompts))
+            changes[name] = None if values is None else [values[g] for g in groups]
+        return dataclasses.replace(self, **changes)
+
+    def concat(self, other: Rollouts) -> Rollouts:
+        """This batch's prompts followed by `other`'s (same sampling). An optional field set on only one side is
+        dropped, never padded with made-up values."""
+        changes: dict[str, Any] = {}
+        for name in self.PER_PROMPT:
+            mine, theirs = getattr(self, name), getattr(other, name)
+            if name == "prompt_indices":
+                mine = mine or list(range(self.num_prompts))
+                theirs = theirs or list(range(other.num_prompts))
+            both = (mine is not None and theirs is not None) or name not in self.SCORED
+            changes[name] = list(mine or []) + list(theirs or []) if both else None
+        return dataclasses.replace(self, **changes)
+
+    def without_scores(self) -> Rollouts:
+        """The same candidates with rewards, per-scorer scores, answers, advantage scales and metrics cleared."""
+        return dataclasses.replace(self, reward_metrics=None, **{name: None for name in self.SCORED})
 
     @property
     def n(self) -> int:

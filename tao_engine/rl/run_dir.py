@@ -26,9 +26,10 @@ RESUMABLE_FIELDS = frozenset({
     "engine.max_num_batched_tokens", "engine.device", "engine.sampler_backend",
     "train.max_tokens_per_forward", "train.gradient_checkpointing",
     "distributed.strategy", "distributed.backend", "distributed.timeout_s",
+    "probe.prompts", "probe.labeled", "probe.before_tune", "probe.on_no_go",  # the probe runs before step 1 only
 })
 # What a run writes into its output directory (tao_engine.rl.tao, checkpoint.py, metrics_log.py, atomic_dir.py).
-_RUN_FILES = re.compile(r"^(checkpoint-\d+|final|final_adapter|metrics\.jsonl|tensorboard|[\w.-]+\.png"
+_RUN_FILES = re.compile(r"^(checkpoint-\d+|final|final_adapter|metrics\.jsonl|probe\.json|tensorboard|[\w.-]+\.png"
                         r"|\.(checkpoint-\d+|final|final_adapter)\.(tmp|old)-.*)$")
 
 

@@ -50,4 +50,9 @@ def score(
     report = scorer.score_groups(prompts, rollouts.completion_texts, **context)
     if len(report.scores) != rollouts.num_prompts:
         raise RuntimeError(f"score: the scorer returned {len(report.scores)} groups for {rollouts.num_prompts} prompts")
-    return dataclasses.replace(rollouts, rewards=report.scores, reward_metrics=dict(report.metrics))
+    per_scorer = getattr(report, "per_scorer", None) or {}
+    scorer_rewards = [{name: list(scores[g]) for name, scores in per_scorer.items()}
+                      for g in range(rollouts.num_prompts)]  # [P] {label: [n]}
+    return dataclasses.replace(rollouts, rewards=report.scores, reward_metrics=dict(report.metrics),
+                               scorer_rewards=scorer_rewards, answers=getattr(report, "answers", None),
+                               advantage_scale=None)

@@ -37,8 +37,10 @@ from tao_engine.rl.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from tao_engine.rl.evaluation import evaluate
+from tao_engine.rl.evaluation import answers_match, evaluate, extract_answer
 from tao_engine.rl.exploration.routing import TaskRouting
+from tao_engine.rl.guards import HoldoutScore, RunGuards, holdout_score
+from tao_engine.rl.guards.warmup import rule_scorer_labels
 from tao_engine.rl.metrics_log import MetricsLog
 from tao_engine.rl.optim import build_optimizer, build_scheduler
 from tao_engine.rl.prompt_data import (
@@ -49,6 +51,8 @@ from tao_engine.rl.prompt_data import (
     keep_runnable,
     load_prompts,
 )
+from tao_engine.rl.readiness import ProbeReport, choose_prompts, run_probe, strip_labels
+from tao_engine.rl.readiness.verdict import NO_GO
 from tao_engine.rl.reference import frozen_copy
 from tao_engine.rl.resume import load_newest_intact
 from tao_engine.rl.rollouts import RolloutError, Rollouts, rollout
@@ -56,7 +60,7 @@ from tao_engine.rl.run_dir import prepare_new_run_dir
 from tao_engine.rl.score_rollouts import score
 from tao_engine.rl.tao_config import TAOConfig
 from tao_engine.rl.trainer import TrainConfig, train_step
-from tao_engine.scoring.base import ScoringError
+from tao_engine.scoring.base import ScoringError, is_group_scorer
 
 
 @dataclass
@@ -70,6 +74,9 @@ class TAOResult:
     plots: list[Path] = field(default_factory=list)
     skipped_prompts: list[str] = field(default_factory=list)  # "file:line: why" of prompts that cannot run
     used_prompts: list[PromptRecord] = field(default_factory=list)  # the records the steps drew (the same objects)
+    probe: Any = None  # the readiness probe's ProbeReport when tune probed first
+    stopped: str | None = None  # why a guard ended the run before run.steps
+    best_step: int | None = None  # [guards] keep_best: the step whose checkpoint became final/
 
 
 class TAO:
@@ -140,6 +147,9 @@ class TAO:
             seed=config.run.seed,
         )
         self.run_dir = Path(config.run.output_dir)
+        rule_labels = {label for scorer in self.routing.scorers.values() if scorer is not None
+                       for label in rule_scorer_labels(scorer)}
+        self.guards = RunGuards(config.guards, rule_labels)
 
     # ---- the loop -------------------------------------------------------------------------------------------------
 
@@ -168,21 +178,24 @@ class TAO:
         if skipped and writes_outputs(self.dist):
             print(f"tao: skipping {len(skipped)} prompt(s) that cannot run ([data] skip_failed); the first: "
                   f"{skipped[0]}", file=sys.stderr)
+        records, holdout = self.guards.split_holdout(records, cfg.run.seed)  # [guards] holdout_prompts
         cursor = PromptCursor(len(records), seed=cfg.run.seed, shuffle=cfg.data.shuffle)
         log = metrics_log_for(self.dist, self.run_dir)  # rank 0 writes; other ranks log nothing
         start_step = 0
         if resume:
             start_step = self._resume(cursor, log)
         result = TAOResult(self.run_dir, cfg.run.steps, self.run_dir / "final", skipped_prompts=skipped)
+        if start_step == 0 and cfg.probe.before_tune and self.dist is None:  # one process: ranks would differ
+            result.probe = self._probe_before_tuning(records)
         if eval_records is not None and start_step == 0:
             result.eval_before = self._evaluate(eval_records)
             log.log(0, {f"eval_{k}": v for k, v in result.eval_before.items()})
         bar = _progress(cfg.run.steps, start_step, self.progress)
-        saved_step = start_step
+        saved_step = last_step = start_step
         for step in range(start_step + 1, cfg.run.steps + 1):
             before = cursor.state()
             try:
-                metrics = self._step(records, cursor)
+                metrics, stop = self._step(records, cursor, step)
             except (RolloutError, ScoringError):  # before the update: keep the steps done so far, then stop
                 if self.dist is None and step - 1 > saved_step:
                     cursor.load_state(before)
@@ -194,28 +207,46 @@ class TAO:
                 metrics = reduce_metrics(self.dist, metrics)  # one record for the run, the same on every rank
             if eval_records is not None and cfg.run.eval_every and step % cfg.run.eval_every == 0:
                 metrics.update({f"eval_{k}": v for k, v in self._evaluate(eval_records).items()})
+            is_best = False
+            if holdout and self.guards.holdout_due(step):
+                held, is_best, stopped = self.guards.record_holdout(step, self._holdout_score(holdout, step))
+                metrics.update(held)
+                stop = stop or stopped
             log.log(step, metrics)
             result.history.append({"step": step, **metrics})
-            if cfg.run.checkpoint_every and step % cfg.run.checkpoint_every == 0 and step < cfg.run.steps:
+            last_step = step
+            due = cfg.run.checkpoint_every and step % cfg.run.checkpoint_every == 0
+            if step < cfg.run.steps and stop is None and (due or (is_best and cfg.guards.keep_best)):
                 self._checkpoint(step, cursor)
                 saved_step = step
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(reward=f"{metrics.get('reward_mean', math.nan):.3f}")
+            if stop is not None:
+                result.stopped = stop
+                if writes_outputs(self.dist):
+                    print(f"tao: stopping after step {step}: {stop}", file=sys.stderr)
+                break
         if bar is not None:
             bar.close()
         if eval_records is not None:
             result.eval_after = self._evaluate(eval_records)
             if not (cfg.run.eval_every and cfg.run.steps % cfg.run.eval_every == 0):
                 log.log(cfg.run.steps, {f"eval_{k}": v for k, v in result.eval_after.items()})
-        self._checkpoint(cfg.run.steps, cursor)
+        self._checkpoint(last_step, cursor)
+        result.steps = last_step
         result.used_prompts = [records[i] for i in cursor.seen()]
+        if cfg.guards.keep_best and self.guards.best_step is not None:
+            result.best_step = self.guards.best_step
+            self._load_weights_of(result.best_step)  # final/ is the best held-out step, not the last one
         result.final_model_dir = self._save_final()
         result.plots = log.plot(("reward_mean", "eval_score", "eval_accuracy"))
         log.close()
         return result
 
-    def _step(self, records: list[PromptRecord], cursor: PromptCursor) -> dict[str, Any]:
+    def _step(self, records: list[PromptRecord], cursor: PromptCursor, step: int) -> tuple[dict[str, Any], str | None]:
+        """One TAO step: generate and score, [DAPO refill], guard, update. Returns (metrics, why a guard stops the
+        run now or None)."""
         cfg = self.config
         t0 = time.perf_counter()
         batch = self._rollout_shard(records, cursor.take(cfg.data.prompts_per_step))
@@ -227,16 +258,18 @@ class TAO:
             if num_useful >= cfg.data.prompts_per_step:
                 break
             extra = self._rollout_shard(records, cursor.take(cfg.data.prompts_per_step - num_useful), like=batch)
-            batch = _concat(_select(batch, useful), extra)
+            batch = batch.select(useful).concat(extra)
             rounds += 1
+        batch, guard_metrics, stop = self.guards.apply(batch, step)
         t1 = time.perf_counter()
-        stats = train_step(self.model, batch, self.optimizer, self.train_config, self.reference, self.lr_scheduler,
-                           data_parallel=self.data_parallel)
+        stats = train_step(self.model, batch, self.optimizer, self.guards.train_config(step, self.train_config),
+                           self.reference, self.lr_scheduler, data_parallel=self.data_parallel)
         t2 = time.perf_counter()
         generated = sum(len(c) for group in batch.completion_token_ids for c in group)
         return {
             **stats.as_dict(),
             **{f"score/{k}": v for k, v in (batch.reward_metrics or {}).items()},
+            **guard_metrics,
             "resample_rounds": rounds,
             "generated_tokens": generated,
             "exploration_tokens_per_prompt": (batch.reward_metrics or {}).get(
@@ -245,7 +278,7 @@ class TAO:
             "train_s": t2 - t1,
             "generate_tok/s": generated / max(t1 - t0, 1e-9),
             "completion_len_mean": generated / max(1, sum(len(g) for g in batch.completion_token_ids)),
-        }
+        }, stop
 
     def _rollout_shard(self, records: list[PromptRecord], indices: list[int], like: Rollouts | None = None) -> Rollouts:
         """This rank's slice of `indices` rolled out and scored (all of them in a single process). The step's main
@@ -255,7 +288,7 @@ class TAO:
         with self._full_weights("rollout"):  # FSDP2: every rank gathers, even one with no prompt in a refill
             out = rollout_shard(self.dist, self.engine.generator, indices, self.config.sampling,
                                 lambda mine: self._rollout_and_score(records, mine), even=like is None)
-        return out if out is not None or like is None else _select(like, [])
+        return out if out is not None or like is None else like.select([])
 
     def _full_weights(self, phase: str):
         """The model with its full weights for the engine, scorers and evaluation (FSDP2 gathers; else a no-op)."""
@@ -287,6 +320,75 @@ class TAO:
             return evaluate(self.engine, eval_records, self.scorer, extractor=run.eval_extractor,
                             max_tokens=max_tokens)
 
+    def _sample_and_score(self, records: Sequence[PromptRecord], sampling: Any) -> Rollouts:
+        """Direct answers to `records` sampled with `sampling` and scored as the run scores them (each task by its
+        own scorer): what the held-out score and the probe measure, the inference-time behaviour."""
+        with self._full_weights("sample"):
+            out = rollout(self.engine, [r.prompt for r in records], sampling, skip_failed=True)
+            kept = [records[i] for i in out.prompt_indices]
+            if self.routing.tasks:
+                return self.routing.score_by_task(out, kept)
+            return score(out, self.scorer, contexts_by_key(records))
+
+    def _holdout_score(self, holdout: list[PromptRecord], step: int) -> HoldoutScore:
+        return holdout_score(self._sample_and_score, holdout, self.config.sampling, self.config.guards,
+                             seed=self.config.run.seed * 1_000_003 + step)
+
+    def probe(self, records: Sequence[PromptRecord] | None = None, labeled: str | None = None,
+              is_correct: Any = None) -> ProbeReport:
+        """The readiness probe (tao_engine.rl.readiness) with this run's engine, sampling, exploration and scorers.
+
+        records: the prompts to probe from (default: [data] prompts); `[probe] prompts` of them are drawn with the
+        run's seed. labeled: a JSONL/CSV file of prompts with their "answer" (default: [probe] labeled); its prompts
+        are probed instead, and pass@k, maj@k and the reward's pair accuracy are added. is_correct: (completion,
+        record) -> bool for the labeled check (default: the run's eval_extractor against "answer"). The engine's
+        seed generator is restored afterwards: probing does not change the run's samples."""
+        cfg = self.config
+        labeled = labeled if labeled is not None else cfg.probe.labeled
+        check = None
+        if labeled:
+            chosen = load_prompts(labeled, cfg.data.system_prompt)[: cfg.probe.prompts]
+            check_eval_answers(chosen, labeled, every=True)
+            if is_correct is None:
+                def is_correct(text: str, record: PromptRecord) -> bool:
+                    return answers_match(extract_answer(text, cfg.run.eval_extractor), record.context["answer"])
+            check = is_correct
+        else:
+            pool = list(records) if records is not None else _load_training_prompts(cfg)
+            chosen = choose_prompts(pool, cfg.probe.prompts, cfg.run.seed)
+        probe_seed = cfg.run.seed * 1_000_003 + 999_983
+        sampling = dataclasses.replace(cfg.sampling, seed=probe_seed)
+        saved = self.engine.generator.get_state()
+        try:
+            def sample(recs: Sequence[PromptRecord]) -> Rollouts:
+                if self.routing.active and not self.routing.all_plain:  # the candidates exploration would train on
+                    return self.routing.rollout_and_score(self.engine, self.model, strip_labels(recs))
+                return self._sample_and_score(strip_labels(recs), sampling)
+
+            def greedy(recs: Sequence[PromptRecord]) -> list[str]:
+                params = dataclasses.replace(cfg.sampling, n=1, temperature=0.0, seed=probe_seed)
+                return [g[0] for g in rollout(self.engine, [r.prompt for r in recs], params).completion_texts]
+
+            return run_probe(sample, chosen, cfg.guards, votes_matter=self._votes_matter(), is_correct=check,
+                             greedy=greedy if check is not None else None)
+        finally:
+            self.engine.generator.set_state(saved)
+
+    def _votes_matter(self) -> bool:
+        return any(is_group_scorer(e.scorer) for scorer in self.routing.scorers.values() if scorer is not None
+                   for e in getattr(scorer, "entries", ()))
+
+    def _probe_before_tuning(self, records: list[PromptRecord]) -> ProbeReport:
+        report = self.probe(records)
+        self.guards.set_probe_baseline(report.unlabeled["answer_entropy"])
+        if writes_outputs(self.dist):
+            print(report.text(), file=sys.stderr)
+            (self.run_dir / "probe.json").parent.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "probe.json").write_text(report.to_json() + "\n")
+        if report.verdict.level == NO_GO and self.config.probe.on_no_go == "stop":
+            raise ProbeNoGo(f"the readiness probe says no-go ([probe] on_no_go = \"stop\"):\n{report.verdict.text()}")
+        return report
+
     # ---- checkpoints ----------------------------------------------------------------------------------------------
 
     def _checkpoint(self, step: int, cursor: PromptCursor) -> Path:
@@ -299,8 +401,22 @@ class TAO:
             self.run_dir, step, self.model, self.optimizer, self.lr_scheduler,
             generators={"engine": self.engine.generator}, data_cursor=cursor.state(), config=self.config.to_dict(),
             base_model_name_or_path=self.config.model.path, keep_last=self.config.run.keep_last,
-            model_state=model_state, optimizer_state=optimizer_state,
+            keep_steps=[self.guards.best_step] if self.guards.best_step is not None else [],
+            model_state=model_state, optimizer_state=optimizer_state, run_state={"guards": self.guards.state()},
         )
+
+    def _load_weights_of(self, step: int) -> None:
+        """The model's weights (or adapters) from the checkpoint of `step`; the optimizer and RNGs stay."""
+        load_checkpoint(checkpoint_path(self.run_dir, step), self.model, restore_rng=False, place=self._placement())
+        self.engine.weights_updated()
+
+    def _placement(self) -> Placement | None:
+        """How a checkpoint's full tensors become this model's: FSDP2 ranks keep their shard; None: as they are."""
+        if not self.sharded:
+            return None
+        from tao_engine.distributed.fsdp import shard_like, shard_optimizer_state
+
+        return Placement(shard_like, shard_optimizer_state)
 
     def _full_state(self, phase: str, optimizer: bool = True) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
         """FSDP2: (model state dict, optimizer state dict) with full tensors on rank 0, gathered by every rank;
@@ -317,11 +433,7 @@ class TAO:
 
     def _resume(self, cursor: PromptCursor, log: MetricsLog) -> int:
         """The step of the newest intact checkpoint, loaded (tao_engine.rl.resume); 0 when there is none yet."""
-        place = None
-        if self.sharded:  # every rank reads the full files and keeps its own shard
-            from tao_engine.distributed.fsdp import shard_like, shard_optimizer_state
-
-            place = Placement(shard_like, shard_optimizer_state)
+        place = self._placement()  # FSDP2: every rank reads the full files and keeps its own shard
         loaded = load_newest_intact(
             self.run_dir, self.config.to_dict(), TAOConfig().to_dict(), announce=writes_outputs(self.dist),
             load=lambda path: load_checkpoint(path, self.model, self.optimizer, self.lr_scheduler,
@@ -330,6 +442,7 @@ class TAO:
             log.truncate_after(-1)  # nothing to resume: the run starts over, so does its log
             return 0
         cursor.load_state(loaded.data_cursor)
+        self.guards.load_state(loaded.run_state.get("guards", {}), loaded.step)
         log.truncate_after(loaded.step)
         self.engine.weights_updated()  # the cached prompt KV predates the loaded weights
         return loaded.step
@@ -358,6 +471,10 @@ class TAO:
         else:
             save_pretrained(self.model, target, tokenizer=self.tokenizer, state=full)
         return target
+
+
+class ProbeNoGo(RuntimeError):
+    """The readiness probe said no-go and [probe] on_no_go = "stop": tuning did not start."""
 
 
 # ---- helpers ------------------------------------------------------------------------------------------------------
@@ -401,21 +518,6 @@ def _useful_groups(batch: Rollouts) -> list[int]:
         if len(values) >= 2 and max(values) - min(values) > 0:
             out.append(g)
     return out
-
-
-def _select(batch: Rollouts, groups: list[int]) -> Rollouts:
-    per_prompt = ("prompts", "prompt_texts", "prompt_token_ids", "completion_token_ids", "completion_texts",
-                  "sampler_logprobs", "raw_logprobs", "finish_reasons", "rewards")
-    changes = {name: [getattr(batch, name)[g] for g in groups] for name in per_prompt}
-    changes["prompt_indices"] = [batch.prompt_indices[g] for g in groups] if batch.prompt_indices else list(groups)
-    return dataclasses.replace(batch, **changes)
-
-
-def _concat(a: Rollouts, b: Rollouts) -> Rollouts:
-    per_prompt = ("prompts", "prompt_texts", "prompt_token_ids", "completion_token_ids", "completion_texts",
-                  "sampler_logprobs", "raw_logprobs", "finish_reasons", "rewards", "prompt_indices")
-    changes = {name: list(getattr(a, name) or []) + list(getattr(b, name) or []) for name in per_prompt}
-    return dataclasses.replace(a, **changes)
 
 
 def _progress(total: int, done: int, enabled: bool):

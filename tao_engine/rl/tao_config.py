@@ -16,6 +16,10 @@ tao.toml`) with every field also settable as a flag `--section.field value`.
                  tokens_budget_per_prompt (tao_engine.rl.exploration.config)
     [tasks.<name>] per-task scorers, combine, on_error and [exploration] overrides; prompts pick one by "task"
     [distributed] strategy, backend, timeout_s (used only when launched by torchrun; see tao_engine.distributed)
+    [guards]     group filter, advantage reshaping, format warm-up, cross-prompt collapse, held-out label-free early
+                 stopping and best-checkpoint selection (tao_engine.rl.guards.config)
+    [probe]      the readiness probe tune runs first: prompts, labeled probe file, before_tune, on_no_go
+                 (tao_engine.rl.readiness.config)
 """
 
 from __future__ import annotations
@@ -34,8 +38,10 @@ from tao_engine.engine.sampling_params import SamplingParams
 from tao_engine.rl.algorithms import AlgorithmConfig
 from tao_engine.rl.exploration.config import ExplorationConfig
 from tao_engine.rl.exploration.tasks import TaskConfig, tasks_from_dict
+from tao_engine.rl.guards.config import GuardsSection
 from tao_engine.rl.lora import LoraConfig
 from tao_engine.rl.optim import OptimConfig
+from tao_engine.rl.readiness.config import ProbeSection
 
 _DTYPES = ("float32", "bfloat16", "float16")
 EVAL_EXTRACTORS = ("boxed_or_last_number", "last_number", "boxed", "exact")
@@ -120,6 +126,8 @@ _SECTIONS: dict[str, type] = {
     "run": RunSection,
     "exploration": ExplorationConfig,
     "distributed": DistributedSection,
+    "guards": GuardsSection,
+    "probe": ProbeSection,
 }
 
 
@@ -138,6 +146,8 @@ class TAOConfig:
     exploration: ExplorationConfig = field(default_factory=ExplorationConfig)
     tasks: dict[str, TaskConfig] = field(default_factory=dict)  # [tasks.<name>]; empty = a single-task run
     distributed: DistributedSection = field(default_factory=DistributedSection)
+    guards: GuardsSection = field(default_factory=GuardsSection)
+    probe: ProbeSection = field(default_factory=ProbeSection)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> TAOConfig:

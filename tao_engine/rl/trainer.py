@@ -30,7 +30,7 @@ from tao_engine.rl.logprobs import completion_logprobs
 from tao_engine.rl.lora import has_lora, lora_disabled
 from tao_engine.rl.optim import GuardedStep
 from tao_engine.rl.preference import best_and_worst, dpo_loss, sft_nll
-from tao_engine.rl.rewards import comparable_sampler_logprobs, kl_per_token, rewards_tensor
+from tao_engine.rl.rewards import advantage_scale_tensor, comparable_sampler_logprobs, kl_per_token, rewards_tensor
 
 
 @dataclass(frozen=True)
@@ -119,6 +119,10 @@ def train_step(
         rewards = shard.rewards  # [P_global, n]: batch statistics and the plan see every rank's groups
     advantages, zero_variance = ops.group_advantages(rewards, algo.advantage, algo.advantage_eps)  # [P, n], [P]
     local_advantages = advantages if shard is None else advantages[shard.rows]  # [P_local, n]
+    scale = advantage_scale_tensor(rollouts)  # [P_local, n] or None: the guards' per-sample factors
+    if scale is not None:
+        local_advantages = local_advantages * scale
+        advantages = local_advantages if shard is None else advantages
     keep = _groups_to_train(algo, rewards, zero_variance)
     sampler_lp = comparable_sampler_logprobs(rollouts, temperature)  # [B, T] or None
     if algo.old_logprobs == "sampler" and sampler_lp is None:

@@ -1,8 +1,10 @@
 """The scoring contract: what a scorer is, how one is run, and what a run reports.
 
 A `Scorer` gives one number per (prompt, completion) pair; a `GroupScorer` sees the n candidates of each prompt at
-once (majority vote, result-set agreement, group judges). Either may be `async def`: `run_scorer` awaits it. `None`
-means "not applicable" (or "failed" under on_error="none"), never a silent 0.
+once (majority vote, result-set agreement, group judges). A group scorer that votes over answers may also give
+`answer_keys(prompts, groups, **context) -> [P][n]` hashable keys (equal = the same answer, None = none given).
+Either may be `async def`: `run_scorer` awaits it. `None` means "not applicable" (or "failed" under
+on_error="none"), never a silent 0.
 
 Scorers may expose `metrics() -> dict[str, float]`: counters or means since the previous call, with UNPREFIXED keys
 ("parse_failures", "agreement", ...); `CompositeScorer` prefixes them with the scorer's name.
@@ -14,7 +16,7 @@ import asyncio
 import concurrent.futures
 import inspect
 import math
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -61,6 +63,9 @@ class ScoreReport:
     scores: list[Scores]  # [P][n] combined score of each candidate
     per_scorer: dict[str, list[Scores]]  # name -> [P][n] raw scores of that scorer
     metrics: dict[str, float] = field(default_factory=dict)  # "<scorer>/mean", "<scorer>/std", ...
+    # [P][n] each candidate's answer as the voting scorer keys it (equal keys = the same answer; None = no answer),
+    # from the first scorer with `answer_keys`; None when no scorer votes. Read by the guards and the probe.
+    answers: list[list[Hashable | None]] | None = None
 
 
 def is_group_scorer(scorer: object) -> bool:

@@ -12,7 +12,7 @@ Combine modes (None scores are absent: they neither add nor count):
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -161,7 +161,24 @@ class CompositeScorer:
                     metrics[f"{entry.name}/timeouts"] = 1.0
         combined = [self._combine(i, len(g), per_scorer) for i, g in enumerate(groups)]
         metrics.update({f"{COMBINED}/{k}": v for k, v in score_stats(combined).items()})
-        return ScoreReport(scores=combined, per_scorer=per_scorer, metrics=metrics)
+        return ScoreReport(scores=combined, per_scorer=per_scorer, metrics=metrics,
+                           answers=self._answer_keys(prompts, groups, context))
+
+    def _answer_keys(self, prompts: Sequence[str], groups: Sequence[Sequence[str]],
+                     context: dict[str, Any]) -> list[list[Hashable | None]] | None:
+        """The first voting scorer's answer keys [P][n] (see ScoreReport.answers); None when no scorer votes or its
+        keys cannot be had (the vote's own scores are already in; the keys only feed diagnostics and guards)."""
+        for entry in self.entries:
+            keys_of = getattr(entry.scorer, "answer_keys", None)
+            if callable(keys_of):
+                try:
+                    keys = keys_of(prompts, groups, **context)
+                except Exception:  # noqa: BLE001 - on_error already decided about this scorer's scores
+                    return None
+                if [len(k) for k in keys] != [len(g) for g in groups]:
+                    raise ValueError(f"scorer {entry.name!r}: answer_keys must give one key per candidate")
+                return [list(k) for k in keys]
+        return None
 
     def _combine(self, i: int, n: int, per_scorer: dict[str, list[Scores]]) -> Scores:
         columns = [(e.weight, per_scorer[e.name][i]) for e in self.entries]

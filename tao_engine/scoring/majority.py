@@ -58,11 +58,15 @@ class MajorityVoteScorer:
     def __post_init__(self) -> None:
         self._extract = get_extractor(self.extractor)
 
+    def answer_keys(self, prompts: Sequence[str], groups: Sequence[Sequence[str]],
+                    **context: Any) -> list[list[Hashable | None]]:
+        """[P][n] the normalized extracted answer of each candidate (None: none extracted): what the vote counts."""
+        return [[None if a is None else normalize_answer(a, self.case_sensitive)
+                 for a in (self._extract(c) for c in group)] for group in groups]
+
     def score_groups(self, prompts: Sequence[str], groups: Sequence[Sequence[str]], **context: Any) -> list[Scores]:
         out = []
-        for group in groups:
-            answers = [self._extract(c) for c in group]
-            keys = [None if a is None else normalize_answer(a, self.case_sensitive) for a in answers]
+        for keys in self.answer_keys(prompts, groups):
             winner, top, second = majority(keys)
             answered = sum(k is not None for k in keys)
             self._sums["candidates"] += len(keys)

@@ -65,6 +65,18 @@ class SqlAgreementScorer:
             raise ValueError(f"sql_agreement: {exc}") from None
         self._extract = get_extractor(self.extract)
 
+    def answer_keys(self, prompts: Sequence[str], groups: Sequence[Sequence[str]],
+                    **context: Any) -> list[list[Hashable | None]]:
+        """[P][n] each candidate's result-set digest (None: no SQL, failed, too few rows or a rejected shape): the
+        clusters the agreement counts. Runs the queries again; the counters of `metrics()` are left as they are."""
+        db_paths = context.get("db_path")
+        saved = self._counts.copy()
+        try:
+            return [[self._result_key(db_paths[i] if db_paths is not None else self.db_path, c) for c in group]
+                    for i, group in enumerate(groups)]
+        finally:
+            self._counts = saved
+
     def score_groups(self, prompts: Sequence[str], groups: Sequence[Sequence[str]], **context: Any) -> list[Scores]:
         db_paths = context.get("db_path")
         out = []

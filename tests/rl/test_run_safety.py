@@ -33,7 +33,7 @@ def _config(model_dir: Path, root: Path, **changes) -> TAOConfig:
     table = tune_table(model_dir, prompts, root / "run", steps=changes.pop("steps", 2))
     for key, value in changes.items():
         section, name = key.split("__")
-        table[section][name] = value
+        table.setdefault(section, {})[name] = value
     return TAOConfig.from_dict(table)
 
 
@@ -132,7 +132,8 @@ def test_an_over_long_prompt_is_an_error_naming_file_and_line_before_any_step(mo
 
 
 def test_a_failure_mid_run_writes_a_checkpoint_before_it_stops(model_dir, tmp_path, capsys):
-    config = _config(model_dir, tmp_path, steps=4, run__checkpoint_every=0)
+    # No readiness probe: it would be the scorer's first call, and this test counts calls to fail the third.
+    config = _config(model_dir, tmp_path, steps=4, run__checkpoint_every=0, probe__before_tune=False)
     config = TAOConfig.from_dict({**config.to_dict(), "scoring": {
         "scorers": [{"name": "tests.step_scorers:FailOnCall", "call": 3}], "on_error": "raise"}})
     with pytest.raises(ScoringError, match="failed on call"):

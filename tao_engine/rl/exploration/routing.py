@@ -31,9 +31,6 @@ from tao_engine.rl.exploration.to_rollouts import candidates_to_rollouts
 from tao_engine.rl.rollouts import Rollouts, rollout
 from tao_engine.rl.score_rollouts import score
 
-_PER_PROMPT = ("prompts", "prompt_texts", "prompt_token_ids", "completion_token_ids", "completion_texts",
-               "sampler_logprobs", "raw_logprobs", "finish_reasons")
-
 
 class TaskRouting:
     def __init__(
@@ -119,25 +116,40 @@ class TaskRouting:
             spent = [sum(c.tokens for c in group) for group in candidates]
             strategies = [[c.strategy for c in group] for group in candidates]
             failed = [[c.failed for c in group] for group in candidates]
-        rewards, metrics = self._score(batch, records, tasks)
-        rewards = [[None if bad else r for r, bad in zip(row, f, strict=True)] for row, f in zip(rewards, failed,
-                                                                                                 strict=True)]
+        scored = self.score_by_task(batch, records)
+        rewards = [[None if bad else r for r, bad in zip(row, f, strict=True)]
+                   for row, f in zip(scored.rewards or [], failed, strict=True)]
+        metrics = dict(scored.reward_metrics or {})
         metrics.update(_exploration_metrics(spent, strategies, failed, rewards))
         metrics.update(_task_metrics(tasks, rewards) if self.tasks else {})
-        return dataclasses.replace(batch, rewards=rewards, reward_metrics=metrics)
+        return dataclasses.replace(scored, rewards=rewards, reward_metrics=metrics)
 
-    def _score(self, batch: Rollouts, records: Sequence[Any], tasks: list[str | None]):
+    def score_by_task(self, batch: Rollouts, records: Sequence[Any]) -> Rollouts:
+        """`batch` (the candidates of `records`, in order) scored task by task, each task's prompts by its own
+        scorer; metrics prefixed task/<name>/."""
         from tao_engine.rl.prompt_data import contexts_by_key
 
-        rewards: list[list[float | None]] = [[] for _ in records]
+        tasks = [getattr(r, "task", None) for r in records]
+
+        parts: dict[str, list[Any]] = {name: [None] * len(records) for name in ("rewards", "scorer_rewards", "answers")}
         metrics: dict[str, float] = {}
         for task, rows in _rows_by_task(tasks).items():
             scored = score(select_groups(batch, rows), self.scorers[task], contexts_by_key([records[i] for i in rows]))
-            for i, row in zip(rows, scored.rewards or [], strict=True):
-                rewards[i] = list(row)
+            for name, values in parts.items():
+                got = getattr(scored, name)
+                for k, i in enumerate(rows):
+                    values[i] = None if got is None else got[k]
             prefix = "" if task is None else f"task/{task}/"
             metrics.update({f"{prefix}{k}": v for k, v in (scored.reward_metrics or {}).items()})
-        return rewards, metrics
+        # A task without a voting scorer has no answer keys: the others' keys stay, its rows get none.
+        answers = parts["answers"]
+        if all(a is None for a in answers):
+            answers = None
+        else:
+            answers = [a if a is not None else [None] * len(batch.completion_texts[i]) for i, a in enumerate(answers)]
+        return dataclasses.replace(batch, rewards=[list(r) for r in parts["rewards"]],
+                                   scorer_rewards=parts["scorer_rewards"], answers=answers, reward_metrics=metrics,
+                                   advantage_scale=None)
 
     def evaluate(self, engine: Any, records: Sequence[Any], extractor: str, max_tokens: int) -> dict[str, float]:
         """Greedy direct answers, scored task by task: `task/<name>/score|accuracy` and overall `score|accuracy`
@@ -166,10 +178,9 @@ class TaskRouting:
 
 
 def select_groups(batch: Rollouts, rows: Sequence[int]) -> Rollouts:
-    """The prompts `rows` of a batch (their candidates, ids and log-probs), rewards left unset."""
-    changes: dict[str, Any] = {name: [getattr(batch, name)[i] for i in rows] for name in _PER_PROMPT}
-    return dataclasses.replace(batch, **changes, prompt_indices=list(range(len(rows))), rewards=None,
-                               reward_metrics=None)
+    """The prompts `rows` of a batch (their candidates, ids and log-probs), unscored, indexed 0.. for `score`'s
+    contexts."""
+    return dataclasses.replace(batch.select(rows).without_scores(), prompt_indices=list(range(len(rows))))
 
 
 def _rows_by_task(tasks: Sequence[str | None]) -> dict[str | None, list[int]]:
