@@ -55,15 +55,17 @@ class ChildRun:
     @property
     def result(self) -> str:
         if self.returncode is None:
+            if self.output.startswith("skipped"):
+                return "skipped"
             return "missing" if self.output.startswith("not present") else "TIMEOUT"
         return "ok" if self.returncode == 0 else "FAIL"
 
 
-def _run(name: str, cmd: list[str], timeout_s: float) -> ChildRun:
+def _run(name: str, cmd: list[str], timeout_s: float, env: dict[str, str] | None = None) -> ChildRun:
     start = time.perf_counter()
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, cwd=ROOT,
-                              env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                              env={**(os.environ if env is None else env), "PYTHONUNBUFFERED": "1"})
     except subprocess.TimeoutExpired as exc:
         out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
         return ChildRun(name, None, time.perf_counter() - start, out, None, f"timed out after {timeout_s:.0f} s")
