@@ -65,6 +65,12 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     return run_tune(args, args.config_flags)
 
 
+def _cmd_probe(args: argparse.Namespace) -> int:
+    from tao_engine.probe_cli import run_probe_command
+
+    return run_probe_command(args, args.config_flags)
+
+
 def _cmd_flywheel(args: argparse.Namespace) -> int:
     from tao_engine.flywheel.command import run_flywheel_command
 
@@ -144,6 +150,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-prompts", type=int, default=1, help="with --from-table: refuse a round with fewer prompts")
     p.set_defaults(func=_cmd_tune)
 
+    p = sub.add_parser("probe", help="will TAO work on this task? Sample and score some prompts as tune would, print "
+                       "the statistics and a go / weak / no-go verdict with reasons and fixes (exit 3: no-go)")
+    from tao_engine.probe_cli import add_probe_arguments
+
+    add_probe_arguments(p)
+    p.set_defaults(func=_cmd_probe)
+
     p = sub.add_parser("flywheel", help="train a round whenever N new prompts reached the inference table, then "
                        "reload the server (every TAO config field is also a --section.field flag)")
     from tao_engine.flywheel.command import add_flywheel_arguments
@@ -165,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if args.command in ("tune", "flywheel"):
+    if args.command in ("tune", "flywheel", "probe"):
         args.config_flags = extra
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")

@@ -66,8 +66,9 @@ def run_tune(args: argparse.Namespace, extra: Sequence[str]) -> int:
 
 def _tune(args: argparse.Namespace, config, ctx) -> int:
     from tao_engine.output_paths import check_output_dir
+    from tao_engine.probe_cli import NO_GO_EXIT
     from tao_engine.rl.run_dir import prepare_new_run_dir
-    from tao_engine.rl.tao import TAO
+    from tao_engine.rl.tao import TAO, ProbeNoGo
 
     main = ctx is None or ctx.is_main
     resume, overwrite = args.resume, getattr(args, "overwrite", False)
@@ -93,6 +94,9 @@ def _tune(args: argparse.Namespace, config, ctx) -> int:
         if main:
             _say_where_the_run_stands(config.run.output_dir)
         return 130
+    except ProbeNoGo as exc:  # [probe] on_no_go = "stop": nothing was tuned
+        print(f"tao-engine tune: {exc}", file=sys.stderr)
+        return NO_GO_EXIT
     if not main:
         return 0
     last = result.history[-1] if result.history else {}
@@ -109,6 +113,9 @@ def _tune(args: argparse.Namespace, config, ctx) -> int:
         "exploration_tokens_per_prompt": _mean_of(result.history, "exploration_tokens_per_prompt"),
         "generated_tokens": sum(r.get("generated_tokens", 0) for r in result.history),
         "skipped_prompts": len(result.skipped_prompts),  # [data] skip_failed: prompts that cannot run
+        "probe_verdict": result.probe.verdict.level if result.probe is not None else None,
+        "stopped_early": result.stopped,  # a guard's reason, when one ended the run before run.steps
+        "best_step": result.best_step,  # [guards] keep_best: the step whose weights final/ holds
         "plots": [str(p) for p in result.plots],
     }
     print(json.dumps(summary, indent=2))
