@@ -143,3 +143,14 @@ def test_a_failure_mid_run_writes_a_checkpoint_before_it_stops(model_dir, tmp_pa
     assert "step 3 failed; steps 1-2 are saved in" in capsys.readouterr().err
     _run(config, resume=True)  # a fresh scorer counts its calls from 1: the run goes through
     assert _steps(tmp_path / "run") == [1, 2, 3, 4]
+
+
+def test_skip_failed_is_set_from_toml_and_the_command_line(tmp_path):
+    from tao_engine.tune_cli import load_tao_config
+
+    assert load_tao_config(None, ["--data.skip_failed", "true"]).data.skip_failed is True
+    toml = tmp_path / "tao.toml"
+    toml.write_text("[data]\nskip_failed = true\n")
+    assert load_tao_config(str(toml), []).data.skip_failed is True
+    with pytest.raises(ValueError, match="skip_failed must be true or false"):
+        load_tao_config(None, ["--data.skip_failed", "sometimes"])
