@@ -102,3 +102,24 @@ def test_a_limit_that_cannot_be_enforced_is_refused_when_configured(scorer, why)
 def test_timeout_s_must_be_a_positive_number(bad):
     with pytest.raises(ValueError, match="timeout_s"):
         WeightedScorer(CountingGroups(), timeout_s=bad)
+
+
+@pytest.mark.slow
+def test_tune_with_a_never_returning_sync_scorer_finishes(tmp_path):
+    """The issue's case end to end: `tune` with `timeout_s` on a sync scorer that hangs; before, it hung forever."""
+    import json
+
+    from tao_engine.cli import main
+    from tests.run_fixtures import tiny_model_dir, to_toml, tune_table, write_jsonl
+
+    prompts = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": "please hang"}, {"prompt": "hi"}])
+    table = tune_table(tiny_model_dir(tmp_path / "model"), prompts, tmp_path / "run", steps=2,
+                       scorer="tests.scoring.worker_scorers:hang_on_prompt", timeout_s=2)
+    table["data"]["prompts_per_step"] = 1
+    table["data"]["shuffle"] = False  # step 1 takes "please hang", step 2 "hi"
+    start = time.monotonic()
+    assert main(["tune", "--config", str(to_toml(table, tmp_path / "tao.toml")), "--quiet"]) == 0
+    assert time.monotonic() - start < 120
+    steps = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [s["score/hang_on_prompt/timeouts"] for s in steps] == [1.0, 0.0]
+    assert steps[0]["score/hang_on_prompt/none_frac"] == 1.0 and steps[1]["score/hang_on_prompt/mean"] == 0.5

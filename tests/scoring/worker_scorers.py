@@ -32,3 +32,10 @@ class CountingGroups:
 
     def metrics(self):
         return {"calls": self.calls}
+
+
+def hang_on_prompt(prompts, completions, **context):
+    """Never returns for a batch holding a prompt that asks to "hang"; 0.5 per candidate otherwise."""
+    if any("hang" in p for p in prompts):
+        time.sleep(3600)
+    return [0.5] * len(completions)
