@@ -29,6 +29,13 @@ def unit_roundoff(dtype: torch.dtype) -> float:
     return torch.finfo(dtype).eps / 2
 
 
+def rounding(value: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Largest error of rounding `value` into `dtype`: u |value|, or half the smallest subnormal where that is more
+    (fp16 keeps gradients of 1e-8 only as subnormals 6e-8 apart)."""
+    info = torch.finfo(dtype)
+    return unit_roundoff(dtype) * value.abs() + info.tiny * info.eps / 2
+
+
 def matmul_bound(
     a: torch.Tensor,
     b: torch.Tensor,

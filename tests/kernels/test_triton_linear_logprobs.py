@@ -10,7 +10,7 @@ import torch
 from tao_engine import ops
 from tao_engine.ops.registry import BackendUnavailableError
 from tests.error_bounds import assert_within_bound, linear_logprobs_grad_bounds
-from tests.helpers import tolerance
+from tests.tolerances import check
 
 pytestmark = pytest.mark.triton
 
@@ -50,10 +50,11 @@ def _check(hidden, weight, targets, temperature, dtype, blocks=None, terms="logp
     w = weight.detach().clone().requires_grad_()
     logprobs, entropy = _run(h, w, targets, temperature, blocks)
     ref_logprobs, ref_entropy = _reference64(hidden, weight, targets, temperature)
-    atol, rtol = tolerance("linear_logprobs", dtype)
-    for out, ref in ((logprobs, ref_logprobs), (entropy, ref_entropy)):
+    for out in (logprobs, entropy):
         assert out.dtype == torch.float32 and out.shape == (hidden.shape[0],)
-        torch.testing.assert_close(out.double(), ref.detach(), atol=atol, rtol=rtol)
+    inputs = dict(hidden=hidden, weight=weight, temperature=temperature)
+    check("linear_logprobs", logprobs, ref_logprobs, targets=targets, **inputs)
+    check("linear_entropy", entropy, ref_entropy, **inputs)
     assert (logprobs <= 0).all() and (entropy >= 0).all()
     sum((g * out).sum() for g, out in ((g_lp, logprobs), (g_ent, entropy)) if g is not None).backward()
     ref_h, bound_h, ref_w, bound_w = linear_logprobs_grad_bounds(hidden, weight, targets, temperature, g_lp, g_ent,
@@ -99,8 +100,9 @@ def test_logprobs_never_positive_on_peaked_rows(triton_device):
         assert (logprobs <= 0).all(), logprobs.max()
         assert (entropy >= 0).all(), entropy.min()
         ref_logprobs, ref_entropy = _reference64(hidden, weight, targets, temperature)
-        torch.testing.assert_close(logprobs.double(), ref_logprobs, atol=2e-5, rtol=1e-5)
-        torch.testing.assert_close(entropy.double(), ref_entropy, atol=2e-5, rtol=1e-5)
+        inputs = dict(hidden=hidden, weight=weight, temperature=temperature)
+        check("linear_logprobs", logprobs, ref_logprobs, targets=targets, **inputs)
+        check("linear_entropy", entropy, ref_entropy, **inputs)
 
 
 def test_bad_arguments(triton_device):

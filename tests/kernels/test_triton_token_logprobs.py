@@ -9,7 +9,7 @@ import torch
 
 from tao_engine import ops
 from tao_engine.ops.registry import BackendUnavailableError
-from tests.kernels.tolerances import tolerance
+from tests.tolerances import check
 
 pytestmark = pytest.mark.triton
 
@@ -38,15 +38,13 @@ def test_forward_matches_fp64_reference(triton_device, rows, vocab, dtype):
     assert out.dtype == torch.float32 and out.shape == (rows,)
     assert (out <= 0).all()
     ref = _reference64(logits, targets, temperature)
-    torch.testing.assert_close(out.double(), ref, **tolerance("token_logprobs", dtype))
+    check("token_logprobs", out, ref, logits=logits, targets=targets, temperature=temperature)
 
 
 def test_float16_logits(triton_device):
     logits, targets = _inputs((7,), 129, torch.float16, triton_device, seed=1)
     out = ops.token_logprobs(logits, targets, backend="triton")
-    torch.testing.assert_close(
-        out.double(), _reference64(logits, targets, 1.0), **tolerance("token_logprobs", torch.float16)
-    )
+    check("token_logprobs", out, _reference64(logits, targets, 1.0), logits=logits, targets=targets)
 
 
 def test_logprobs_never_positive_on_peaked_rows(triton_device):
@@ -58,7 +56,8 @@ def test_logprobs_never_positive_on_peaked_rows(triton_device):
     for temperature in (1.0, 0.3, 1e-3):
         out = ops.token_logprobs(logits, targets, temperature, backend="triton")
         assert (out <= 0).all(), out.max()
-        torch.testing.assert_close(out.double(), _reference64(logits, targets, temperature), atol=1e-5, rtol=1e-5)
+        check("token_logprobs", out, _reference64(logits, targets, temperature), logits=logits, targets=targets,
+              temperature=temperature)
 
 
 def test_running_max_grows_in_a_later_chunk(triton_device):
@@ -72,8 +71,8 @@ def test_running_max_grows_in_a_later_chunk(triton_device):
     logits64 = logits.detach().double().requires_grad_(True)
     ref = _reference64(logits64, targets, 1.0)
     ref.sum().backward()
-    torch.testing.assert_close(out.double(), ref, **tolerance("token_logprobs", torch.float32))
-    torch.testing.assert_close(logits.grad.double(), logits64.grad, **tolerance("token_logprobs_grad", torch.float32))
+    check("token_logprobs", out, ref, logits=logits, targets=targets)
+    check("token_logprobs_grad", logits.grad, logits64.grad, logits=logits, targets=targets, upstream=torch.ones(7))
 
 
 @pytest.mark.parametrize(("rows", "vocab", "temperature"), [(1, 7, 1.0), (7, 129, 0.7), (33, 4099, 1.3)])
@@ -84,7 +83,8 @@ def test_gradients_match_fp64_autograd(triton_device, rows, vocab, temperature):
     ops.token_logprobs(logits, targets, temperature, backend="triton").backward(grad_out)
     logits64 = logits.detach().double().requires_grad_(True)
     _reference64(logits64, targets, temperature).backward(grad_out.double())
-    torch.testing.assert_close(logits.grad.double(), logits64.grad, **tolerance("token_logprobs_grad", torch.float32))
+    check("token_logprobs_grad", logits.grad, logits64.grad, logits=logits, targets=targets, upstream=grad_out,
+          temperature=temperature)
 
 
 def test_bf16_gradients_keep_the_logits_dtype(triton_device):
@@ -95,7 +95,8 @@ def test_bf16_gradients_keep_the_logits_dtype(triton_device):
     assert logits.grad.dtype == torch.bfloat16
     logits64 = logits.detach().double().requires_grad_(True)
     _reference64(logits64, targets, 0.7).backward(grad_out.double())
-    torch.testing.assert_close(logits.grad.double(), logits64.grad, **tolerance("token_logprobs_grad", torch.bfloat16))
+    check("token_logprobs_grad", logits.grad, logits64.grad, logits=logits, targets=targets, upstream=grad_out,
+          temperature=0.7)
 
 
 def test_shifted_slices_of_batched_tensors(triton_device):
@@ -110,8 +111,9 @@ def test_shifted_slices_of_batched_tensors(triton_device):
     logits64 = logits.detach().double().requires_grad_(True)
     ref = _reference64(logits64, targets, 0.9)
     ref.sum().backward()
-    torch.testing.assert_close(out.double(), ref, **tolerance("token_logprobs", torch.float32))
-    torch.testing.assert_close(leaf.grad.double(), logits64.grad, **tolerance("token_logprobs_grad", torch.float32))
+    check("token_logprobs", out, ref, logits=logits, targets=targets, temperature=0.9)
+    check("token_logprobs_grad", leaf.grad, logits64.grad, logits=logits, targets=targets, upstream=torch.ones(3, 8),
+          temperature=0.9)
 
 
 @pytest.mark.parametrize("lead", [(), (2, 3, 4)])
@@ -120,9 +122,7 @@ def test_other_leading_shapes(triton_device, lead):
     targets = targets.int()  # any integer dtype, as in the reference's `.long()`
     out = ops.token_logprobs(logits, targets, backend="triton")
     assert out.shape == lead
-    torch.testing.assert_close(
-        out.double(), _reference64(logits, targets, 1.0), **tolerance("token_logprobs", torch.float32)
-    )
+    check("token_logprobs", out, _reference64(logits, targets, 1.0), logits=logits, targets=targets)
 
 
 def test_out_of_range_targets_give_nan(triton_device):
@@ -133,7 +133,8 @@ def test_out_of_range_targets_give_nan(triton_device):
     out = ops.token_logprobs(logits, targets, backend="triton")
     assert out[1].isnan() and out[2].isnan()
     good = torch.tensor([0, 3], device=triton_device)
-    torch.testing.assert_close(out[good].double(), _reference64(logits[good], targets[good], 1.0), atol=1e-5, rtol=1e-5)
+    check("token_logprobs", out[good], _reference64(logits[good], targets[good], 1.0), logits=logits[good],
+          targets=targets[good])
     # Masking the NaN out of the loss leaves finite gradients: the bad rows get none.
     torch.where(out.isnan(), 0.0, out).sum().backward()
     assert logits.grad.isfinite().all() and (logits.grad[1:3] == 0).all() and (logits.grad[0] != 0).any()

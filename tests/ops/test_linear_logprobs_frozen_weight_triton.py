@@ -11,7 +11,7 @@ import torch
 
 from tao_engine import ops
 from tests.error_bounds import assert_within_bound, linear_logprobs_grad_bounds
-from tests.helpers import tolerance
+from tests.tolerances import check
 
 pytestmark = pytest.mark.triton
 
@@ -61,10 +61,10 @@ def _check(hidden, weight, targets, temperature, terms, blocks=None, dtype=torch
     logprobs, entropy = _run(h, weight, targets, temperature, "entropy" in terms, blocks)
     assert "FrozenWeight" in type(logprobs.grad_fn).__name__
     ref_logprobs, ref_entropy = _reference64(hidden, weight, targets, temperature)
-    atol, rtol = tolerance("linear_logprobs", dtype)
-    torch.testing.assert_close(logprobs.double(), ref_logprobs.detach(), atol=atol, rtol=rtol)
+    inputs = dict(hidden=hidden, weight=weight, temperature=temperature)
+    check("linear_logprobs", logprobs, ref_logprobs, targets=targets, **inputs)
     if "entropy" in terms:
-        torch.testing.assert_close(entropy.double(), ref_entropy.detach(), atol=atol, rtol=rtol)
+        check("linear_entropy", entropy, ref_entropy, **inputs)
     sum((g * out).sum() for g, out in ((g_lp, logprobs), (g_ent, entropy)) if g is not None).backward()
     assert weight.grad is None and h.grad.dtype == hidden.dtype
     ref, bound, _, _ = linear_logprobs_grad_bounds(hidden, weight, targets, temperature, g_lp, g_ent, dtype)
@@ -100,4 +100,4 @@ def test_entropy_has_no_gradient_without_entropy_grad(device):
     logprobs, entropy = _run(hidden.clone().requires_grad_(), weight, targets, 1.0, False, blocks=(16, 16))
     assert logprobs.requires_grad and not entropy.requires_grad
     ref_logprobs, ref_entropy = _reference64(hidden, weight, targets, 1.0)
-    torch.testing.assert_close(entropy.double(), ref_entropy, atol=2e-5, rtol=1e-5)
+    check("linear_entropy", entropy, ref_entropy, hidden=hidden, weight=weight)

@@ -1,0 +1,179 @@
+"""The test suite's one tolerance table: every numeric comparison that is not exact takes its allowance from here.
+
+Two kinds of entry, each with its reasoning:
+- `Derived`: the compared value comes from a reduction whose order can change between machines (matmuls, attention,
+  norms, log-softmax, whole models, training steps: oneDNN/MKL pick AVX-512 or AMX code paths on one CPU and AVX2 on
+  another, a GPU splits its sums across threads). Its bound is computed element-wise from the computation itself
+  (reduction lengths and the magnitudes summed), by the functions of tests/bounds/ on the rounding model of
+  tests/error_bounds.py, so it holds on AVX2, AVX-512/AMX and GPUs alike.
+- `Fixed`: no such reduction: a fixed number of roundings of values whose size the entry states (elementwise ops,
+  short sums in a fixed order). atol / rtol are written in units of the format's unit roundoff u.
+Exact comparisons (integer and token outputs, the same computation run twice on one machine) use torch.equal and
+have no entry. `check(name, actual, expected, **inputs)` asserts one entry and returns the largest error / bound.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from tests.bounds import attention, model, norm, softmax
+from tests.error_bounds import LAMBDA, assert_within_bound, matmul_bound, unit_roundoff
+
+U32 = unit_roundoff(torch.float32)  # 2**-24
+U16 = unit_roundoff(torch.float16)  # 2**-11
+UB16 = unit_roundoff(torch.bfloat16)  # 2**-8
+
+
+@dataclass(frozen=True)
+class Fixed:
+    atol: float
+    rtol: float
+    why: str
+
+    def bound(self, expected: torch.Tensor) -> torch.Tensor:
+        return self.atol + self.rtol * expected.detach().double().cpu().abs()
+
+
+@dataclass(frozen=True)
+class Derived:
+    bound: Callable[..., torch.Tensor]  # (**inputs) -> element-wise bound, shaped like the compared value
+    why: str
+
+
+def _rows(logits: torch.Tensor) -> torch.Tensor:
+    return logits.reshape(-1, logits.shape[-1])  # [..., V] -> [N, V]
+
+
+def _token_logprobs(logits: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0,
+                    implementations: int = 1) -> torch.Tensor:
+    rows = softmax.softmax_rows(_rows(logits), temperature)
+    return implementations * softmax.logprob_bound(rows, targets.reshape(-1))[1].view(targets.shape)
+
+
+def _token_logprobs_grad(logits: torch.Tensor, targets: torch.Tensor, upstream: torch.Tensor,
+                         temperature: float = 1.0) -> torch.Tensor:
+    rows = softmax.softmax_rows(_rows(logits), temperature)
+    flat = upstream.reshape(-1) if upstream.numel() > 1 else upstream.reshape(1).expand(targets.numel())
+    return softmax.logprob_grad_bound(rows, targets.reshape(-1), flat, temperature, logits.dtype)[1].view(
+        logits.shape)
+
+
+def _entropy(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    return softmax.entropy_bound(softmax.softmax_rows(_rows(logits), temperature))[1].view(logits.shape[:-1])
+
+
+def _linear_rows(hidden: torch.Tensor, weight: torch.Tensor, temperature: float) -> softmax.SoftmaxRows:
+    # logits = hidden @ weight.T accumulated in fp32 over H (bf16/fp16 inputs upcast exactly): matmul_bound.
+    h64, w64 = hidden.detach().double().cpu(), weight.detach().double().cpu()
+    logits = h64 @ w64.T  # [N, V]
+    return softmax.softmax_rows(logits, temperature, matmul_bound(h64, w64.T, logits))
+
+
+def _linear_logprobs(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
+                     temperature: float = 1.0) -> torch.Tensor:
+    return softmax.logprob_bound(_linear_rows(hidden, weight, temperature), targets)[1]
+
+
+def _linear_entropy(hidden: torch.Tensor, weight: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    return softmax.entropy_bound(_linear_rows(hidden, weight, temperature))[1]
+
+
+def _paged_attention(**inputs: Any) -> torch.Tensor:
+    return attention.paged_attention_with_bound(**inputs)[1]
+
+
+def _attention(**inputs: Any) -> torch.Tensor:
+    return attention.attention_with_bound(**inputs)[1]
+
+
+def _attention_grad(which: int) -> Callable[..., torch.Tensor]:
+    return lambda **inputs: attention.attention_grad_bounds(**inputs)[which]
+
+
+def _rms_norm_grad(which: int) -> Callable[..., torch.Tensor]:
+    return lambda **inputs: norm.rms_norm_grad_bounds(**inputs)[which]
+
+
+def _model_outputs(**inputs: Any) -> torch.Tensor:
+    return model.output_bound(**inputs)[1]
+
+
+def _sum_of(terms: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    # A sum of K terms in fp32, any order: LAMBDA sqrt(K) u sum |t| plus its rounding.
+    t = terms.detach().double().cpu()
+    return (LAMBDA * math.sqrt(t.shape[dim]) + 1) * U32 * t.abs().sum(dim)
+
+
+TOLERANCES: dict[str, Fixed | Derived] = {
+    # ---- derived from the computation (tests/bounds/)
+    "token_logprobs": Derived(_token_logprobs, "log_softmax(x / T)[target] in fp32: the sum of V exponentials "
+                              "(LAMBDA sqrt(V) u), each term's exponent error, the online rescales, log and the "
+                              "subtraction (tests/bounds/softmax.py); implementations=2 for two fp32 computations"),
+    "token_logprobs_grad": Derived(_token_logprobs_grad, "g (onehot - p) / T with p = exp(z - lse) carrying the "
+                                   "exponent's and lse's errors, then one rounding into the logits' dtype"),
+    "entropy": Derived(_entropy, "H = log s - E_p[m - z]: the normalizer's relative error on both terms plus "
+                       "the exponents' (tests/bounds/softmax.py)"),
+    "linear_logprobs": Derived(_linear_logprobs, "log-probs of logits = hidden @ weight.T / T: the logits' own "
+                               "matmul error (LAMBDA sqrt(H) u sum |h||w|) through lse and the target, then the "
+                               "log-softmax's"),
+    "linear_entropy": Derived(_linear_entropy, "entropy of computed logits: 2 H times their largest error, plus "
+                              "the log-softmax's"),
+    "paged_attention": Derived(_paged_attention, "per query and head: the scores' dot products (LAMBDA sqrt(D) u), "
+                               "the softmax's normalizer, the weighted sum of n values (LAMBDA sqrt(n) u), half "
+                               "roundings of q and the weights for half dots, one rounding into the output "
+                               "(tests/bounds/attention.py)"),
+    "attention": Derived(_attention, "dense-mask attention, as paged_attention"),
+    "attention_grad_q": Derived(_attention_grad(0), "dQ = scale dS K over the visible keys, dS = P (dP - rowsum(dO "
+                                "O)): each product LAMBDA sqrt(K) u times its terms plus the operands' errors"),
+    "attention_grad_k": Derived(_attention_grad(1), "dK = scale dS^T Q, summed over the query heads of a kv head"),
+    "attention_grad_v": Derived(_attention_grad(2), "dV = P^T dO, summed over the query heads of a kv head"),
+    "rms_norm": Derived(norm.rms_norm_bound, "mean of H squares (LAMBDA sqrt(H) u), rsqrt, the product, the "
+                        "rounding into x's dtype before the weight and into the output (tests/bounds/norm.py)"),
+    "rms_norm_grad_x": Derived(_rms_norm_grad(0), "r (g_n - n mean(g_n n)): the H-term mean and r's error"),
+    "rms_norm_grad_w": Derived(_rms_norm_grad(1), "sum over the N rows of gy cast_x(n) (LAMBDA sqrt(N) u), the "
+                               "half rounding of n the fp64 reference does not do, one rounding into w's dtype"),
+    "model_outputs": Derived(_model_outputs, "a whole model's outputs: every Linear's, norm's and attention core's "
+                             "fp32 rounding injected as noise of its size into an fp64 copy, LAMBDA sqrt(2) times "
+                             "the outputs' spread for two implementations (tests/bounds/model.py)"),
+    "sum": Derived(_sum_of, "a sum of K fp32 terms in any order: LAMBDA sqrt(K) u sum |t|"),
+    # ---- fixed: no reduction whose order differs between machines
+    "rotary_cos_sin": Fixed(16 * U32, 0.0, "cos/sin of the same fp32 angles as transformers computes them: two "
+                            "libm/SLEEF evaluations of values <= 1, each within 2 ulp; 16 u leaves 4x margin"),
+    "group_advantages": Fixed(64 * U32, 64 * U32, "values of order 1 from groups of <= 64 rewards: the mean and the "
+                              "std (a few tens of fp32 roundings in the kernels' fixed order) and one division; "
+                              "64 u of the value and of 1"),
+    "policy_loss": Fixed(256 * U32, 64 * U32, "per-token losses, their sums over <= 64 tokens in the kernels' "
+                         "fixed order and the metrics: exp of log-ratios of order 1 (4 ulp), products and clips, "
+                         "then sums whose terms are of order 1, against plain fp64 math; 256 u absolute covers "
+                         "the sums' roundings (<= 64 terms x a few u), 64 u relative the per-token chain"),
+    "policy_loss_grad": Fixed(16 * U32, 2**-13, "d loss / d logprobs against fp64 central differences with step "
+                              "1e-6: the kernels' few roundings of entries of order 1 / tokens (16 u absolute), the "
+                              "differences' own truncation error (step^2 f''' / 6, up to ~1e-4 relative at the "
+                              "ratios' curvature)"),
+    "data_parallel_weights": Fixed(64 * U32 * 100, 64 * U32, "tiny fp32 model weights after TAO steps on 2 ranks "
+                                   "against 1 process on the same batch: gradients of order 1e-3 summed in another "
+                                   "order (a few tens of roundings), through AdamW with lr 1e-2 and eps 1e-4, whose "
+                                   "update moves at most lr / eps = 100 times a gradient change"),
+}
+
+
+def tolerance(name: str) -> Fixed | Derived:
+    try:
+        return TOLERANCES[name]
+    except KeyError:
+        raise KeyError(f"tests/tolerances.py: no entry {name!r}; add one to TOLERANCES with its reasoning") from None
+
+
+def check(name: str, actual: torch.Tensor, expected: torch.Tensor, **inputs: Any) -> float:
+    """|actual - expected| <= the entry's bound element-wise (Derived: computed from `inputs`); returns the largest
+    error / bound ratio."""
+    entry = tolerance(name)
+    expected = torch.as_tensor(expected)
+    actual = torch.as_tensor(actual)
+    bound = entry.bound(expected) if isinstance(entry, Fixed) else entry.bound(**inputs)
+    return assert_within_bound(actual, expected.to(torch.float64), bound.reshape(expected.shape).double().cpu(), name)
