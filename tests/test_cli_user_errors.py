@@ -6,6 +6,7 @@ be imported, an occupied output directory) and answers each with one line naming
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -153,11 +154,14 @@ def test_chat_with_a_closed_stdin_is_a_user_error():
 
 
 def test_ctrl_c_during_tune_exits_130_and_says_where_the_checkpoint_is(tmp_path, model_dir, capsys):
-    argv = _tune(tmp_path, model_dir, scorer="tests.step_scorers:InterruptOnCall", call=3, extra=("--run.steps", "4"))
-    assert main(argv) == 130  # Ctrl-C in step 3
+    argv = _tune(tmp_path, model_dir, scorer="tests.step_scorers:InterruptOnCall", call=4, extra=("--run.steps", "5"))
+    assert main(argv) == 130  # Ctrl-C in a later step, after at least one checkpoint
     err = capsys.readouterr().err
     assert "Traceback" not in err
-    assert "interrupted; checkpoint kept at " in err and "checkpoint-2 (continue with --resume)" in err, err
+    kept = re.search(r"interrupted; checkpoint kept at (\S+) \(continue with --resume\)", err)
+    assert kept is not None, err
+    checkpoint = Path(kept.group(1))
+    assert checkpoint.parent == (tmp_path / "run").resolve() and (checkpoint / "checkpoint.json").is_file()
     assert main([*argv, "--resume"]) == 0  # and the run continues from it
 
 
