@@ -4,12 +4,19 @@ llama.cpp (llama-cpp-python, optional `bench` extra), in the same run.
 Workload (issue 3): 8 chat prompts x n=8 samples, at most 64 new tokens, temperature 0.7, top-p 0.9.
 Reports generated tokens/s for each provider, the machine's measured matmul FLOP/s and the fraction of it the
 engine reaches, prefill and decode throughput separately, and the KV memory saved by sharing prompt blocks.
+Every provider runs in its own child process (bench/isolated.py), one after another: a peer that crashes, hangs or
+is not installed is a row saying so ("crashed: signal 11 (SIGSEGV)"), and the rest of the run completes.
+--profile adds the breakdown of one decode step at full batch (bench/generate_profile.py) and `decode_gemm_share`
+(GEMM time replayed alone / step time) to the JSON line.
+
 Run: .venv/bin/python bench/bench_generate.py [--prompts 8] [--n 8] [--max-tokens 64] [--dtype float32]
+     [--profile [--profile-steps 5]] [--skip-peers] [--peer-timeout 900] [--threads N]
 """
 
 from __future__ import annotations
 
 import argparse
+import platform
 import sys
 import tempfile
 import time
@@ -19,6 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import print_json_line, print_table  # noqa: E402
+from isolated import report_missing, report_result, run_child  # noqa: E402
 
 QUESTIONS = [
     "What is the capital of France?",
@@ -30,6 +38,7 @@ QUESTIONS = [
     "What is 17 times 23? Show your work.",
     "Summarize the plot of Romeo and Juliet in one sentence.",
 ]
+PROVIDERS = ("tao_engine", "transformers", "llama.cpp")
 
 
 def matmul_flops(dtype: torch.dtype, size: int = 1024, reps: int = 5) -> float:
@@ -43,6 +52,22 @@ def matmul_flops(dtype: torch.dtype, size: int = 1024, reps: int = 5) -> float:
     return 2 * size**3 * reps / (time.perf_counter() - start)
 
 
+def cpu_description() -> dict[str, object]:
+    """The CPU model and the ISA flags that decide kernel speed here (AVX2, AVX-512, bf16, AMX)."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and ":" in line:
+                model = line.split(":", 1)[1].strip()
+            elif line.startswith("flags") and ":" in line:
+                flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    wanted = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx512_vnni", "avx_vnni")
+    return {"model": model, "flags": [f for f in wanted if f in flags],
+            "torch_capability": torch.backends.cpu.get_cpu_capability()}
+
+
 def bench_engine(model_dir: Path, prompts, args) -> dict:
     from tao_engine.engine import Engine, EngineConfig, SamplingParams
 
@@ -54,13 +79,22 @@ def bench_engine(model_dir: Path, prompts, args) -> dict:
     outputs = engine.generate(prompts, sampling)
     elapsed = time.perf_counter() - start
     generated = sum(len(s.token_ids) for o in outputs for s in o.samples)
-    stats = engine.stats()
-    return {"provider": "tao_engine", "seconds": elapsed, "generated": generated, "tok/s": generated / elapsed,
-            **stats}
+    row = {"provider": "tao_engine", "seconds": elapsed, "generated": generated, "tok/s": generated / elapsed,
+           **engine.stats()}
+    if args.profile:
+        from generate_profile import profile_decode
+
+        profile_sampling = SamplingParams(n=args.n, temperature=0.7, top_p=0.9, max_tokens=args.max_tokens, seed=1,
+                                          ignore_eos=True)
+        row["profile"] = profile_decode(engine, prompts, profile_sampling, args.profile_steps)
+    return row
 
 
 def bench_transformers(model_dir: Path, prompts, args) -> dict:
-    import transformers
+    try:
+        import transformers
+    except ImportError:
+        report_missing("transformers is not installed (pip install transformers)")
 
     best = None
     for dtype in (torch.float32, torch.bfloat16):
@@ -89,13 +123,12 @@ def _generated_length(row: list[int], eos: int) -> int:
     return row.index(eos) + 1 if eos in row else len(row)
 
 
-def bench_llama_cpp(gguf: Path, prompts, args) -> dict | None:
+def bench_llama_cpp(gguf: Path, prompts, args) -> dict:
     try:
         from llama_cpp import Llama
     except ImportError:
-        print("llama-cpp-python is not installed (pip install 'tao-engine[bench]'): skipping the llama.cpp peer")
-        return None
-    llm = Llama(model_path=str(gguf), n_threads=2, n_ctx=1024, verbose=False, seed=0)
+        report_missing("llama-cpp-python is not installed (pip install 'tao-engine[bench]')")
+    llm = Llama(model_path=str(gguf), n_threads=torch.get_num_threads(), n_ctx=1024, verbose=False, seed=0)
     generated = 0
     start = time.perf_counter()
     for p in prompts:
@@ -103,46 +136,99 @@ def bench_llama_cpp(gguf: Path, prompts, args) -> dict | None:
             out = llm.create_chat_completion(p, max_tokens=args.max_tokens, temperature=0.7, top_p=0.9)
             generated += out["usage"]["completion_tokens"]
     elapsed = time.perf_counter() - start
-    return {"provider": "llama.cpp (2 threads, sequential)", "seconds": elapsed, "generated": generated,
-            "tok/s": generated / elapsed}
+    return {"provider": f"llama.cpp ({torch.get_num_threads()} threads, sequential)", "seconds": elapsed,
+            "generated": generated, "tok/s": generated / elapsed}
 
 
-def main() -> None:
+def _child(args: argparse.Namespace, prompts) -> None:
+    if args.child == "tao_engine":
+        report_result(bench_engine(Path(args.model_dir), prompts, args))
+    elif args.child == "transformers":
+        report_result(bench_transformers(Path(args.model_dir), prompts, args))
+    else:
+        report_result(bench_llama_cpp(Path(args.gguf), prompts, args))
+
+
+def _child_cmd(args: argparse.Namespace, provider: str, model_dir: Path, gguf: Path) -> list[str]:
+    cmd = [sys.executable, __file__, "--child", provider, "--model-dir", str(model_dir), "--gguf", str(gguf),
+           "--prompts", str(args.prompts), "--n", str(args.n), "--max-tokens", str(args.max_tokens),
+           "--dtype", args.dtype, "--profile-steps", str(args.profile_steps)]
+    return cmd + (["--profile"] if args.profile else []) + ([f"--threads={args.threads}"] if args.threads else [])
+
+
+def _print_profile(profile: dict) -> None:
+    print(f"\ndecode step at batch {profile['batch']} (median of {profile['steps']} plain steps; categories from as "
+          f"many profiled steps): step {profile['step_ms']:.1f} ms = {profile['step_over_gemm']:.2f}x its GEMMs "
+          f"replayed alone ({profile['gemm_replay_ms']:.1f} ms); decode_gemm_share {profile['decode_gemm_share']:.2f}")
+    print_table(profile["table"])
+    print("GEMM shapes of one step, replayed alone:")
+    print_table(profile["gemm_shapes"])
+    print("largest small ops:")
+    print_table(profile["top_small_ops"])
+
+
+def _parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     parser.add_argument("--prompts", type=int, default=8)
     parser.add_argument("--n", type=int, default=8)
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--skip-peers", action="store_true")
-    args = parser.parse_args()
+    parser.add_argument("--profile", action="store_true", help="break one decode step down (generate_profile.py)")
+    parser.add_argument("--profile-steps", type=int, default=5, help="decode steps timed, and as many profiled")
+    parser.add_argument("--peer-timeout", type=float, default=900.0, help="seconds before a provider counts as hung")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads in every provider")
+    parser.add_argument("--child", choices=PROVIDERS, help=argparse.SUPPRESS)
+    parser.add_argument("--model-dir", help=argparse.SUPPRESS)
+    parser.add_argument("--gguf", help=argparse.SUPPRESS)
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = _parse()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    prompts = [[{"role": "user", "content": q}] for q in QUESTIONS[: args.prompts]]
+    if args.child is not None:
+        return _child(args, prompts)
 
     from tao_engine.bundled import smollm2_gguf_path
     from tao_engine.gguf_import import import_gguf
 
-    prompts = [[{"role": "user", "content": q}] for q in QUESTIONS[: args.prompts]]
     floor = matmul_flops(getattr(torch, args.dtype))
+    providers = PROVIDERS[:1] if args.skip_peers else PROVIDERS
+    rows: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = import_gguf(smollm2_gguf_path(), Path(tmp) / "smollm2")
-        rows = [bench_engine(model_dir, prompts, args)]
-        if not args.skip_peers:
-            rows.append(bench_transformers(model_dir, prompts, args))
-            llama = bench_llama_cpp(smollm2_gguf_path(), prompts, args)
-            if llama is not None:
-                rows.append(llama)
+        for provider in providers:
+            outcome = run_child(_child_cmd(args, provider, model_dir, smollm2_gguf_path()), args.peer_timeout)
+            rows.append({"provider": provider, **(outcome.result or {}), "status": outcome.status})
     ours = rows[0]
+    profile = ours.pop("profile", None)
     params = ours.pop("params", None)
+    print(f"CPU: {cpu_description()}")
     print(f"matmul floor ({args.dtype}, 1024^3): {floor / 1e9:.1f} GFLOP/s")
-    if params:
+    if params and ours["status"] == "ok":
         achieved = 2 * params * (ours["prefill_tokens"] + ours["decode_tokens"]) / ours["seconds"]
         print(f"engine: {achieved / 1e9:.1f} GFLOP/s of model matmuls = {achieved / floor:.1%} of the floor")
-    table = [{k: r.get(k) for k in ("provider", "seconds", "generated", "tok/s")} for r in rows]
+    table = [{k: r.get(k, "-") for k in ("provider", "status", "seconds", "generated", "tok/s")} for r in rows]
     print_table(table)
-    print(
-        f"engine prefill {ours.get('prefill_tok/s', 0):.1f} tok/s, decode {ours.get('decode_tok/s', 0):.1f} tok/s; "
-        f"KV blocks saved by sharing prompt blocks: {ours.get('kv_blocks_saved', 0)} "
-        f"({ours.get('kv_bytes_saved', 0) / 2**20:.1f} MiB)"
-    )
-    ratios = {f"speedup_vs_{r['provider']}": ours["tok/s"] / r["tok/s"] for r in rows[1:]}
+    if ours["status"] == "ok":
+        print(
+            f"engine prefill {ours['prefill_tok/s']:.1f} tok/s, decode {ours['decode_tok/s']:.1f} tok/s; "
+            f"KV blocks saved by sharing prompt blocks: {ours['kv_blocks_saved']} "
+            f"({ours['kv_bytes_saved'] / 2**20:.1f} MiB)"
+        )
+    ratios: dict[str, object] = {}
+    for r in rows[1:]:
+        ok = ours["status"] == "ok" and r["status"] == "ok"
+        ratios[f"speedup_vs_{r['provider']}"] = ours["tok/s"] / r["tok/s"] if ok else r["status"]
+    if profile is not None:
+        _print_profile(profile)
+        ratios["decode_gemm_share"] = profile["decode_gemm_share"]
+        ratios["decode_step_over_gemm"] = profile["step_over_gemm"]
+        ours["profile"] = {k: profile[k] for k in ("batch", "step_ms", "gemm_replay_ms", "categories_ms")}
+    ours["cpu"] = cpu_description()
     print_json_line("generate", rows, ratios)
 
 

@@ -222,14 +222,15 @@ class Engine:
             row_index = [r for r, _ in rows]
             if row_index != list(range(logits.shape[0])):  # a fresh prompt's row repeats for its n samples
                 logits = logits[torch.tensor(row_index, dtype=torch.int64, device=logits.device)]
-            result = self.sampler(
-                logits,
-                [self._requests[s.request_id].params for _, s in rows],
-                [sample_seed(self._requests[s.request_id].seed, s.sample_index) for _, s in rows],
-                [s.output_token_ids for _, s in rows],
-                [s.prompt_token_ids for _, s in rows] if any(
-                    self._requests[s.request_id].params.repetition_penalty != 1.0 for _, s in rows) else None,
-            )
+            with torch.profiler.record_function("tao.sample"):  # a range `bench_generate.py --profile` reads
+                result = self.sampler(
+                    logits,
+                    [self._requests[s.request_id].params for _, s in rows],
+                    [sample_seed(self._requests[s.request_id].seed, s.sample_index) for _, s in rows],
+                    [s.output_token_ids for _, s in rows],
+                    [s.prompt_token_ids for _, s in rows] if any(
+                        self._requests[s.request_id].params.repetition_penalty != 1.0 for _, s in rows) else None,
+                )
             tokens = result.tokens.tolist()
             logprobs = result.logprobs.tolist()
             raw = result.raw_logprobs.tolist()
