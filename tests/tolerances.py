@@ -55,6 +55,16 @@ def _token_logprobs(logits: torch.Tensor, targets: torch.Tensor, temperature: fl
     return implementations * softmax.logprob_bound(rows, targets.reshape(-1))[1].view(targets.shape)
 
 
+def _sample_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: Any = 1.0,
+                     implementations: int = 1) -> torch.Tensor:
+    # Per-row temperatures (0: a greedy row, whose log-prob is exactly 0). The sampler's log-prob is over the kept
+    # set; the whole row's bound covers it (fewer terms, smaller max |z|, no more prefix records: the dropped tokens
+    # are all below the kept ones).
+    t = torch.as_tensor(temperature, dtype=torch.float64).reshape(-1, 1).expand(logits.shape[0], 1)
+    z = logits.detach().double().cpu() / torch.where(t > 0, t, 1.0)
+    return _token_logprobs(z, tokens.cpu(), 1.0, implementations)
+
+
 def _token_logprobs_grad(logits: torch.Tensor, targets: torch.Tensor, upstream: torch.Tensor,
                          temperature: float = 1.0) -> torch.Tensor:
     rows = softmax.softmax_rows(_rows(logits), temperature)
@@ -114,6 +124,8 @@ TOLERANCES: dict[str, Fixed | Derived] = {
     "token_logprobs": Derived(_token_logprobs, "log_softmax(x / T)[target] in fp32: the sum of V exponentials "
                               "(LAMBDA sqrt(V) u), each term's exponent error, the online rescales, log and the "
                               "subtraction (tests/bounds/softmax.py); implementations=2 for two fp32 computations"),
+    "sample_logprobs": Derived(_sample_logprobs, "the sampler's log-prob of the drawn token over the kept set, at "
+                               "each row's temperature: token_logprobs' bound for the whole row, which is larger"),
     "token_logprobs_grad": Derived(_token_logprobs_grad, "g (onehot - p) / T with p = exp(z - lse) carrying the "
                                    "exponent's and lse's errors, then one rounding into the logits' dtype"),
     "entropy": Derived(_entropy, "H = log s - E_p[m - z]: the normalizer's relative error on both terms plus "

@@ -11,8 +11,8 @@ import torch
 from tao_engine import ops
 from tao_engine.engine.sampler import Sampler
 from tao_engine.engine.sampling_params import SamplingParams
+from tests.tolerances import check
 
-ATOL = 2e-5
 EOS = 5
 
 
@@ -65,7 +65,7 @@ def test_without_processing_it_is_the_sample_op():
     want = ops.sample(logits, *_op_args(params, seeds, [len(o) for o in outputs]), backend="torch")
     for a, b in zip((got.tokens, got.logprobs, got.raw_logprobs), want, strict=True):
         assert torch.equal(a, b)
-    torch.testing.assert_close(got.raw_logprobs.double(), _raw_reference(logits, got.tokens), atol=ATOL, rtol=0)
+    check("token_logprobs", got.raw_logprobs, _raw_reference(logits, got.tokens), logits=logits, targets=got.tokens)
 
 
 def test_penalties_match_plain_math():
@@ -89,15 +89,17 @@ def test_penalties_match_plain_math():
     # The penalized logits are what the sample op must see: same tokens and log-probs as feeding it directly.
     want = ops.sample(penalized.float(), *_op_args(params, seeds, steps), backend="torch")
     assert torch.equal(got.tokens, want[0])
-    torch.testing.assert_close(got.logprobs, want[1], atol=ATOL, rtol=0)
+    # The sampler penalizes in fp32, the reference in fp64 then rounds: two fp32 computations of the same log-probs.
+    temperatures = torch.tensor([p.temperature for p in params])
+    inputs = dict(logits=penalized, tokens=got.tokens, temperature=temperatures)
+    check("sample_logprobs", got.logprobs, want[1], implementations=2, **inputs)
     # No filters here, so the log-prob is log_softmax(penalized / T) at the token (a point mass for greedy).
-    for row, p in enumerate(params):
-        token = int(got.tokens[row])
-        expected = 0.0 if p.greedy else float(torch.log_softmax(penalized[row] / p.temperature, dim=0)[token])
-        assert abs(float(got.logprobs[row]) - expected) <= ATOL
+    expected = [0.0 if p.greedy else float(torch.log_softmax(penalized[row] / p.temperature, dim=0)[got.tokens[row]])
+                for row, p in enumerate(params)]
+    check("sample_logprobs", got.logprobs, torch.tensor(expected, dtype=torch.float64), **inputs)
     assert int(got.tokens[5]) != int(logits[5].argmax()), "the penalized greedy row must move off its old argmax"
     # Raw log-probs are of the logits before any penalty.
-    torch.testing.assert_close(got.raw_logprobs.double(), _raw_reference(logits, got.tokens), atol=ATOL, rtol=0)
+    check("token_logprobs", got.raw_logprobs, _raw_reference(logits, got.tokens), logits=logits, targets=got.tokens)
 
 
 def test_repetition_penalty_needs_prompt_ids():
@@ -125,8 +127,11 @@ def test_min_tokens_blocks_eos_and_stop_ids_until_reached():
     outputs = [[1, 1], [1, 1, 1], [], [0], [1]]
     got = Sampler(eos_token_ids=[EOS], backend="torch")(logits, params, [1, 2, 3, 4, 5], outputs)
     assert got.tokens.tolist() == [2, EOS, EOS, 9, EOS]
-    assert float(got.logprobs[3]) == pytest.approx(-math.log1p(math.exp(-5) + 10 * math.exp(-25)), abs=ATOL)
-    torch.testing.assert_close(got.raw_logprobs.double(), _raw_reference(logits, got.tokens), atol=ATOL, rtol=0)
+    blocked = logits[3:4].clone()
+    blocked[0, EOS] = -math.inf  # what row 3 samples from under min_tokens
+    check("sample_logprobs", got.logprobs[3:4], torch.tensor([-math.log1p(math.exp(-5) + 10 * math.exp(-25))]),
+          logits=blocked, tokens=got.tokens[3:4])
+    check("token_logprobs", got.raw_logprobs, _raw_reference(logits, got.tokens), logits=logits, targets=got.tokens)
 
     # Many draws of a sampled row under min_tokens: EOS and stop ids never come out.
     draws = 3000

@@ -14,7 +14,7 @@ import torch
 from tao_engine import ops
 from tao_engine.ops.registry import BackendUnavailableError
 from tao_engine.ops.sampling import sample_reference
-from tests.helpers import tolerance
+from tests.tolerances import check
 
 pytestmark = pytest.mark.triton
 
@@ -53,10 +53,10 @@ def _assert_same_as_reference(logits: torch.Tensor, args: tuple[torch.Tensor, ..
     assert tokens.shape == logprobs.shape == raw.shape == (logits.shape[0],)
     different = (tokens != ref_tokens).nonzero().flatten().tolist()
     assert not different, f"rows {different}: triton {tokens[different].tolist()}, torch {ref_tokens[different]}"
-    atol, rtol = tolerance("sample", logits.dtype)
-    torch.testing.assert_close(logprobs, ref_logprobs, atol=atol, rtol=rtol)
+    check("sample_logprobs", logprobs, ref_logprobs, logits=logits, tokens=tokens, temperature=args[0],
+          implementations=2)
     raw_ref = torch.log_softmax(logits.double(), dim=-1).gather(1, tokens[:, None]).squeeze(1)
-    torch.testing.assert_close(raw.double(), raw_ref, atol=atol, rtol=rtol)
+    check("token_logprobs", raw, raw_ref, logits=logits, targets=tokens)
     return tokens, logprobs, raw
 
 
@@ -185,7 +185,8 @@ def test_frequencies_match_probabilities_and_masked_tokens_never_drawn(triton_de
     counts = torch.bincount(tokens, minlength=vocab).double()
     kept = probs > 0
     assert counts[~kept].sum() == 0, "drew a token the filters remove"
-    torch.testing.assert_close(logprobs.cpu().double(), probs[tokens].log(), atol=2e-5, rtol=0)
+    check("sample_logprobs", logprobs, probs[tokens.cpu()].log(), logits=logits.expand(draws, vocab),
+          tokens=tokens, temperature=param[0])
     expected = probs[kept] * draws
     chi2 = float(((counts[kept] - expected) ** 2 / expected).sum())
     dof = int(kept.sum()) - 1

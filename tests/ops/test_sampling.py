@@ -11,9 +11,8 @@ import torch
 from tao_engine import ops
 from tao_engine.ops.registry import all_ops
 from tao_engine.ops.sampling import sampling_uniforms
+from tests.tolerances import check
 
-# max |difference| of fp32 log-probs from the fp64 reference (sample has no entry in tests/helpers.py yet)
-ATOL = 2e-5
 MASK64 = (1 << 64) - 1
 
 
@@ -133,15 +132,19 @@ def test_matches_fp64_reference(rows, vocab, scale, cycle):
     steps = torch.randint(0, 1000, (rows,), generator=gen)
     tokens, logprobs, raw = ops.sample(logits, *_args(params, seeds, steps), backend="torch")
     assert tokens.dtype == torch.int64 and logprobs.dtype == torch.float32 and raw.dtype == torch.float32
+    expected = []
     for row, (t, k, p, m) in enumerate(params):
         probs = _reference_row(logits[row], t, k, p, m)
         token = int(tokens[row])
         assert probs[token] > 0, f"row {row} {params[row]}: drew token {token}, which the filters remove"
         if t > 0:
             assert token == _inverse_cdf(probs, _uniform(int(seeds[row]) & MASK64, int(steps[row])))
-        assert abs(float(logprobs[row]) - math.log(probs[token])) <= ATOL
-        raw_ref = torch.log_softmax(logits[row].double(), dim=0)[token]
-        assert abs(float(raw[row]) - float(raw_ref)) <= ATOL
+        expected.append(math.log(probs[token]))
+    temperatures = torch.tensor([t for t, *_ in params])
+    check("sample_logprobs", logprobs, torch.tensor(expected, dtype=torch.float64), logits=logits, tokens=tokens,
+          temperature=temperatures)
+    raw_ref = torch.log_softmax(logits.double(), dim=-1).gather(1, tokens[:, None]).squeeze(1)
+    check("token_logprobs", raw, raw_ref, logits=logits, targets=tokens)
 
 
 def test_greedy_rows_take_the_lowest_id_among_tied_maxima():
@@ -156,7 +159,7 @@ def test_greedy_rows_take_the_lowest_id_among_tied_maxima():
     assert torch.equal(tokens, logits.argmax(dim=-1))
     assert torch.equal(logprobs, torch.zeros(5))
     expected_raw = torch.log_softmax(logits.double(), dim=-1).gather(1, tokens[:, None]).squeeze(1)
-    torch.testing.assert_close(raw.double(), expected_raw, atol=ATOL, rtol=0)
+    check("token_logprobs", raw, expected_raw, logits=logits, targets=tokens)
 
 
 def test_tied_logits_at_the_cutoffs_are_kept_or_dropped_together():
@@ -167,11 +170,13 @@ def test_tied_logits_at_the_cutoffs_are_kept_or_dropped_together():
     params = [(1.0, 1 + i % 13, 1.0 if i % 2 else 0.6, 0.0) for i in range(rows)]
     seeds, steps = torch.arange(rows) * 31, torch.arange(rows)
     tokens, logprobs, _ = ops.sample(logits, *_args(params, seeds, steps), backend="torch")
+    expected = []
     for row, (t, k, p, m) in enumerate(params):
         probs = _reference_row(logits[row], t, k, p, m)
         token = int(tokens[row])
         assert probs[token] > 0
-        assert abs(float(logprobs[row]) - math.log(probs[token])) <= ATOL
+        expected.append(math.log(probs[token]))
+    check("sample_logprobs", logprobs, torch.tensor(expected, dtype=torch.float64), logits=logits, tokens=tokens)
 
 
 @pytest.mark.parametrize("param", [(0.7, 0, 1.0, 0.0), (1.0, 6, 0.8, 0.0), (1.2, 0, 1.0, 0.1), (0.9, 8, 0.9, 0.05)])

@@ -18,7 +18,7 @@ from tao_engine import ops
 from tao_engine.ops.extension import extension_status, load_extension
 from tao_engine.ops.registry import BackendUnavailableError
 from tao_engine.ops.sampling import sample_reference
-from tests.helpers import tolerance
+from tests.tolerances import check
 
 pytestmark = pytest.mark.ext
 
@@ -78,11 +78,11 @@ def _assert_same_as_reference(logits: torch.Tensor, args: tuple[torch.Tensor, ..
     different = (tokens != ref_tokens).nonzero().flatten().tolist()
     assert not different, f"rows {different}: cpp {tokens[different].tolist()}, torch {ref_tokens[different].tolist()}"
     # Both compute in fp32 from the same fp32 (or exactly converted half) values, whatever the logits' dtype.
-    atol, rtol = tolerance("sample", logits.dtype)
-    torch.testing.assert_close(logprobs, ref_logprobs, atol=atol, rtol=rtol)
+    check("sample_logprobs", logprobs, ref_logprobs, logits=logits, tokens=tokens, temperature=args[0],
+          implementations=2)
     # raw_logprobs = log_softmax(logits)[token], at temperature 1, against fp64.
     raw_ref = torch.log_softmax(logits.double(), dim=-1).gather(1, tokens[:, None]).squeeze(1)
-    torch.testing.assert_close(raw.double(), raw_ref, atol=atol, rtol=rtol)
+    check("token_logprobs", raw, raw_ref, logits=logits, targets=tokens)
     return tokens, logprobs, raw
 
 
@@ -192,7 +192,8 @@ def test_frequencies_match_probabilities_and_masked_tokens_never_drawn(param):
     counts = torch.bincount(tokens, minlength=vocab).double()
     kept = probs > 0
     assert counts[~kept].sum() == 0, "drew a token the filters remove"
-    torch.testing.assert_close(logprobs.double(), probs[tokens].log(), atol=2e-5, rtol=0)
+    check("sample_logprobs", logprobs, probs[tokens].log(), logits=logits.expand(draws, vocab), tokens=tokens,
+          temperature=param[0])
     expected = probs[kept] * draws
     chi2 = float(((counts[kept] - expected) ** 2 / expected).sum())
     dof = int(kept.sum()) - 1
