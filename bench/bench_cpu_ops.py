@@ -10,7 +10,9 @@ manager's free list leaves them after some churn). GB/s = bytes of K and V read 
 read of both caches by ATen (`sum`), the best a kernel that must read them all could do on this machine. The ratio
 is time(torch) / time(cpp): above 1 the kernel is faster.
 
-Run: .venv/bin/python bench/bench_cpu_ops.py [--ops paged_decode_attention] [--reps 20] [--threads N]
+layer_ops: rms_norm, add_rms_norm, silu_and_mul and apply_rotary at SmolLM2's shapes for 64 and 2048 tokens.
+
+Run: .venv/bin/python bench/bench_cpu_ops.py [--ops paged_decode_attention,layer_ops] [--reps 20] [--threads N]
 """
 
 from __future__ import annotations
@@ -97,9 +99,57 @@ def bench_paged_decode_attention(args: argparse.Namespace) -> tuple[Rows, Ratios
     return rows, ratios
 
 
+def _layer_cases(tokens: int, dtype: torch.dtype) -> list[tuple[str, tuple[torch.Tensor, ...], tuple, int]]:
+    """(op, tensor args, other args, bytes moved) for SmolLM2's decoder layer ops at `tokens` tokens."""
+    from tao_engine.layers.rotary import RotaryEmbedding
+
+    gen = torch.Generator().manual_seed(0)
+    hidden, inter, hq, hkv, d = 576, 1536, 9, 3, 64
+
+    def rand(*shape: int) -> torch.Tensor:
+        return torch.randn(shape, generator=gen).to(dtype)
+
+    weight = (1 + 0.1 * torch.randn(hidden, generator=gen)).to(dtype)
+    cos, sin = RotaryEmbedding(d, 100000.0)(torch.arange(tokens) + 300)
+    size = torch.tensor([], dtype=dtype).element_size()
+    return [
+        ("rms_norm", (rand(tokens, hidden), weight), (1e-5,), 2 * tokens * hidden * size),
+        ("add_rms_norm", (rand(tokens, hidden), rand(tokens, hidden), weight), (1e-5,), 4 * tokens * hidden * size),
+        ("silu_and_mul", (rand(tokens, inter), rand(tokens, inter)), (), 3 * tokens * inter * size),
+        ("apply_rotary", (rand(tokens, hq, d), rand(tokens, hkv, d), cos, sin), (), 2 * tokens * (hq + hkv) * d * size),
+    ]
+
+
+def bench_layer_ops(args: argparse.Namespace) -> tuple[Rows, Ratios]:
+    """The elementwise ops of a decoder layer (rms_norm, add_rms_norm, silu_and_mul, apply_rotary) at a decode
+    step's 64 tokens and a prefill chunk's 2048: torch reference against the fused cpp kernel. GB/s = bytes of the
+    inputs read and outputs written once / time."""
+    from tao_engine import ops
+
+    rows: Rows = []
+    ratios: Ratios = {}
+    print(f"decoder layer ops at SmolLM2 shapes, {torch.get_num_threads()} threads, median of {args.reps}")
+    for name in args.layer_dtypes.split(","):
+        dtype = DTYPES[name]
+        for tokens in (64, 2048):
+            for op, tensors, extra, nbytes in _layer_cases(tokens, dtype):
+                _require_cpp(op)
+                fn = getattr(ops, op)
+                times = {}
+                for backend in ("torch", "cpp"):
+                    seconds = time_call(lambda fn=fn, t=tensors, e=extra, b=backend: fn(*t, *e, backend=b),
+                                        reps=args.reps, warmup=2)
+                    times[backend] = seconds
+                    rows.append({"op": op, "tokens": tokens, "dtype": name, "provider": backend, "us": seconds * 1e6,
+                                 "GB/s": nbytes / seconds / 1e9})
+                ratios[f"{op} [{tokens}] {name} speedup torch/cpp"] = times["torch"] / times["cpp"]
+    return rows, ratios
+
+
 # name -> section; each returns (table rows, ratios) and prints its own header.
 SECTIONS: dict[str, Callable[[argparse.Namespace], tuple[Rows, Ratios]]] = {
     "paged_decode_attention": bench_paged_decode_attention,
+    "layer_ops": bench_layer_ops,
 }
 
 
@@ -111,6 +161,7 @@ def main() -> None:
     parser.add_argument("--paged-batch", type=int, default=64)
     parser.add_argument("--paged-context", type=int, default=512)
     parser.add_argument("--paged-dtypes", default="float32", help=f"comma-separated, from {sorted(DTYPES)}")
+    parser.add_argument("--layer-dtypes", default="float32,bfloat16", help=f"comma-separated, from {sorted(DTYPES)}")
     args = parser.parse_args()
     chosen = [name.strip() for name in args.ops.split(",") if name.strip()]
     unknown = [name for name in chosen if name not in SECTIONS]

@@ -1,5 +1,5 @@
 """rms_norm: y = w * x / sqrt(mean(x^2) + eps), every provider of the op in one run (torch reference, torch.compile of
-it, and the triton kernel on a GPU; the op has no C++ kernel, so the CPU compares torch with torch.compile).
+it, the C++ kernel on the CPU and the triton kernel on a GPU).
 
 Shapes [N, H]: 4096 tokens at SmolLM2's hidden size 576 and, on a GPU, at Llama-8B's 4096. GB/s = bytes of x read
 and y written / time (the weight is negligible), the traffic of a memory-bound kernel.

@@ -56,6 +56,24 @@ TORCH_LIBRARY(tao_engine, m) {
   m.def(
       "linear_logprobs_frozen_weight(Tensor hidden, Tensor weight, Tensor targets, float temperature, "
       "bool entropy_grad) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+  // x [..., H] fp32/bf16/fp16, weight [H] in x's dtype or fp32 -> weight * (x * rsqrt(mean(x^2) + eps)).to(x.dtype)
+  // in the promoted dtype (fp32 for an fp32 weight): tao_engine/ops/rms_norm.py.
+  m.def("rms_norm(Tensor x, Tensor weight, float eps) -> Tensor");
+  // x, residual [..., H] of one dtype -> (rms_norm(x + residual), x + residual), the sum rounded to x's dtype: the
+  // residual add of a pre-norm decoder fused into the norm after it (tao_engine/ops/add_rms_norm.py).
+  m.def("add_rms_norm(Tensor x, Tensor residual, Tensor weight, float eps) -> (Tensor, Tensor)");
+  // The backward of both: (grad_x [..., H] in x's dtype, plus grad_add when given; grad_weight [H] in weight's
+  // dtype), from grad_out in the forward output's dtype and the forward's normalised input x.
+  m.def(
+      "rms_norm_backward(Tensor grad_out, Tensor x, Tensor weight, float eps, Tensor? grad_add) -> (Tensor, "
+      "Tensor)");
+  // gate, up [...] of one float dtype -> silu(gate) * up (tao_engine/ops/activation.py); backward -> (grad_gate,
+  // grad_up).
+  m.def("silu_and_mul(Tensor gate, Tensor up) -> Tensor");
+  m.def("silu_and_mul_backward(Tensor grad_out, Tensor gate, Tensor up) -> (Tensor, Tensor)");
+  // q [N, Hq, D], k [N, Hkv, D] of one float dtype, cos/sin [N, D] fp32 -> rotated (q, k), new contiguous tensors
+  // (tao_engine/ops/rotary.py); transpose=True applies the adjoint rotation (the backward, on gradients).
+  m.def("apply_rotary(Tensor q, Tensor k, Tensor cos, Tensor sin, bool transpose=False) -> (Tensor, Tensor)");
 }
 
 namespace {

@@ -45,7 +45,7 @@ BENCHES = {
     "bench_kv_cache.py": {"write_kv_cache": True, "copy_blocks": False},
     "bench_policy_loss.py": {"policy_loss": True},
     "bench_advantages.py": {"group_advantages": True},
-    "bench_rms_norm.py": {"rms_norm": False},
+    "bench_rms_norm.py": {"rms_norm": True},
 }
 GPU_ONLY = {"triton", "cuda", "liger"}
 

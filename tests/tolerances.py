@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from tests.bounds import attention, model, norm, softmax
+from tests.bounds import attention, elementwise, model, norm, softmax
 from tests.error_bounds import LAMBDA, assert_within_bound, matmul_bound, unit_roundoff
 
 U32 = unit_roundoff(torch.float32)  # 2**-24
@@ -109,6 +109,10 @@ def _rms_norm_grad(which: int) -> Callable[..., torch.Tensor]:
     return lambda **inputs: norm.rms_norm_grad_bounds(**inputs)[which]
 
 
+def _silu_and_mul_grad(which: int) -> Callable[..., torch.Tensor]:
+    return lambda **inputs: elementwise.silu_and_mul_grad_bounds(**inputs)[which]
+
+
 def _model_outputs(**inputs: Any) -> torch.Tensor:
     return model.output_bound(**inputs)[1]
 
@@ -149,6 +153,15 @@ TOLERANCES: dict[str, Fixed | Derived] = {
     "rms_norm_grad_x": Derived(_rms_norm_grad(0), "r (g_n - n mean(g_n n)): the H-term mean and r's error"),
     "rms_norm_grad_w": Derived(_rms_norm_grad(1), "sum over the N rows of gy cast_x(n) (LAMBDA sqrt(N) u), the "
                                "half rounding of n the fp64 reference does not do, one rounding into w's dtype"),
+    "silu_and_mul": Derived(elementwise.silu_and_mul_bound, "a product of factors with a few u each (exp, the "
+                            "sigmoid's sum and division, two products), two half roundings for a half reference "
+                            "(tests/bounds/elementwise.py)"),
+    "silu_and_mul_grad_gate": Derived(_silu_and_mul_grad(0), "d u sig (1 + g (1 - sig)), which cancels near g = "
+                                      "-1.28: relative to its terms' magnitudes"),
+    "silu_and_mul_grad_up": Derived(_silu_and_mul_grad(1), "d silu(g): a product, as silu_and_mul"),
+    "apply_rotary": Derived(elementwise.rotary_bound, "two-term sums x_a c +- x_b s: a few roundings of the terms' "
+                            "magnitudes, four half roundings for a half reference (tests/bounds/elementwise.py); "
+                            "transpose=True for the gradients"),
     "model_outputs": Derived(_model_outputs, "a whole model's outputs: every Linear's, norm's and attention core's "
                              "fp32 rounding injected as noise of its size into an fp64 copy, LAMBDA sqrt(2) times "
                              "the outputs' spread for two implementations (tests/bounds/model.py)"),
@@ -167,6 +180,10 @@ TOLERANCES: dict[str, Fixed | Derived] = {
                               "1e-6: the kernels' few roundings of entries of order 1 / tokens (16 u absolute), the "
                               "differences' own truncation error (step^2 f''' / 6, up to ~1e-4 relative at the "
                               "ratios' curvature)"),
+    "fp64_recomputation": Fixed(2**20 * unit_roundoff(torch.float64), 2**20 * unit_roundoff(torch.float64),
+                                "the same math in fp64 along another path (another kernel, another summation order): "
+                                "reductions of <= 10^4 terms of order 1 stay within LAMBDA sqrt(K) u64 ~ 10^3 u64; "
+                                "2^20 u64 (1e-10) leaves margin and still fails any fp32 rounding"),
     "data_parallel_weights": Fixed(64 * U32 * 100, 64 * U32, "tiny fp32 model weights after TAO steps on 2 ranks "
                                    "against 1 process on the same batch: gradients of order 1e-3 summed in another "
                                    "order (a few tens of roundings), through AdamW with lr 1e-2 and eps 1e-4, whose "
@@ -181,11 +198,16 @@ def tolerance(name: str) -> Fixed | Derived:
         raise KeyError(f"tests/tolerances.py: no entry {name!r}; add one to TOLERANCES with its reasoning") from None
 
 
+def bound(name: str, expected: torch.Tensor | None = None, **inputs: Any) -> torch.Tensor:
+    """The entry's element-wise bound (Fixed: of `expected`; Derived: from `inputs`)."""
+    entry = tolerance(name)
+    return entry.bound(torch.as_tensor(expected)) if isinstance(entry, Fixed) else entry.bound(**inputs)
+
+
 def check(name: str, actual: torch.Tensor, expected: torch.Tensor, **inputs: Any) -> float:
     """|actual - expected| <= the entry's bound element-wise (Derived: computed from `inputs`); returns the largest
     error / bound ratio."""
-    entry = tolerance(name)
     expected = torch.as_tensor(expected)
-    actual = torch.as_tensor(actual)
-    bound = entry.bound(expected) if isinstance(entry, Fixed) else entry.bound(**inputs)
-    return assert_within_bound(actual, expected.to(torch.float64), bound.reshape(expected.shape).double().cpu(), name)
+    limit = bound(name, expected, **inputs)
+    return assert_within_bound(torch.as_tensor(actual), expected.to(torch.float64),
+                               limit.reshape(expected.shape).double().cpu(), name)

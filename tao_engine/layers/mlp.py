@@ -16,7 +16,5 @@ class GatedMLP(nn.Module):
         self.down_proj = nn.Linear(intermediate_size, hidden_size, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # [N, H] -> [N, 2I] -> [N, I] -> [N, H]. The weights stay separate (HF names, trainable in place); joining
-        # the two outputs costs one activation copy, small next to the two matmuls that produce it.
-        gate_up = torch.cat((self.gate_proj(x), self.up_proj(x)), dim=-1)
-        return self.down_proj(ops.silu_and_mul(gate_up))
+        # [N, H] -> 2 x [N, I] -> [N, I] -> [N, H]; the weights stay separate (HF names, trainable in place)
+        return self.down_proj(ops.silu_and_mul(self.gate_proj(x), self.up_proj(x)))

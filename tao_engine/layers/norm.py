@@ -1,4 +1,4 @@
-"""RMSNorm module: holds the weight, delegates the math to `ops.rms_norm`."""
+"""RMSNorm module: holds the weight, delegates the math to `ops.rms_norm` (or `ops.add_rms_norm` with a residual)."""
 
 from __future__ import annotations
 
@@ -20,9 +20,13 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(size))
         self.eps = float(eps)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # [..., size] -> [..., size]
-        return ops.rms_norm(x, self.weight, self.eps)
+    def forward(
+        self, x: torch.Tensor, residual: torch.Tensor | None = None
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """[..., size] -> [..., size]. With a residual: (norm(x + residual), x + residual), the add fused in."""
+        if residual is None:
+            return ops.rms_norm(x, self.weight, self.eps)
+        return ops.add_rms_norm(x, residual, self.weight, self.eps)
 
     def reset_parameters(self) -> None:
         nn.init.ones_(self.weight)

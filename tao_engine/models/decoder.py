@@ -53,14 +53,23 @@ class DecoderLayer(nn.Module):
     def forward(
         self,
         hidden: torch.Tensor,
+        residual: torch.Tensor | None,
         cos: torch.Tensor,
         sin: torch.Tensor,
         batch: ForwardBatch,
         kv_cache: tuple[torch.Tensor, torch.Tensor] | None = None,
-    ) -> torch.Tensor:
-        # [N, H] -> [N, H], residual stream kept in the model dtype (as transformers does)
-        hidden = hidden + self.self_attn(self.input_layernorm(hidden), cos, sin, batch, kv_cache)
-        return hidden + self.mlp(self.post_attention_layernorm(hidden))
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """hidden [N, H]: the previous layer's MLP output, not yet added to the residual stream [N, H] (None for the
+        first layer, whose hidden is the embeddings) -> (this layer's MLP output, the residual stream before it).
+        Each residual add happens inside the norm after it (ops.add_rms_norm), as in vLLM; the stream stays in the
+        model dtype, as transformers keeps it."""
+        if residual is None:
+            normed, residual = self.input_layernorm(hidden), hidden
+        else:
+            normed, residual = self.input_layernorm(hidden, residual)
+        hidden = self.self_attn(normed, cos, sin, batch, kv_cache)
+        normed, residual = self.post_attention_layernorm(hidden, residual)
+        return self.mlp(normed), residual
 
 
 class DecoderModel(nn.Module):
@@ -89,12 +98,15 @@ class DecoderModel(nn.Module):
         recompute = checkpoint_layers and kv_caches is None and torch.is_grad_enabled()
         if recompute:
             from torch.utils.checkpoint import checkpoint  # imported on use: it pulls in more of torch
+        residual = None
         for i, layer in enumerate(self.layers):
             if recompute:
-                hidden = checkpoint(layer, hidden, cos, sin, batch, None, use_reentrant=False)
+                hidden, residual = checkpoint(layer, hidden, residual, cos, sin, batch, None, use_reentrant=False)
             else:
-                hidden = layer(hidden, cos, sin, batch, None if kv_caches is None else kv_caches[i])
-        return self.norm(hidden)
+                hidden, residual = layer(hidden, residual, cos, sin, batch, None if kv_caches is None else kv_caches[i])
+        if residual is None:  # no layers
+            return self.norm(hidden)
+        return self.norm(hidden, residual)[0]
 
 
 class DecoderForCausalLM(nn.Module):

@@ -284,3 +284,7 @@ def _write_kv_cache_fake(
         lambda: f"write_kv_cache: k must be [N, Hkv, D] to match the cache, got {tuple(k.shape)} and "
         f"{tuple(k_cache.shape)}",
     )
+
+
+# The layer ops (rms_norm, add_rms_norm, silu_and_mul, apply_rotary) register in their own module.
+from tao_engine.ops import _C_registrations_layers  # noqa: E402, F401

@@ -4,6 +4,7 @@ Every op is `op(..., backend=None)`; see `registry.py` for how a backend is chos
 """
 
 from tao_engine.ops.activation import silu_and_mul
+from tao_engine.ops.add_rms_norm import add_rms_norm
 from tao_engine.ops.advantages import group_advantages
 from tao_engine.ops.attention import varlen_causal_attention
 from tao_engine.ops.kv_cache import copy_blocks, write_kv_cache
@@ -20,6 +21,7 @@ from tao_engine.ops.shared_prefix_attention import shared_prefix_attention
 __all__ = [
     "BackendUnavailableError",
     "PolicyLossOutput",
+    "add_rms_norm",
     "all_ops",
     "apply_rotary",
     "copy_blocks",

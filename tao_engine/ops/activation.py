@@ -1,4 +1,10 @@
-"""Gated activation of the Llama MLP: silu(gate) * up, with gate and up concatenated on the last dim."""
+"""Gated activation of the Llama MLP: silu(gate) * up.
+
+gate and up come as two tensors, not concatenated on the last dim as in vLLM's fused gate_up projection: the model
+keeps gate_proj and up_proj as separate (HF-named, LoRA-targetable) weights, and joining their outputs would cost a
+[N, 2I] copy in the forward and another one (the chunk's backward) in the backward of every layer.
+The `cpp` backend (csrc/cpu/activation.cpp) computes in fp32 and rounds once, with an autograd formula.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +14,36 @@ import torch.nn.functional as F
 from tao_engine.ops.registry import define_op
 
 
-def silu_and_mul_reference(gate_up: torch.Tensor) -> torch.Tensor:
-    # [..., 2*I] -> [..., I]
-    gate, up = gate_up.chunk(2, dim=-1)
+def silu_and_mul_reference(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    # [..., I], [..., I] -> [..., I]
+    if gate.shape != up.shape:
+        shapes = f"{tuple(gate.shape)} and {tuple(up.shape)}"
+        raise ValueError(f"silu_and_mul: gate and up must have one shape, got {shapes}")
     return F.silu(gate) * up
 
 
 silu_and_mul = define_op("silu_and_mul", silu_and_mul_reference)
+
+
+# --- cpp backend (csrc/cpu/activation.cpp), with a fake kernel and an autograd formula
+# (ops/_C_registrations_layers.py).
+from tao_engine.ops.extension import cpu_backend_probe  # noqa: E402
+
+_CPP_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+def _silu_and_mul_cpp(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    return torch.ops.tao_engine.silu_and_mul(gate, up)
+
+
+def _silu_and_mul_cpp_supports(gate: torch.Tensor, up: torch.Tensor) -> tuple[bool, str]:
+    if gate.device.type != "cpu" or up.device.type != "cpu":
+        return False, f"gate and up must be CPU tensors, got {gate.device} and {up.device}"
+    if gate.dtype not in _CPP_DTYPES or up.dtype != gate.dtype:
+        return False, f"gate and up must share one of float32, bfloat16, float16; got {gate.dtype} and {up.dtype}"
+    if gate.shape != up.shape:
+        return False, f"gate and up must have one shape, got {tuple(gate.shape)} and {tuple(up.shape)}"
+    return True, ""
+
+
+silu_and_mul.register("cpp", _silu_and_mul_cpp, cpu_backend_probe, _silu_and_mul_cpp_supports)

@@ -1,4 +1,9 @@
-"""RMSNorm: y = w * x / sqrt(mean(x^2) + eps), statistics in fp32, result in the input dtype (as HF Llama does)."""
+"""RMSNorm: y = w * x / sqrt(mean(x^2) + eps), statistics in fp32, result in the input dtype (as HF Llama does).
+
+x [..., H], weight [H] -> [..., H] in the dtype of `weight * x` (torch's promotion: fp32 for an fp32 weight under
+bf16 autocast activations). Backends: `cpp` (csrc/cpu/rms_norm.cpp: one pass per row, fp32 in registers, with an
+autograd formula) and `triton` (kernels/rms_norm.py).
+"""
 
 from __future__ import annotations
 
@@ -44,3 +49,35 @@ def _rms_norm_triton_supports(x: torch.Tensor, weight: torch.Tensor, eps: float)
 
 
 rms_norm.register("triton", _rms_norm_triton, triton_support.triton_probe, _rms_norm_triton_supports)
+
+
+# --- cpp backend (csrc/cpu/rms_norm.cpp): `torch.ops.tao_engine.rms_norm` with a fake kernel and an autograd formula
+# (ops/_C_registrations_layers.py). The extension loads in the probe, on first use, never at import time.
+from tao_engine.ops.extension import cpu_backend_probe  # noqa: E402
+
+CPP_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+def cpp_norm_supports(x: torch.Tensor, weight: torch.Tensor) -> tuple[bool, str]:
+    """What the cpp kernels of rms_norm and add_rms_norm take: CPU tensors, x [..., H] in a float dtype, weight [H]
+    in x's dtype or fp32."""
+    if x.device.type != "cpu" or weight.device.type != "cpu":
+        return False, f"x and weight must be CPU tensors, got {x.device} and {weight.device}"
+    if x.dtype not in CPP_DTYPES:
+        return False, f"x must be float32, bfloat16 or float16, got {x.dtype}"
+    if weight.dtype not in (x.dtype, torch.float32):
+        return False, f"weight must have x's dtype or float32, got {weight.dtype} for x {x.dtype}"
+    if weight.dim() != 1 or x.dim() == 0 or x.shape[-1] != weight.shape[0]:
+        return False, f"weight must be [H] with H = x.shape[-1]; got x {tuple(x.shape)}, weight {tuple(weight.shape)}"
+    return True, ""
+
+
+def _rms_norm_cpp(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    return torch.ops.tao_engine.rms_norm(x, weight, float(eps))
+
+
+def _rms_norm_cpp_supports(x: torch.Tensor, weight: torch.Tensor, eps: float) -> tuple[bool, str]:
+    return cpp_norm_supports(x, weight)
+
+
+rms_norm.register("cpp", _rms_norm_cpp, cpu_backend_probe, _rms_norm_cpp_supports)

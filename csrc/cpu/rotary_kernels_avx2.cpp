@@ -1,0 +1,8 @@
+// AVX2 + FMA + F16C copy of the apply_rotary kernels (see rotary_kernels.h), selected at run time only on CPUs that
+// have them (cpu_isa.h); avx2_target.h explains how the copy is compiled and linked.
+#include "rotary_kernels.h"
+
+#if TAO_CPU_AVX2_KERNELS
+#include "avx2_target.h"
+#include "rotary_kernels_impl.h"
+#endif
