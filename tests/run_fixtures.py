@@ -17,11 +17,11 @@ EOS = 2  # <|im_end|> in the ChatML tokenizer
 MAX_CONTEXT = 256  # the model's max_position_embeddings: prompt + max_tokens must fit
 
 
-def tiny_model_dir(root: Path) -> Path:
+def tiny_model_dir(root: Path, max_context: int = MAX_CONTEXT) -> Path:
     config = {"bos_token": "<|im_start|>", "eos_token": "<|im_end|>", "chat_template": template("smollm2.jinja")}
     tokenizer = Tokenizer.from_dir(write_tokenizer_dir(root / "tok", train_byte_level_bpe(CHATML_SPECIALS), config))
     model = helpers.tiny_model(seed=0, vocab_size=tokenizer.vocab_size, eos_token_id=EOS,
-                               max_position_embeddings=MAX_CONTEXT)
+                               max_position_embeddings=max_context)
     return save_pretrained(model, root / "tiny", tokenizer=tokenizer)
 
 

@@ -341,12 +341,16 @@ class TAO:
         records: the prompts to probe from (default: [data] prompts); `[probe] prompts` of them are drawn with the
         run's seed. labeled: a JSONL/CSV file of prompts with their "answer" (default: [probe] labeled); its prompts
         are probed instead, and pass@k, maj@k and the reward's pair accuracy are added. is_correct: (completion,
-        record) -> bool for the labeled check (default: the run's eval_extractor against "answer"). The engine's
-        seed generator is restored afterwards: probing does not change the run's samples."""
+        record) -> bool for the labeled check (default: the run's eval_extractor against "answer"); given with
+        `records` and no file, those records are the labeled probe set (label-free records: the check holds the
+        labels), and the first `[probe] prompts` of them are probed. The engine's seed generator is restored
+        afterwards: probing does not change the run's samples."""
         cfg = self.config
         labeled = labeled if labeled is not None else cfg.probe.labeled
         check = None
-        if labeled:
+        if is_correct is not None and records is not None and not labeled:
+            chosen, check = list(records)[: cfg.probe.prompts], is_correct
+        elif labeled:
             chosen = load_prompts(labeled, cfg.data.system_prompt)[: cfg.probe.prompts]
             check_eval_answers(chosen, labeled, every=True)
             if is_correct is None:

@@ -91,6 +91,18 @@ def json_text(text: str) -> str | None:
     return None
 
 
+def json_canonical(text: str) -> str | None:
+    """The first JSON value in the text (as `json_text` finds it), re-serialized with sorted keys and no spaces, so
+    that two replies holding the same object give the same string whatever their layout."""
+    found = json_text(text)
+    if found is None:
+        return None
+    try:
+        return json.dumps(json.loads(found), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    except json.JSONDecodeError:
+        return None
+
+
 def stripped(text: str) -> str | None:
     return text.strip() or None
 
@@ -103,6 +115,7 @@ EXTRACTORS: dict[str, Callable[[str], str | None]] = {
     "python_block": python_block,
     "sql": sql_block,
     "json": json_text,
+    "json_canonical": json_canonical,
     "stripped": stripped,
 }
 

@@ -176,12 +176,17 @@ def test_plan_runs_base_and_speed_once_per_task_and_speed_last():
 
 
 def test_cli_flags_select_the_pieces_and_reject_unknown_tasks():
-    from bench.bench_quality import parse_args
+    from bench.bench_quality import chosen_profile, parse_args
 
-    args = parse_args(["--profile", "smoke", "--tasks", "sql", "--seeds", "0,1", "--methods", "base,tao"])
-    assert (args.profile, args.tasks, args.seeds, args.methods) == ("smoke", ["sql"], [0, 1], ["base", "tao"])
+    args = parse_args(["--profile", "smoke", "--tasks", "arith", "--seeds", "0,1", "--methods", "base,tao"])
+    assert (args.profile, args.tasks, args.seeds, args.methods) == ("smoke", ["arith"], (0, 1), ["base", "tao"])
+    profile = chosen_profile(args)
+    assert profile.tasks == ("arith",) and profile.seeds == (0, 1) and profile.scaling_seeds == (0,)
     defaults = parse_args([])
-    assert defaults.profile == "full" and defaults.tasks == ["sql", "math"] and defaults.seeds == [0, 1]
+    assert defaults.profile == "full" and defaults.suite == "competence" and defaults.workers == 2
+    assert chosen_profile(defaults).tasks == ("extract", "arith", "table_sql", "passage_qa", "sql", "math")
     assert defaults.out == Path("bench/results/quality.md") and defaults.work_dir == Path("runs/bench-quality")
     with pytest.raises(SystemExit):
         parse_args(["--tasks", "sql,chess"])
+    with pytest.raises(SystemExit):
+        parse_args(["--methods", "base,judge"])

@@ -69,3 +69,11 @@ def test_get_extractor_unknown():
     assert get_extractor("boxed") is boxed
     with pytest.raises(ValueError, match=r"unknown extractor 'boxd'.*'boxed'"):
         get_extractor("boxd")
+
+
+def test_json_canonical_ignores_layout_and_key_order():
+    from tao_engine.scoring.extract import json_canonical
+
+    a = json_canonical('JSON:\n{\n  "b": 1,\n  "a": "x"\n}')
+    assert a == json_canonical('{"a":"x","b":1}') == '{"a":"x","b":1}'
+    assert json_canonical("no json") is None and json_canonical('{"a": 1') is None

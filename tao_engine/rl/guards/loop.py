@@ -34,14 +34,7 @@ class RunGuards:
 
     def split_holdout(self, records: Sequence[Any], seed: int) -> tuple[list[Any], list[Any]]:
         """(training records, held-out records): `holdout_prompts` of them, drawn with `seed`, never trained on."""
-        k = self.config.holdout_prompts
-        if not k:
-            return list(records), []
-        if k >= len(records):
-            raise ValueError(f"[guards] holdout_prompts = {k} leaves no prompt to train on ({len(records)} prompts); "
-                             "hold out fewer")
-        held = set(random.Random(seed).sample(range(len(records)), k))
-        return ([r for i, r in enumerate(records) if i not in held], [r for i, r in enumerate(records) if i in held])
+        return split_holdout(records, self.config.holdout_prompts, seed)
 
     # ---- each step --------------------------------------------------------------------------------------------
 
@@ -85,6 +78,17 @@ class RunGuards:
         state = _from_json(state)
         self.tracker.load_state(state.get("tracker", {}), up_to_step=step)
         self.step_guards.load_state(state.get("step_guards", {}))
+
+
+def split_holdout(records: Sequence[Any], count: int, seed: int) -> tuple[list[Any], list[Any]]:
+    """(training records, `count` held-out records drawn with `seed`), both in their original order."""
+    if not count:
+        return list(records), []
+    if count >= len(records):
+        raise ValueError(f"[guards] holdout_prompts = {count} leaves no prompt to train on ({len(records)} prompts); "
+                         "hold out fewer")
+    held = set(random.Random(seed).sample(range(len(records)), count))
+    return ([r for i, r in enumerate(records) if i not in held], [r for i, r in enumerate(records) if i in held])
 
 
 def _json_ready(value: Any) -> Any:

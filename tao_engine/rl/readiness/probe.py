@@ -87,6 +87,9 @@ def run_probe(sample_and_score: SampleAndScore, records: Sequence[Any], guards: 
     each) adds the greedy accuracy."""
     start = time.perf_counter()
     batch = sample_and_score(records)
+    if batch.num_prompts == 0:
+        raise ValueError(f"probe: none of the {len(records)} prompts could run (each longer than the engine's "
+                         "context with max_tokens); shorten them or raise [engine] max_model_len / kv_cache_bytes")
     kept = [records[i] for i in (batch.prompt_indices or range(batch.num_prompts))]
     keys = answer_keys(batch.completion_texts, guards.answer, batch.answers)
     rewards = batch.rewards or [[None] * len(g) for g in batch.completion_texts]
