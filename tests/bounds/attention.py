@@ -63,6 +63,11 @@ def paged_attention_with_bound(q: torch.Tensor, k_cache: torch.Tensor, v_cache: 
     block_size, hkv, d = k_cache.shape[1], k_cache.shape[2], k_cache.shape[3]
     outs, bounds, row = [], [], 0
     for b, (ctx, t) in enumerate(zip(lens.tolist(), q_lens, strict=True)):
+        if ctx == 0:  # nothing to attend to: the output is zeros, exactly
+            outs.append(torch.zeros(t, q.shape[1], d, dtype=torch.float64))
+            bounds.append(torch.zeros(t, q.shape[1], d, dtype=torch.float64))
+            row += t
+            continue
         p = torch.arange(ctx)
         slots = tables[b].cpu().long()[p // block_size] * block_size + p % block_size
         keys, values = k_cache.reshape(-1, hkv, d)[slots.to(k_cache.device)], v_cache.reshape(-1, hkv, d)[

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tao_engine.layers.rotary import RotaryEmbedding, compute_inv_freq, normalize_rope_scaling
-from tests.helpers import assert_close
+from tests.tolerances import check
 
 LLAMA3 = {
     "rope_type": "llama3",
@@ -65,8 +65,8 @@ def test_cos_sin_match_transformers_up_to_131k_positions(scaling: dict | None) -
     cos_ref, sin_ref = hf(torch.zeros(1, dtype=torch.float32), positions[None])  # [1, N, D]
     cos, sin = RotaryEmbedding(head_dim, 500000.0, scaling)(positions)
     assert cos.shape == sin.shape == (positions.numel(), head_dim) and cos.dtype == torch.float32
-    assert_close(cos, cos_ref[0], "rotary_cos_sin", torch.float32)
-    assert_close(sin, sin_ref[0], "rotary_cos_sin", torch.float32)
+    check("rotary_cos_sin", cos, cos_ref[0])
+    check("rotary_cos_sin", sin, sin_ref[0])
 
 
 def test_no_buffers_and_works_after_meta_construction() -> None:
@@ -77,8 +77,9 @@ def test_no_buffers_and_works_after_meta_construction() -> None:
     positions = torch.tensor([3, 0, 5])
     cos, sin = rotary(positions)
     expected_angle = 5 * compute_inv_freq(16, 10000.0, {"rope_type": "linear", "factor": 2.0})
-    assert torch.allclose(cos[2, :8], expected_angle.cos()) and torch.allclose(cos[2, 8:], expected_angle.cos())
-    assert torch.allclose(sin[1], torch.zeros(16))
+    check("rotary_cos_sin", cos[2, :8], expected_angle.cos())
+    check("rotary_cos_sin", cos[2, 8:], expected_angle.cos())
+    assert torch.equal(sin[1], torch.zeros(16))  # position 0: sin(0) is 0 exactly
 
 
 @pytest.mark.parametrize(

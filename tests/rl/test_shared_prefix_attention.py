@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from tao_engine import ForwardBatch, ops
 from tests import helpers
+from tests.tolerances import check
 
 # (prompt length, completion lengths) per group: n = 1, 3, 4, odd lengths, prompts of different lengths.
 LAYOUTS = [
@@ -58,7 +59,10 @@ def test_forward_matches_dense_mask_reference(layout, hq, hkv, dtype):
     out = ops.shared_prefix_attention(q, k, v, batch.cu_seqlens_q, batch.prompt_seq, batch.max_seqlen_q, scale)
     ref = _reference64(q, k, v, batch.cu_seqlens_q.tolist(), batch.prompt_seq.tolist(), scale)
     assert out.shape == q.shape and out.dtype == dtype
-    helpers.assert_close(out, ref, "shared_prefix_attention", dtype)
+    visible = _dense_mask(batch.cu_seqlens_q.tolist(), batch.prompt_seq.tolist())
+    # A half dtype attends through SDPA in that dtype: fp32 accumulation, the weights rounded for the P x V product.
+    check("attention", out, ref, q=q, k=k, v=v, visible=visible, scale=scale, output=dtype,
+          half=None if dtype == torch.float32 else dtype)
 
 
 @pytest.mark.parametrize(("hq", "hkv"), HEADS)
@@ -74,9 +78,10 @@ def test_gradients_match_dense_mask_reference(layout, hq, hkv):
     leaves64 = [x.double().requires_grad_() for x in (q, k, v)]
     ref = _reference64(*leaves64, batch.cu_seqlens_q.tolist(), batch.prompt_seq.tolist(), scale)
     grads64 = torch.autograd.grad(ref, leaves64, grad_out.double())
+    visible = _dense_mask(batch.cu_seqlens_q.tolist(), batch.prompt_seq.tolist())
     for name, g, g64 in zip("qkv", grads, grads64, strict=True):
         assert g.abs().max() > 0, f"d{name} is all zero"
-        helpers.assert_close(g, g64, "shared_prefix_attention", torch.float32)
+        check(f"attention_grad_{name}", g, g64, q=q, k=k, v=v, visible=visible, scale=scale, grad_out=grad_out)
 
 
 def test_prompt_only_groups_and_empty_completions_mix_with_shared_groups():
@@ -85,15 +90,19 @@ def test_prompt_only_groups_and_empty_completions_mix_with_shared_groups():
     owners = torch.tensor([0, 1, 1, 1, 4, 5, 5], dtype=torch.int32)
     q, k, v = _inputs(15, 4, 2, 8, torch.float32, seed=3)
     out = ops.shared_prefix_attention(q, k, v, cu, owners, 5, 0.5)
-    helpers.assert_close(out, _reference64(q, k, v, cu.tolist(), owners.tolist(), 0.5), "shared_prefix_attention",
-                         torch.float32)
+    check("attention", out, _reference64(q, k, v, cu.tolist(), owners.tolist(), 0.5), q=q, k=k, v=v,
+          visible=_dense_mask(cu.tolist(), owners.tolist()), scale=0.5, output=torch.float32)
 
 
 def test_no_completions_equals_varlen_causal_attention():
     cu = torch.tensor([0, 3, 10], dtype=torch.int32)
     q, k, v = _inputs(10, 2, 2, 8, torch.float32, seed=4)
-    out = ops.shared_prefix_attention(q, k, v, cu, torch.tensor([0, 1], dtype=torch.int32), 7, 0.5)
-    torch.testing.assert_close(out, ops.varlen_causal_attention(q, k, v, cu, 7, 0.5))
+    owners = [0, 1]
+    out = ops.shared_prefix_attention(q, k, v, cu, torch.tensor(owners, dtype=torch.int32), 7, 0.5)
+    expected = _reference64(q, k, v, cu.tolist(), owners, 0.5)
+    inputs = dict(q=q, k=k, v=v, visible=_dense_mask(cu.tolist(), owners), scale=0.5, output=torch.float32)
+    check("attention", out, expected, **inputs)  # both ops within the bound of the same fp64 attention
+    check("attention", ops.varlen_causal_attention(q, k, v, cu, 7, 0.5), expected, **inputs)
 
 
 def test_bad_layouts_are_rejected_with_the_sequence_named():
@@ -156,4 +165,4 @@ def test_model_forward_on_shared_layout_equals_each_sequence_alone():
     batch = ForwardBatch.for_shared_prompts([p for p, _ in layout], [c for _, c in layout])
     with torch.no_grad():
         hidden = model(torch.cat(ids), batch)
-    torch.testing.assert_close(hidden, torch.cat(expected), atol=1e-10, rtol=1e-10)
+    check("fp64_recomputation", hidden, torch.cat(expected))
