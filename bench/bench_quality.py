@@ -49,6 +49,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=Path("bench/results/quality.md"))
     parser.add_argument("--work-dir", type=Path, default=Path("runs/bench-quality"))
     parser.add_argument("--model", default="smollm2", help="an HF model directory, or smollm2 (the bundled model)")
+    parser.add_argument("--dev", action="store_true", help="a development run: evaluate on the labeled probe split "
+                        "instead of the test split (choose recipes here, never on test); its own cells, and its "
+                        "report goes to <work-dir>-dev/quality-dev.md unless --out is given")
     args = parser.parse_args(argv)
     bad = sorted(set(args.methods) - set(SUITE_METHODS))
     if bad:
@@ -76,6 +79,8 @@ def chosen_profile(args: argparse.Namespace):
     if args.seeds is not None:
         profile = dataclasses.replace(profile, seeds=args.seeds,
                                       scaling_seeds=tuple(s for s in profile.scaling_seeds if s in args.seeds))
+    if args.dev:
+        profile = dataclasses.replace(profile, name=f"{profile.name}-dev", eval_split="probe")
     return profile
 
 
@@ -91,6 +96,8 @@ def main(argv: list[str] | None = None) -> None:
     from bench.quality.suite_runner import run_suite
 
     profile = chosen_profile(args)
+    if args.dev and args.out == Path("bench/results/quality.md"):
+        args.out = Path(f"{args.work_dir}-dev") / "quality-dev.md"
     paths = build_suite_datasets(args.work_dir / "data", seed=0, contrast=any(
         t in profile.tasks for t in ("sql", "math")))
     info = machine()

@@ -60,9 +60,11 @@ def plan_suite_cells(profile: SuiteProfile, methods: Sequence[str]) -> list[Suit
 
 
 def load_splits(paths: Mapping[str, Path], task: str, profile: SuiteProfile) -> tuple[list[Example], ...]:
-    """(train, probe, test) of a task, each record's context given a "qid" (task:split:line) the diagnostics key by."""
+    """(train, probe, evaluation) of a task, each record's context given a "qid" (task:split:line) the diagnostics
+    key by. The evaluation split is the test split, or the probe split in a development run (eval_split "probe")."""
     out = []
-    for split, limit in (("train", None), ("probe", profile.probe_prompts), ("test", profile.test_prompts)):
+    evaluation = ("test", profile.test_prompts) if profile.eval_split == "test" else ("probe", profile.probe_prompts)
+    for split, limit in (("train", None), ("probe", profile.probe_prompts), evaluation):
         examples = load_examples(paths[f"{task}_{split}"], limit)
         out.append([dataclasses.replace(ex, record=dataclasses.replace(
             ex.record, context={**ex.record.context, "qid": f"{task}:{split}:{i}"})) for i, ex in enumerate(examples)])

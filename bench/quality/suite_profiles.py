@@ -31,12 +31,16 @@ class SuiteProfile:
     speed_tokens: int = 32
     kv_cache_bytes: int = 768 * 2**20
     max_tokens: Mapping[str, int] = field(default_factory=dict)  # per task; empty: each task's own budget
+    # "test", or "probe" for a development run: recipes are chosen on the labeled probe split, never on the test one
+    eval_split: str = "test"
 
     def __post_init__(self) -> None:
         if self.n not in self.samples:
             raise ValueError(f"profile {self.name}: n {self.n} must be one of samples {self.samples}")
         if min(self.samples) < 2:
             raise ValueError(f"profile {self.name}: group methods need >= 2 samples per prompt")
+        if self.eval_split not in ("test", "probe"):
+            raise ValueError(f"profile {self.name}: eval_split must be 'test' or 'probe', got {self.eval_split!r}")
         if not set(self.scaling_seeds) <= set(self.seeds):
             raise ValueError(f"profile {self.name}: scaling_seeds must be among seeds")
 

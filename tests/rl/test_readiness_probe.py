@@ -68,6 +68,8 @@ def _labeled(**changes):
     (_stats(), _labeled(pair_accuracy=0.5), NO_GO, "ranks a right answer above a wrong one in 50% of 50 pairs"),
     (_stats(), _labeled(pair_accuracy=0.5, pairs=4), GO, None),  # too few pairs to judge the reward
     (_stats(), _labeled(maj_at_k=0.2), WEAK, "the majority answer is right less often"),
+    (_stats(), _labeled(greedy_accuracy=0.6), WEAK, "the greedy answer is right more often (60%)"),
+    (_stats(), _labeled(greedy_accuracy=0.53), GO, None),  # within the margin of maj@k
 ])
 def test_verdict_rules(stats, labeled, level, says):
     result = verdict(stats, labeled)
