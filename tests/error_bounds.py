@@ -58,6 +58,8 @@ def matmul_bound(
 def assert_within_bound(actual: torch.Tensor, expected: torch.Tensor, bound: torch.Tensor, what: str) -> float:
     """|actual - expected| <= bound element-wise; returns the largest error / bound ratio (<= 1 when it passes)."""
     assert actual.shape == expected.shape == bound.shape, (what, actual.shape, expected.shape, bound.shape)
+    if actual.numel() == 0:
+        return 0.0
     error = (actual.detach().double().cpu() - expected.detach().double().cpu()).abs()
     bound = bound.cpu()
     ratio = error / bound.clamp_min(torch.finfo(torch.float64).tiny)

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from tests.bounds import attention, elementwise, model, norm, softmax
+from tests.bounds import attention, elementwise, model, norm, rl, softmax
 from tests.error_bounds import LAMBDA, assert_within_bound, matmul_bound, unit_roundoff
 
 U32 = unit_roundoff(torch.float32)  # 2**-24
@@ -169,17 +169,19 @@ TOLERANCES: dict[str, Fixed | Derived] = {
     # ---- fixed: no reduction whose order differs between machines
     "rotary_cos_sin": Fixed(16 * U32, 0.0, "cos/sin of the same fp32 angles as transformers computes them: two "
                             "libm/SLEEF evaluations of values <= 1, each within 2 ulp; 16 u leaves 4x margin"),
-    "group_advantages": Fixed(64 * U32, 64 * U32, "values of order 1 from groups of <= 64 rewards: the mean and the "
-                              "std (a few tens of fp32 roundings in the kernels' fixed order) and one division; "
-                              "64 u of the value and of 1"),
-    "policy_loss": Fixed(256 * U32, 64 * U32, "per-token losses, their sums over <= 64 tokens in the kernels' "
-                         "fixed order and the metrics: exp of log-ratios of order 1 (4 ulp), products and clips, "
-                         "then sums whose terms are of order 1, against plain fp64 math; 256 u absolute covers "
-                         "the sums' roundings (<= 64 terms x a few u), 64 u relative the per-token chain"),
-    "policy_loss_grad": Fixed(16 * U32, 2**-13, "d loss / d logprobs against fp64 central differences with step "
-                              "1e-6: the kernels' few roundings of entries of order 1 / tokens (16 u absolute), the "
-                              "differences' own truncation error (step^2 f''' / 6, up to ~1e-4 relative at the "
-                              "ratios' curvature)"),
+    "group_advantages": Derived(rl.group_advantages_bound, "the group mean (LAMBDA sqrt(k) u), the std's sum of "
+                                "squares (the batch's K for mean_batch_std), the centering and the division "
+                                "(tests/bounds/rl.py)"),
+    "policy_loss": Derived(lambda **inputs: rl.policy_loss_bound("loss", **inputs), "per-token losses (the ratio's "
+                           "exp and log-ratio, GSPO's sequence mean, products and the KL estimator's terms) summed "
+                           "over B T tokens with the aggregation's scales (tests/bounds/rl.py)"),
+    "policy_loss_per_token": Derived(lambda **inputs: rl.policy_loss_bound("per_token_loss", **inputs),
+                                     "one token's loss: the ratio's and the products' roundings of its terms"),
+    "policy_loss_metric": Derived(lambda metric, **inputs: rl.policy_loss_bound(metric, **inputs), "ratio mean / max, "
+                                  "KL mean (sums over the tokens), clip fraction (a count over the mask weight)"),
+    "policy_loss_grad": Derived(lambda **inputs: rl.policy_loss_bound("grad", **inputs), "d loss / d logprobs: the "
+                                "same terms' magnitudes times their relative errors, plus the fp64 central "
+                                "differences' rounding eps_64 |loss| / step"),
     "fp64_recomputation": Fixed(2**20 * unit_roundoff(torch.float64), 2**20 * unit_roundoff(torch.float64),
                                 "the same math in fp64 along another path (another kernel, another summation order): "
                                 "reductions of <= 10^4 terms of order 1 stay within LAMBDA sqrt(K) u64 ~ 10^3 u64; "

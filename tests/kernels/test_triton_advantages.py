@@ -9,8 +9,8 @@ import torch
 from tao_engine import ops
 from tao_engine.ops.advantages import ADVANTAGE_MODES
 from tao_engine.ops.registry import BackendUnavailableError
-from tests.helpers import tolerance
 from tests.ops.rl_plain_math import plain_group_advantages
+from tests.tolerances import check
 
 pytestmark = pytest.mark.triton
 
@@ -32,9 +32,8 @@ def _check(rewards: torch.Tensor, mode: str, eps: float = 1e-6) -> torch.Tensor:
     expected, expected_zv = plain_group_advantages(rewards.cpu(), mode, eps)
     assert advantages.dtype == torch.float32 and advantages.shape == rewards.shape
     assert zero_variance.dtype == torch.bool and zero_variance.tolist() == expected_zv
-    atol, rtol = tolerance("group_advantages", torch.float32)
     expected = torch.tensor(expected, dtype=torch.float64).reshape(rewards.shape)
-    torch.testing.assert_close(advantages.double().cpu(), expected, atol=atol, rtol=rtol)
+    check("group_advantages", advantages, expected, rewards=rewards, mode=mode, eps=eps)
     return advantages
 
 

@@ -9,6 +9,8 @@ import torch
 from tao_engine import ops
 from tao_engine.ops.policy_loss_args import LOSS_AGGS
 from tests.ops.policy_loss_cases import CASES, METRICS, case_options, check_against_plain, make_inputs, run_backend
+from tests.ops.rl_plain_math import plain_policy_loss
+from tests.tolerances import check
 
 pytestmark = pytest.mark.triton
 
@@ -32,8 +34,10 @@ def test_matches_cpu_reference_with_strided_inputs(triton_device):
     options = dict(kl_coef=0.2, kl_type="k2", loss_agg="seq_mean_token_sum")
     expected, expected_grad = run_backend(inputs, "torch", **options)
     got, grad = run_backend(strided, "triton", **options)
-    torch.testing.assert_close(got.loss, expected.loss, atol=1e-6, rtol=1e-5)
-    torch.testing.assert_close(grad, expected_grad, atol=1e-7, rtol=1e-5)
+    plain = plain_policy_loss(**inputs, **options)
+    for loss, g in ((got.loss, grad), (expected.loss, expected_grad)):  # each fp32 backend against fp64 math
+        check("policy_loss", loss, torch.tensor(plain["loss"], dtype=torch.float64), **inputs, **options)
+        check("policy_loss_grad", g, plain["grad"], **inputs, **options)
 
 
 def test_empty_and_no_grad(triton_device):
@@ -47,6 +51,8 @@ def test_empty_and_no_grad(triton_device):
     with torch.no_grad():
         out = ops.policy_loss(**inputs, backend="triton")
     assert not out.loss.requires_grad
-    assert out.loss.item() == pytest.approx(ops.policy_loss(**inputs, backend="torch").loss.item(), rel=1e-5)
+    plain = torch.tensor(plain_policy_loss(**inputs, with_grad=False)["loss"], dtype=torch.float64)
+    for loss in (out.loss, ops.policy_loss(**inputs, backend="torch").loss):
+        check("policy_loss", loss, plain, **inputs)
     with pytest.raises(ValueError, match="ref_logprobs is None"):
         ops.policy_loss(**{**inputs, "ref_logprobs": None}, kl_coef=0.1, backend="triton")

@@ -11,8 +11,8 @@ import torch
 
 from tao_engine import ops
 from tao_engine.ops.policy_loss_args import KL_TYPES, LOSS_AGGS, RATIO_LEVELS
-from tests.helpers import tolerance
 from tests.ops.rl_plain_math import plain_policy_loss
+from tests.tolerances import check
 
 METRICS = ("clip_fraction", "ratio_mean", "ratio_max", "kl_mean")
 
@@ -59,20 +59,18 @@ def run_backend(inputs: dict, backend: str, **options) -> tuple[ops.PolicyLossOu
 def check_against_plain(inputs: dict, backend: str, with_grad: bool = True, **options) -> ops.PolicyLossOutput:
     out, grad = run_backend(inputs, backend, **options)
     plain = plain_policy_loss(**inputs, with_grad=with_grad, **options)
-    atol, rtol = tolerance("policy_loss", torch.float32)
     assert out.loss.dim() == 0 and out.loss.dtype == torch.float32
     assert out.per_token_loss.shape == inputs["logprobs"].shape and not out.per_token_loss.requires_grad
-    expected_loss = torch.tensor(plain["loss"], dtype=torch.float64)
-    torch.testing.assert_close(out.loss.double().cpu(), expected_loss, atol=atol, rtol=rtol)
-    torch.testing.assert_close(out.per_token_loss.double().cpu(), plain["per_token_loss"], atol=atol, rtol=rtol)
+    check("policy_loss", out.loss, torch.tensor(plain["loss"], dtype=torch.float64), **inputs, **options)
+    check("policy_loss_per_token", out.per_token_loss, plain["per_token_loss"], **inputs, **options)
     for name in METRICS:
         value = getattr(out, name)
         assert value.dim() == 0 and value.dtype == torch.float32 and not value.requires_grad, name
-        assert value.item() == pytest.approx(plain[name], abs=atol, rel=rtol), name
+        check("policy_loss_metric", value, torch.tensor(plain[name], dtype=torch.float64), metric=name, **inputs,
+              **options)
     assert torch.isfinite(grad).all()
     if with_grad:
-        atol, rtol = tolerance("policy_loss_grad", torch.float32)
-        torch.testing.assert_close(grad.double().cpu(), plain["grad"], atol=atol, rtol=rtol)
+        check("policy_loss_grad", grad, plain["grad"], **inputs, **options)
     return out
 
 
