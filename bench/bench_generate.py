@@ -227,7 +227,7 @@ def main() -> None:
         _print_profile(profile)
         ratios["decode_gemm_share"] = profile["decode_gemm_share"]
         ratios["decode_step_over_gemm"] = profile["step_over_gemm"]
-        ours["profile"] = {k: profile[k] for k in ("batch", "step_ms", "gemm_replay_ms", "categories_ms")}
+        ours["profile"] = {k: profile[k] for k in ("batch", "step_ms", "gemm_replay_ms", "category_shares")}
     ours["cpu"] = cpu_description()
     print_json_line("generate", rows, ratios)
 

@@ -3,7 +3,8 @@
 The workload is the bench's own (P prompts x n samples) with `ignore_eos`, so every decode step holds all P x n
 sequences (batch 64 at the defaults) and the steps measured are alike. Three measurements on one warm engine:
 1. wall time of `--profile-steps` decode steps, plain (the median is "the step");
-2. as many more under torch.profiler: each op's self time, summed per category (below);
+2. as many more under torch.profiler: each op's self time, summed per category (below), as a share of those steps'
+   wall time, shown against the plain step;
 3. the GEMM shapes of the profiled steps replayed alone (F.linear on fresh tensors of the same shapes and dtype, the
    weight in its [out, in] layout as the model holds it): the time the step's matrix multiplies need by themselves.
 
@@ -11,7 +12,7 @@ Categories: GEMM (aten mm/addmm/bmm), attention (the attention ops), sampling (e
 "tao.sample" profiler range, `ops.sample` included), KV write (write_kv_cache, copy_blocks), small ops (every other
 op: norms, rotary, activation, adds, copies, index math), scheduler/Python (the plain step's wall time not spent in
 any op: scheduling, batch building, accepting tokens, detokenizing). The profiler adds a little to each op's self
-time, so scheduler/Python is if anything underestimated.
+time, so the ops' shares are if anything overestimated and scheduler/Python's underestimated.
 """
 
 from __future__ import annotations
@@ -116,16 +117,17 @@ def profile_decode(engine: Any, prompts: list[Any], sampling: Any, steps: int) -
         if event.name == "aten::linear":
             x_shape, w_shape, b_shape = (tuple(s) for s in event.input_shapes[:3])
             shapes[(x_shape, w_shape, bool(b_shape))] += 1
-    for key in per_category:
-        per_category[key] /= steps
-    in_ops = sum(per_category.values())
-    per_category["scheduler/Python"] = max(0.0, step_s - in_ops)
+    # Shares of the profiled steps' own wall time (what they ran besides their ops is scheduler/Python), applied to
+    # the plain step: the two windows see the same work, and shares survive a machine whose load changes between them.
+    profiled_s = sum(profiled)
+    per_category["scheduler/Python"] = max(0.0, profiled_s - sum(per_category.values()))
+    shares = {key: value / profiled_s for key, value in per_category.items()}
     dtype = next(engine.model.parameters()).dtype
     gemm_replay_s, gemm_rows = _replay_gemms(shapes, dtype, steps)
     table = [{"part": "step (plain, median)", "ms/step": step_s * 1e3, "share": 1.0}]
     table.append({"part": "GEMM replayed alone", "ms/step": gemm_replay_s * 1e3, "share": gemm_replay_s / step_s})
-    table += [{"part": name, "ms/step": s * 1e3, "share": s / step_s} for name, s in per_category.items()]
-    top_small = [{"op": name, "ms/step": s / steps * 1e3} for name, s in op_seconds.most_common(8)]
+    table += [{"part": name, "ms/step": share * step_s * 1e3, "share": share} for name, share in shares.items()]
+    top_small = [{"op": name, "share": s / profiled_s} for name, s in op_seconds.most_common(8)]
     return {
         "batch": batch,
         "steps": steps,
@@ -134,7 +136,7 @@ def profile_decode(engine: Any, prompts: list[Any], sampling: Any, steps: int) -
         "gemm_replay_ms": gemm_replay_s * 1e3,
         "decode_gemm_share": gemm_replay_s / step_s,
         "step_over_gemm": step_s / gemm_replay_s,
-        "categories_ms": {k: v * 1e3 for k, v in per_category.items()},
+        "category_shares": shares,
         "table": table,
         "gemm_shapes": gemm_rows,
         "top_small_ops": top_small,

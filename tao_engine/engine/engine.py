@@ -19,6 +19,7 @@ from torch import nn
 from tao_engine.engine.block_manager import BlockManager
 from tao_engine.engine.config import EngineConfig
 from tao_engine.engine.kv_allocation import allocate_kv_caches, kv_cache_bytes_per_block, num_blocks_for_budget
+from tao_engine.engine.logprob_journal import LogprobJournal
 from tao_engine.engine.outputs import (
     FINISH_ABORT,
     FINISH_LENGTH,
@@ -111,6 +112,7 @@ class Engine:
         self._requests: dict[str, _Request] = {}
         self._ids = itertools.count()
         self._stats = EngineStats()
+        self._journal = LogprobJournal()  # sampled log-probs, pending as tensors until an output is read
         self._weights_version = self._current_weights_version()
 
     def _kv_blocks(self, model_config) -> int:
@@ -179,7 +181,15 @@ class Engine:
     # ---- the loop -------------------------------------------------------------------------------------------------
 
     def step(self) -> list[RequestOutput]:
-        """Run one scheduled step; returns the requests that changed (finished ones for the last time)."""
+        """Run one scheduled step; returns the requests that changed (finished ones for the last time), their
+        log-probs up to date."""
+        try:
+            return self._step()
+        finally:
+            self._journal.flush()
+
+    def _step(self) -> list[RequestOutput]:
+        """One step, with the sampled log-probs left pending in the journal (generate() flushes once at its end)."""
         out = self.scheduler.schedule()
         changed: dict[str, RequestOutput] = {}
         for group in out.failed:
@@ -231,14 +241,14 @@ class Engine:
                     [s.prompt_token_ids for _, s in rows] if any(
                         self._requests[s.request_id].params.repetition_penalty != 1.0 for _, s in rows) else None,
                 )
-            tokens = result.tokens.tolist()
-            logprobs = result.logprobs.tolist()
-            raw = result.raw_logprobs.tolist()
+            tokens = result.tokens.tolist()  # the scheduler and the stop checks need them now; log-probs can wait
             now = time.perf_counter()
-            for (_, seq), token, lp, rlp in zip(rows, tokens, logprobs, raw, strict=True):
+            owners = []
+            for (_, seq), token in zip(rows, tokens, strict=True):
                 seq = self._fork_if_needed(seq)
-                self._accept(seq, token, lp, rlp, now)
+                owners.append(self._accept(seq, token, now))
                 changed[seq.request_id] = self._requests[seq.request_id].output
+            self._journal.append(result.logprobs, result.raw_logprobs, owners)
         self._account(out, time.perf_counter() - start)
 
     def _sample_rows(self, sampled: list[ScheduledSeq]) -> list[tuple[int, Seq | _PendingSample]]:
@@ -263,7 +273,9 @@ class Engine:
             self._stats.shared_prompt_blocks += (group.n - 1) * (len(group.prompt_token_ids) // self.config.block_size)
         return group.seqs[seq.sample_index]
 
-    def _accept(self, seq: Seq, token: int, logprob: float, raw_logprob: float, now: float) -> None:
+    def _accept(self, seq: Seq, token: int, now: float) -> SampleOutput:
+        """Append a sampled token to its sequence and sample, check the stops; returns the sample (whose log-probs
+        the journal appends)."""
         request = self._requests[seq.request_id]
         params = request.params
         sample = request.output.samples[seq.sample_index]
@@ -273,8 +285,6 @@ class Engine:
             metrics.num_cached_prompt_tokens = request.group.parent.num_cached_tokens
         seq.append_token(token)
         sample.token_ids.append(token)
-        sample.logprobs.append(logprob)
-        sample.raw_logprobs.append(raw_logprob)
         metrics.num_generated_tokens += 1
         text = request.texts.get(seq.sample_index)
         if text is None and self.tokenizer is not None:
@@ -303,6 +313,7 @@ class Engine:
                 text.finish()
         if text is not None:
             sample.text = text.visible(finished=reason is not None)
+        return sample
 
     def _fail(self, request: _Request, error: str) -> None:
         request.output.error = error
@@ -366,10 +377,11 @@ class Engine:
         try:
             while any(rid in self._requests for rid in ids):
                 done = sum(1 for rid in ids if rid not in self._requests)
-                self.step()
+                self._step()
                 if bar is not None:
                     bar.update(sum(1 for rid in ids if rid not in self._requests) - done)
         finally:
+            self._journal.flush()
             if bar is not None:
                 bar.close()
             for rid in ids:

@@ -7,6 +7,7 @@ from torch import nn
 
 from tao_engine import ops
 from tao_engine.engine.sequence import ScheduledSeq, SchedulerOutput
+from tao_engine.engine.step_buffers import StepBuffers
 from tao_engine.forward_batch import ForwardBatch
 
 
@@ -16,15 +17,18 @@ class ModelRunner:
         self.kv_caches = kv_caches
         self.block_size = block_size
         self.device = kv_caches[0][0].device
+        self.buffers = StepBuffers(self.device)
 
     def build_batch(self, out: SchedulerOutput) -> tuple[torch.Tensor, ForwardBatch]:
-        """Packed input ids [N] and the ForwardBatch of a step (index math in Python lists, one copy per tensor)."""
+        """Packed input ids [N] and the ForwardBatch of a step: index math in Python lists, written into the step
+        buffers (one slice per tensor, no fresh allocation)."""
         bs = self.block_size
         ids: list[int] = []
         positions: list[int] = []
         slots: list[int] = []
         q_lens: list[int] = []
         context_lens: list[int] = []
+        cu = [0]
         for item in out.scheduled:
             table = item.block_table
             ids.extend(item.token_ids)
@@ -33,28 +37,26 @@ class ModelRunner:
             slots.extend(table[p // bs] * bs + p % bs for p in span)
             q_lens.append(item.num_new_tokens)
             context_lens.append(item.context_len)
-        width = max(len(item.block_table) for item in out.scheduled)
-        tables = [item.block_table + [0] * (width - len(item.block_table)) for item in out.scheduled]
-        cu = [0]
-        for n in q_lens:
-            cu.append(cu[-1] + n)
-        dev = self.device
+            cu.append(cu[-1] + item.num_new_tokens)
+        buffers = self.buffers
         batch = ForwardBatch(
-            positions=torch.tensor(positions, dtype=torch.int64, device=dev),
-            cu_seqlens_q=torch.tensor(cu, dtype=torch.int32, device=dev),
+            positions=buffers.vector("positions", positions, torch.int64),
+            cu_seqlens_q=buffers.vector("cu_seqlens_q", cu, torch.int32),
             max_seqlen_q=max(q_lens),
             is_prefill=out.is_prefill,
-            slot_mapping=torch.tensor(slots, dtype=torch.int64, device=dev),
-            block_tables=torch.tensor(tables, dtype=torch.int32, device=dev),  # [B, max_blocks], 0-padded
-            context_lens=torch.tensor(context_lens, dtype=torch.int32, device=dev),
+            slot_mapping=buffers.vector("slot_mapping", slots, torch.int64),
+            # [B, max_blocks], 0-padded
+            block_tables=buffers.table("block_tables", [item.block_table for item in out.scheduled], torch.int32),
+            context_lens=buffers.vector("context_lens", context_lens, torch.int32),
             max_seqlen_k=max(context_lens),
             has_cached_prefix=out.is_prefill and any(item.start > 0 for item in out.scheduled),
         )
-        return torch.tensor(ids, dtype=torch.int64, device=dev), batch
+        return buffers.vector("input_ids", ids, torch.int64), batch
 
     @torch.inference_mode()
     def run(self, out: SchedulerOutput) -> tuple[list[ScheduledSeq], torch.Tensor]:
-        """Forward the step; returns the items that sample and their last-token logits [S, V] (fp32)."""
+        """Forward the step; returns the items that sample and their last-token logits [S, V] in the model's dtype
+        (the sampler reads bf16 logits as they are: no [S, V] fp32 copy per step)."""
         if out.cow_pairs:
             src = torch.tensor([s for s, _ in out.cow_pairs], dtype=torch.int64, device=self.device)
             dst = torch.tensor([d for _, d in out.cow_pairs], dtype=torch.int64, device=self.device)
@@ -70,7 +72,9 @@ class ModelRunner:
                 rows.append(end - 1)
                 sampled.append(item)
         if not rows:
-            return sampled, hidden.new_empty((0, 0), dtype=torch.float32)
+            return sampled, hidden.new_empty((0, 0))
         # Only the rows that sample go through the LM head: a prefill chunk of 2048 tokens needs one row, not 2048.
-        index = torch.tensor(rows, dtype=torch.int64, device=self.device)
-        return sampled, self.model.compute_logits(hidden.index_select(0, index)).float()
+        if len(rows) == hidden.shape[0]:  # a decode step: every token samples
+            return sampled, self.model.compute_logits(hidden)
+        index = self.buffers.vector("sample_rows", rows, torch.int64)
+        return sampled, self.model.compute_logits(hidden.index_select(0, index))

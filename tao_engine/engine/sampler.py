@@ -24,6 +24,7 @@ import torch
 
 from tao_engine import ops
 from tao_engine.engine.sampling_params import SamplingParams
+from tao_engine.engine.step_buffers import StepBuffers
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class Sampler:
     def __init__(self, eos_token_ids: Iterable[int] = (), backend: str | None = None) -> None:
         self.eos_token_ids = tuple(int(i) for i in eos_token_ids)
         self.backend = backend
+        self._buffers: StepBuffers | None = None  # the per-row parameter tensors, reused step after step
 
     def __call__(
         self,
@@ -56,29 +58,35 @@ class Sampler:
         generated so far and (needed only when a row has repetition_penalty != 1) the prompt's tokens. `steps`
         defaults to len(output_ids[b]): the index of the token being drawn."""
         rows, vocab = _check_call(logits, params, seeds, output_ids, prompt_ids, steps)
-        device = logits.device
-        raw = logits.float()  # [B, V]
+        # The logits stay in their dtype (the kernels read bf16 exactly); only a row that must be processed makes the
+        # batch take a copy, and penalty arithmetic runs in fp32.
+        raw = logits
         processed = _block_under_min_tokens(raw, params, output_ids, self.eos_token_ids)
         if any(p.uses_penalties for p in params):
-            processed = _apply_penalties(
-                processed if processed is not raw else raw.clone(), params, output_ids, prompt_ids
-            )
+            owned = processed if processed is not raw and processed.dtype == torch.float32 else processed.float()
+            processed = _apply_penalties(owned if owned is not raw else raw.clone(), params, output_ids, prompt_ids)
         if steps is None:
             steps = [len(ids) for ids in output_ids]
+        buffers = self._buffers_on(logits.device)
         tokens, logprobs, raw_logprobs = ops.sample(
             processed,
-            torch.tensor([p.temperature for p in params], dtype=torch.float32, device=device),
-            torch.tensor([p.top_k for p in params], dtype=torch.int64, device=device),
-            torch.tensor([p.top_p for p in params], dtype=torch.float32, device=device),
-            torch.tensor([p.min_p for p in params], dtype=torch.float32, device=device),
-            torch.tensor(list(seeds), dtype=torch.int64, device=device),
-            torch.tensor(list(steps), dtype=torch.int64, device=device),
+            buffers.vector("temperature", [p.temperature for p in params], torch.float32),
+            buffers.vector("top_k", [p.top_k for p in params], torch.int64),
+            buffers.vector("top_p", [p.top_p for p in params], torch.float32),
+            buffers.vector("min_p", [p.min_p for p in params], torch.float32),
+            buffers.vector("seeds", seeds, torch.int64),
+            buffers.vector("steps", steps, torch.int64),
             backend=self.backend,
         )
         if processed is not raw:
             # The op's raw log-probs are of the logits it was given; the raw model's are of the untouched ones.
             raw_logprobs = ops.token_logprobs(raw, tokens)
         return SamplerOutput(tokens, logprobs, raw_logprobs)
+
+    def _buffers_on(self, device: torch.device) -> StepBuffers:
+        if self._buffers is None or self._buffers.device != device:
+            self._buffers = StepBuffers(device)
+        return self._buffers
 
 
 def _block_under_min_tokens(
