@@ -42,7 +42,7 @@ lint: setup
 	$(VENV)/bin/ruff check .
 
 test: setup lint
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -P -m pytest $(PYTEST_ARGS)  # -P: the working directory stays off sys.path (see pyproject.toml)
 
 bench: setup
 	$(PY) bench/bench_token_logprobs.py

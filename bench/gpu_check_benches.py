@@ -99,7 +99,8 @@ def run_op_benches(names: tuple[str, ...] = OP_BENCHES, timeout_s: float = 900.0
 def run_gpu_tests(timeout_s: float = 1800.0) -> ChildRun:
     """The tests marked `gpu` (tests/ops/test_cuda_backends.py and others); the output keeps pytest's summary."""
     print("running pytest -m gpu ...", flush=True)
-    run = _run("pytest -m gpu", [sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider",
+    # -P: the repository root (the working directory) stays off sys.path, as tests/conftest.py requires.
+    run = _run("pytest -m gpu", [sys.executable, "-P", "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider",
                                  "tests"], timeout_s)
     # pytest prints its failures on stdout: keep the short summary at the end, not every traceback.
     lines = run.output.splitlines()

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -18,6 +19,19 @@ import torch
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Tests import the installed package. With the repository root on sys.path (`python -m pytest` puts the working
+    directory there) they would import the source tree instead, and its top-level kernels/ folder would shadow the
+    PyPI package `kernels` that transformers imports: every transformers reference test would fail to import."""
+    on_path = [p for p in sys.path if Path(p or os.getcwd()).resolve() == REPO]
+    if on_path:
+        raise pytest.UsageError(
+            f"the repository root {REPO} is on sys.path (python -m puts the working directory there); run "
+            "`pytest ...` or `python -P -m pytest ...` so that tests import the installed tao_engine")
 
 
 @pytest.fixture(scope="session")

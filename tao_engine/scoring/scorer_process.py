@@ -54,9 +54,13 @@ class _CheckingPickler(pickle.Pickler):
     def __init__(self, file: io.BytesIO, what: str) -> None:
         super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
         self.what = what
+        self.modules: set[str] = set()  # the modules of the classes and functions pickled by reference
 
     def reducer_override(self, obj: Any) -> Any:
         owner = obj if isinstance(obj, type) or callable(obj) and hasattr(obj, "__qualname__") else type(obj)
+        module = getattr(owner, "__module__", None)
+        if isinstance(module, str):
+            self.modules.add(module)
         if getattr(owner, "__module__", None) == "__main__":
             raise NotRunnableInWorker(
                 f"{self.what}: {getattr(owner, '__qualname__', owner)!r} is defined in __main__ (the script that was "
@@ -70,17 +74,37 @@ class _CheckingPickler(pickle.Pickler):
         return NotImplemented
 
 
-def pickle_for_worker(obj: Any, what: str) -> bytes:
-    """`obj` pickled for a worker, or NotRunnableInWorker saying why it cannot be."""
+def pickle_for_worker(obj: Any, what: str) -> tuple[bytes, list[str]]:
+    """(`obj` pickled for a worker, the folders the worker must search besides this process's sys.path), or
+    NotRunnableInWorker saying why it cannot be."""
     buffer = io.BytesIO()
+    pickler = _CheckingPickler(buffer, what)
     try:
-        _CheckingPickler(buffer, what).dump(obj)
+        pickler.dump(obj)
     except NotRunnableInWorker:
         raise
     except Exception as exc:  # noqa: BLE001 - pickling raises many types (TypeError, AttributeError, PicklingError)
         raise NotRunnableInWorker(f"{what}: it cannot be pickled for a worker process ({type(exc).__name__}: {exc}); "
                                   "drop timeout_s, or make the scorer picklable") from None
-    return buffer.getvalue()
+    return buffer.getvalue(), _import_roots(pickler.modules)
+
+
+def _import_roots(modules: set[str]) -> list[str]:
+    """The folders that hold the top-level packages of `modules` which sys.path cannot find: a package this process
+    imported by its location rather than through sys.path (pytest's importlib mode imports `tests` so)."""
+    import importlib.machinery
+
+    roots: list[str] = []
+    for top in sorted({name.partition(".")[0] for name in modules}):
+        module = sys.modules.get(top)
+        if module is None or importlib.machinery.PathFinder.find_spec(top) is not None:
+            continue
+        locations = list(getattr(module, "__path__", None) or [])  # a package: its folder(s)
+        origin = locations[0] if locations else getattr(module, "__file__", None)  # a module: its file
+        folder = os.path.dirname(origin) if origin else ""
+        if folder and folder not in roots:
+            roots.append(folder)
+    return roots
 
 
 def _write_frame(fd: int, payload: bytes) -> None:
@@ -124,7 +148,7 @@ class ScorerProcess:
     def __init__(self, scorer: object, timeout_s: float, what: str) -> None:
         self.what = what
         self.timeout_s = timeout_s
-        self._payload = pickle_for_worker(scorer, what)  # refused here, when the config is built
+        self._payload, self._extra_path = pickle_for_worker(scorer, what)  # refused here, when the config is built
         self._proc: subprocess.Popen | None = None
         self._finalizer: weakref.finalize | None = None
         self.kills = 0
@@ -157,8 +181,9 @@ class ScorerProcess:
         if self._proc is not None and self._proc.poll() is None:
             return self._proc
         self.close()
-        # The worker imports what the parent can: the parent's sys.path, the working directory for its '' entry.
-        path = os.pathsep.join(p or os.getcwd() for p in sys.path)
+        # The worker imports what the parent can: the parent's sys.path (the working directory for its '' entry), then
+        # the folders of the scorer's packages that were imported from outside it (last: they never shadow the rest).
+        path = os.pathsep.join([p or os.getcwd() for p in sys.path] + self._extra_path)
         env = {**os.environ, "PYTHONPATH": path}
         proc = subprocess.Popen([sys.executable, "-m", __name__], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 env=env)
