@@ -116,7 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("generate", help="sample completions for a JSONL file of prompts with the paged engine")
     p.add_argument("--model", default=None, help="HF-layout model directory; default: bundled SmolLM2-135M-Instruct")
-    p.add_argument("--input", required=True, help="JSONL, one object a line: prompt | messages | prompt_token_ids")
+    p.add_argument("--input", required=True, help="JSONL, one object a line: prompt (text: one user turn of the "
+                   "chat template) | messages (a chat) | prompt_token_ids")
+    p.add_argument("--no-chat-template", dest="chat_template", action="store_false", help="send a plain \"prompt\" "
+                   "as raw text instead of one user turn of the model's chat template")
     p.add_argument("--output", required=True, help="JSONL file to write (atomically)")
     p.add_argument("--n", type=int, default=1, help="samples per prompt")
     p.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")

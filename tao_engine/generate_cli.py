@@ -1,10 +1,11 @@
 """`tao-engine generate`: prompts from a JSONL file in, samples to a JSONL file out.
 
 Each input line is a JSON object with one of "prompt" (text), "messages" (a chat) or "prompt_token_ids", and an
-optional "id". Each output line holds the id, the prompt and, per sample: text, token ids, finish reason and the
-cumulative log-prob (per-token log-probs with --logprobs). A prompt that cannot run (token ids outside the vocabulary,
-prompt + max_tokens past what the engine holds) gets an "error" on its line instead of samples, the others are
-served, and the command exits 1 saying how many failed.
+optional "id". A "prompt" goes to the model as one user turn of its chat template (when it has one);
+--no-chat-template sends the text raw. Each output line holds the id, the prompt and, per sample: text, token ids,
+finish reason and the cumulative log-prob (per-token log-probs with --logprobs). A prompt that cannot run (token ids
+outside the vocabulary, prompt + max_tokens past what the engine holds) gets an "error" on its line instead of
+samples, the others are served, and the command exits 1 saying how many failed.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 from tao_engine.engine import Engine, EngineConfig, SamplingParams
 from tao_engine.engine.prompt_fit import prompt_problem
+from tao_engine.engine.prompts import as_user_turn, plain_prompt_rendering
 from tao_engine.output_paths import check_output_file
 from tao_engine.text_lines import utf8_lines
 
@@ -62,12 +64,15 @@ def run_generate(args: Any) -> int:
     from tao_engine.bundled import smollm2_dir
 
     engine = Engine(args.model if args.model is not None else smollm2_dir(), config)
+    print("tao-engine generate: " + plain_prompt_rendering(engine.tokenizer, args.chat_template, "--no-chat-template",
+                                                           "leave out --no-chat-template"), file=sys.stderr)
+    prompts = [as_user_turn(prompt, engine.tokenizer, args.chat_template) for _, prompt in items]
     # A prompt that cannot run (bad token ids, too long for prompt + max_tokens) gets its error on its own line;
     # the others are served.
-    problems = [prompt_problem(engine, prompt, args.max_tokens) for _, prompt in items]
+    problems = [prompt_problem(engine, prompt, args.max_tokens) for prompt in prompts]
     runnable = [i for i, problem in enumerate(problems) if problem is None]
     start = time.perf_counter()
-    outputs = engine.generate([items[i][1] for i in runnable], sampling, progress=not args.quiet) if runnable else []
+    outputs = engine.generate([prompts[i] for i in runnable], sampling, progress=not args.quiet) if runnable else []
     elapsed = time.perf_counter() - start
     by_item = dict(zip(runnable, outputs, strict=True))
     out_path.parent.mkdir(parents=True, exist_ok=True)

@@ -33,6 +33,7 @@ def run_probe_command(args: argparse.Namespace, extra: Sequence[str]) -> int:
     if output is not None and output.is_dir():
         raise ValueError(f"--output {output} is a directory; give a file path for the JSON report")
     tao = TAO(config, progress=False)
+    print(f"tao-engine probe: {tao.prompt_rendering}", file=sys.stderr)
     report = tao.probe()
     print(report.text())
     if output is not None:

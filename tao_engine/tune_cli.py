@@ -89,6 +89,8 @@ def _tune(args: argparse.Namespace, config, ctx) -> int:
             from tao_engine.distributed.exchange import run_guarded
 
             tao = run_guarded(ctx, build, "tao setup")  # a rank failing to load the model stops the others too
+        if main:
+            print(f"tao-engine tune: {tao.prompt_rendering}", file=sys.stderr)
         result = tao.run(resume=resume, overwrite=overwrite)
     except KeyboardInterrupt:
         if main:

@@ -1,4 +1,10 @@
-"""Turn what a caller passes as prompts (raw text, token ids, chat messages) into token ids."""
+"""Turn what a caller passes as prompts (raw text, token ids, chat messages) into token ids.
+
+The engine sends text as it is (OpenAI's /v1/completions semantics). Prompt files are another matter: an instruct
+model given a question as raw text, without its chat template, rambles or loops, and a user writing
+`{"prompt": "..."}` means a question. So where prompts come from a file (tune, probe, generate), `as_user_turn`
+makes a plain-text prompt one user turn for the chat template, unless the `chat_template` switch is off.
+"""
 
 from __future__ import annotations
 
@@ -53,3 +59,25 @@ def encode_prompt(prompt: PromptLike, tokenizer: Tokenizer | None, index: int = 
         f"prompts[{index}]: expected a string, a non-empty list of token ids or a list of chat messages, got "
         f"{type(prompt).__name__} {str(prompt)[:60]!r}"
     )
+
+
+def has_chat_template(tokenizer: Tokenizer | None) -> bool:
+    return tokenizer is not None and bool(getattr(tokenizer, "chat_template", None))
+
+
+def as_user_turn(prompt: PromptLike, tokenizer: Tokenizer | None, chat_template: bool) -> PromptLike:
+    """A plain-text prompt as a single user turn, for the chat template to render, when `chat_template` is on and the
+    tokenizer has a template; chats, token ids and (switch off) text are returned as they are."""
+    if isinstance(prompt, str) and chat_template and has_chat_template(tokenizer):
+        return [{"role": "user", "content": prompt}]
+    return prompt
+
+
+def plain_prompt_rendering(tokenizer: Tokenizer | None, chat_template: bool, switch_off: str, switch_on: str) -> str:
+    """One line saying how plain-text prompts reach the model, printed at startup; `switch_off` / `switch_on`: how
+    the user changes it, e.g. "[data] chat_template = false"."""
+    if not has_chat_template(tokenizer):
+        return "plain-text prompts are sent as raw text (the model has no chat template)"
+    if chat_template:
+        return f"plain-text prompts are rendered by the model's chat template as one user turn ({switch_off}: raw text)"
+    return f"plain-text prompts are sent as raw text ({switch_on}: one user turn of the chat template)"

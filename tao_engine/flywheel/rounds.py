@@ -85,6 +85,9 @@ def round_from_table(
         round_config = dataclasses.replace(
             config,
             model=dataclasses.replace(config.model, path=base_model),
+            # A row is trained as the server rendered it: chats by the template, /v1/completions text raw (OpenAI's
+            # semantics), so plain text is not turned into a user turn here whatever [data] chat_template says.
+            data=dataclasses.replace(config.data, chat_template=False),
             run=dataclasses.replace(config.run, output_dir=str(tmp)),
         )
         from tao_engine.rl.tao import TAO

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from tao_engine.engine.prompts import PromptLike
+from tao_engine.engine.prompts import PromptLike, as_user_turn
 from tao_engine.text_lines import utf8_lines
 
 
@@ -148,6 +148,16 @@ class PromptCursor:
                 "prompts file and seed"
             )
         self.epoch, self.position = int(state["epoch"]), int(state["position"])
+
+
+def as_user_turns(records: Sequence[PromptRecord], tokenizer: Any, chat_template: bool) -> list[PromptRecord]:
+    """Records whose plain-text prompt becomes one user turn for the chat template (tao_engine.engine.prompts
+    .as_user_turn); a record that does not change is returned as the same object."""
+    out = []
+    for record in records:
+        prompt = as_user_turn(record.prompt, tokenizer, chat_template)
+        out.append(record if prompt is record.prompt else dataclasses.replace(record, prompt=prompt))
+    return out
 
 
 def contexts_by_key(records: Sequence[PromptRecord]) -> dict[str, list[Any]]:

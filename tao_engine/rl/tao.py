@@ -31,6 +31,7 @@ from tao_engine.distributed.gradient_sync import DataParallelUpdate, broadcast_p
 from tao_engine.distributed.main_rank import metrics_log_for, writes_outputs
 from tao_engine.distributed.reduce import reduce_metrics
 from tao_engine.distributed.sharding import rollout_shard
+from tao_engine.engine.prompts import plain_prompt_rendering
 from tao_engine.rl.checkpoint import (
     Placement,
     checkpoint_path,
@@ -46,6 +47,7 @@ from tao_engine.rl.optim import build_optimizer, build_scheduler
 from tao_engine.rl.prompt_data import (
     PromptCursor,
     PromptRecord,
+    as_user_turns,
     check_eval_answers,
     contexts_by_key,
     keep_runnable,
@@ -147,6 +149,8 @@ class TAO:
             seed=config.run.seed,
         )
         self.run_dir = Path(config.run.output_dir)
+        self.prompt_rendering = plain_prompt_rendering(tokenizer, config.data.chat_template,
+                                                       "[data] chat_template = false", "[data] chat_template = true")
         rule_labels = {label for scorer in self.routing.scorers.values() if scorer is not None
                        for label in rule_scorer_labels(scorer)}
         self.guards = RunGuards(config.guards, rule_labels)
@@ -165,8 +169,8 @@ class TAO:
         cfg = self.config
         if not resume and writes_outputs(self.dist):  # before anything is written: one run per directory
             prepare_new_run_dir(self.run_dir, overwrite)
-        records = _as_records(prompts) if prompts is not None else _load_training_prompts(cfg)
-        eval_records = load_prompts(cfg.data.eval, cfg.data.system_prompt) if cfg.data.eval else None
+        records = self._user_turns(_as_records(prompts) if prompts is not None else _load_training_prompts(cfg))
+        eval_records = self._user_turns(load_prompts(cfg.data.eval, cfg.data.system_prompt)) if cfg.data.eval else None
         self.routing.check_records(records)  # every prompt's task is configured: fail before any work
         self.routing.check_records(eval_records or [], "eval")
         # Every prompt fits prompt + max_tokens: an error naming file:line now, not a crash at step k.
@@ -360,6 +364,7 @@ class TAO:
         else:
             pool = list(records) if records is not None else _load_training_prompts(cfg)
             chosen = choose_prompts(pool, cfg.probe.prompts, cfg.run.seed)
+        chosen = self._user_turns(chosen)
         probe_seed = cfg.run.seed * 1_000_003 + 999_983
         sampling = dataclasses.replace(cfg.sampling, seed=probe_seed)
         saved = self.engine.generator.get_state()
@@ -377,6 +382,10 @@ class TAO:
                              greedy=greedy if check is not None else None)
         finally:
             self.engine.generator.set_state(saved)
+
+    def _user_turns(self, records: Sequence[PromptRecord]) -> list[PromptRecord]:
+        """[data] chat_template: plain-text prompts as one user turn of the chat template (same objects otherwise)."""
+        return as_user_turns(records, self.tokenizer, self.config.data.chat_template)
 
     def _votes_matter(self) -> bool:
         return any(is_group_scorer(e.scorer) for scorer in self.routing.scorers.values() if scorer is not None

@@ -67,10 +67,14 @@ class DataSection:
     # A prompt that cannot run (too long for prompt + max_tokens, bad token ids): false stops with its file:line when
     # the data loads; true skips it with a count (and drops one that still fails mid-run from its step).
     skip_failed: bool = False
+    # A plain {"prompt": text} goes to the model as one user turn of its chat template (what an instruct model
+    # expects); false sends the text raw. Chats ("messages") always use the template.
+    chat_template: bool = True
 
     def __post_init__(self) -> None:
-        if not isinstance(self.skip_failed, bool):
-            raise ValueError(f"[data] skip_failed must be true or false, got {self.skip_failed!r}")
+        for name in ("skip_failed", "chat_template", "shuffle"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"[data] {name} must be true or false, got {getattr(self, name)!r}")
         if self.prompts_per_step < 1:
             raise ValueError(f"[data] prompts_per_step must be >= 1, got {self.prompts_per_step}")
 
