@@ -53,7 +53,7 @@ def demo_config(run_dir: Path, steps: int = 8) -> TAOConfig:
             )
         ),
         algorithm=AlgorithmConfig(name="grpo"),
-        optim=OptimConfig(lr=2e-4, warmup_steps=1),
+        optim=OptimConfig(warmup_steps=1),  # lr: the LoRA default (tao_engine.rl.optim.LORA_LR)
         lora=LoraConfig(r=16, alpha=32.0),
         train=TrainSection(max_tokens_per_forward=4096),
         engine=EngineConfig(max_num_seqs=64),

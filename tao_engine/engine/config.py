@@ -18,12 +18,12 @@ class EngineConfig:
     # Neither given: 25% of free GPU memory on CUDA; on CPU 2 GiB, capped at 25% of available RAM. Never more blocks
     # than max_num_seqs full-length sequences can use.
     kv_cache_bytes: int | None = None
-    kv_cache_memory_fraction: float | None = None
+    kv_cache_memory_fraction: float | None = None  # the KV budget as a fraction of the memory available now
     max_num_seqs: int = 64  # sequences holding KV at once
     max_num_batched_tokens: int = 2048  # tokens in one forward (prefill chunks are cut to fit)
     max_model_len: int | None = None  # prompt + output; default: the model's max_position_embeddings
-    enable_prefix_caching: bool = True
-    enable_chunked_prefill: bool = True
+    enable_prefix_caching: bool = True  # reuse the KV blocks of a prompt prefix computed before
+    enable_chunked_prefill: bool = True  # split a long prefill into chunks that fit max_num_batched_tokens
     dtype: str | None = None  # weights/KV dtype when loading from a path; None: float32 (a module keeps its own)
     device: str = "cpu"  # where a model loaded from a path goes (a module stays where it is)
     seed: int = 0  # the engine's generator, which draws a seed for each request that gives none

@@ -32,15 +32,15 @@ class SamplingParams:
     repetition_penalty: float = 1.0  # logits of tokens seen in prompt or output: positive / r, negative * r
     presence_penalty: float = 0.0  # subtracted once from each token present in the output
     frequency_penalty: float = 0.0  # subtracted per occurrence in the output
-    max_tokens: int = 16
+    max_tokens: int = 16  # most tokens generated per sample
     min_tokens: int = 0  # EOS and stop_token_ids are blocked until this many tokens are generated
-    stop: tuple[str, ...] = ()
-    stop_token_ids: tuple[int, ...] = ()
-    ignore_eos: bool = False
+    stop: tuple[str, ...] = ()  # strings that end a sample
+    stop_token_ids: tuple[int, ...] = ()  # token ids that end a sample, besides EOS
+    ignore_eos: bool = False  # generate max_tokens whatever comes (benchmarks)
     seed: int | None = None  # None: the engine draws one per request from its own generator (`resolve_seed`)
     logprobs: bool = True  # return each generated token's log-prob (sampled and raw)
-    skip_special_tokens: bool = True
-    include_stop_str_in_output: bool = False
+    skip_special_tokens: bool = True  # leave special tokens out of the returned text
+    include_stop_str_in_output: bool = False  # keep the stop string that ended a sample in its text
 
     def __post_init__(self) -> None:
         for name in ("n", "top_k", "max_tokens", "min_tokens"):

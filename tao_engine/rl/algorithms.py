@@ -59,12 +59,12 @@ _PRESETS: dict[str, dict[str, Any]] = {
 class AlgorithmConfig:
     """One algorithm and its hyperparameters. None = the algorithm's preset (table above), else the generic default."""
 
-    name: str = "grpo"
+    name: str = "grpo"  # grpo, dr_grpo, dapo, gspo, rloo, reinforce_pp, ppo, bon_sft or dpo: a preset of the rest
     advantage: str | None = None  # how rewards [P, n] become advantages
     loss_agg: str | None = None  # how per-token losses become one number
     ratio_level: str | None = None  # "token" or "sequence" (GSPO)
     clip_low: float | None = None  # ratio clipped to [1 - clip_low, 1 + clip_high]
-    clip_high: float | None = None
+    clip_high: float | None = None  # above clip_low: DAPO's clip-higher keeps low-probability tokens learning
     dual_clip: float | None = None  # c > 1: caps the loss of negative-advantage tokens at c * |A| (dual-clip PPO)
     epochs: int | None = None  # passes over each rollout batch (PPO); 1 = on-policy
     num_minibatches: int | None = None  # optimizer steps per epoch; each holds whole groups
@@ -72,7 +72,7 @@ class AlgorithmConfig:
     max_resample_rounds: int = 3  # refill attempts per step before training on what there is
     # KL to a reference policy; 0 = off and no reference model is held.
     kl_coef: float = 0.0
-    kl_type: str = "k3"
+    kl_type: str = "k3"  # the KL estimator: k1, k2 or k3 (Schulman's approximations)
     kl_in_reward: bool = False  # subtract kl_coef * KL(sequence) from the reward instead of adding it to the loss
     # Where the ratio's old log-probs come from: "trainer" recomputes them before the update (exact on-policy start),
     # "sampler" takes the engine's (only when the sampled distribution is the trainer's: see train_step).
@@ -80,7 +80,7 @@ class AlgorithmConfig:
     # Truncated importance sampling of the sampler/trainer gap: token weights min(p_trainer / p_sampler, C); None = off.
     tis_cap: float | None = None
     entropy_coef: float = 0.0  # adds -entropy_coef * mean entropy (an exploration bonus); 0 = off
-    dpo_beta: float | None = None
+    dpo_beta: float | None = None  # DPO: how strongly the preference margin is measured against the reference
     advantage_eps: float = 1e-6  # added to the std before dividing by it (mean_std, mean_batch_std)
 
     def __post_init__(self) -> None:

@@ -30,13 +30,12 @@ ADAPTER_DTYPE = torch.float32
 
 @dataclass(frozen=True)
 class LoraConfig:
-    """r: adapter rank; alpha: the update is scaled by alpha / r; dropout: on the adapter's input, training only;
-    target_modules: names of the linear layers to adapt (a list, or "all-linear" for all of LORA_TARGETS)."""
+    """Low-rank adapters on the linear layers; the base weights stay frozen (and are the KL reference)."""
 
-    r: int = 16
-    alpha: float = 32.0
-    dropout: float = 0.0
-    target_modules: tuple[str, ...] = LORA_TARGETS
+    r: int = 16  # adapter rank
+    alpha: float = 32.0  # the adapter's update is scaled by alpha / r
+    dropout: float = 0.0  # on the adapter's input, training only
+    target_modules: tuple[str, ...] = LORA_TARGETS  # linear layers to adapt: a list, or "all-linear"
 
     def __post_init__(self) -> None:
         if isinstance(self.r, bool) or not isinstance(self.r, int) or self.r <= 0:

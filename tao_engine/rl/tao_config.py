@@ -49,8 +49,8 @@ EVAL_EXTRACTORS = ("boxed_or_last_number", "last_number", "boxed", "exact")
 
 @dataclass(frozen=True)
 class ModelSection:
-    path: str = "smollm2"
-    dtype: str = "float32"
+    path: str = "smollm2"  # an HF model directory, a .gguf file, or "smollm2" (the bundled SmolLM2-135M-Instruct)
+    dtype: str = "float32"  # of the weights and the KV cache (float32, bfloat16, float16, ...)
 
     def __post_init__(self) -> None:
         if self.dtype not in _DTYPES:
@@ -59,11 +59,15 @@ class ModelSection:
 
 @dataclass(frozen=True)
 class DataSection:
+    # The unlabeled prompts: JSONL ({"prompt": text} or {"messages": [...]} a line; other keys reach the scorers as
+    # context, e.g. "db_path") or CSV (a "prompt" column).
     prompts: str = ""
+    # Optional labeled probe, for monitoring only: JSONL with an "answer" (or a per-task evaluator's keys) a line,
+    # evaluated greedily before and after tuning (see [run] eval_every).
     eval: str | None = None
-    system_prompt: str | None = None
-    prompts_per_step: int = 8
-    shuffle: bool = True
+    system_prompt: str | None = None  # put in front of every prompt as its system turn
+    prompts_per_step: int = 8  # prompts drawn per step, each given [sampling] n candidates
+    shuffle: bool = True  # draw prompts in a seeded shuffled order (false: file order), pass after pass
     # A prompt that cannot run (too long for prompt + max_tokens, bad token ids): false stops with its file:line when
     # the data loads; true skips it with a count (and drops one that still fails mid-run from its step).
     skip_failed: bool = False
@@ -81,28 +85,32 @@ class DataSection:
 
 @dataclass(frozen=True)
 class ScoringSection:
+    # [[scoring.scorers]] tables: name (a built-in scorer, see `tao-engine scorers`, or "module:function"), weight,
+    # label, timeout_s, and the scorer's own keys.
     scorers: tuple[Mapping[str, Any], ...] = ()
-    combine: str = "weighted_sum"
+    combine: str = "weighted_sum"  # weighted_sum, normalize_then_sum or sum_then_normalize
+    # A scorer that raises: "raise" stops the run naming the scorer and the prompt; "none" scores None and counts it.
     on_error: str = "raise"
 
 
 @dataclass(frozen=True)
 class TrainSection:
-    loss_temperature: float | None = None
-    shared_prompt: bool = True
-    max_tokens_per_forward: int = 8192
-    gradient_checkpointing: bool = False
-    bf16_autocast: bool = True  # CUDA only
+    loss_temperature: float | None = None  # temperature of the trainer's log-probs; None: the sampling temperature
+    shared_prompt: bool = True  # forward each prompt once for its n completions
+    max_tokens_per_forward: int = 8192  # tokens per micro-batch of the update; gradients accumulate across them
+    gradient_checkpointing: bool = False  # recompute layer activations in the backward: less memory, more compute
+    bf16_autocast: bool = True  # CUDA only: the update's forwards run under bf16 autocast
 
 
 @dataclass(frozen=True)
 class RunSection:
-    steps: int = 10
-    output_dir: str = "runs/tao"
+    steps: int = 10  # TAO steps: generate, score, update
+    output_dir: str = "runs/tao"  # one run per directory: metrics.jsonl, plots, checkpoints, final/
     checkpoint_every: int = 0  # 0 = only at the end
-    keep_last: int = 2
+    keep_last: int = 2  # checkpoints kept; older ones are deleted
     eval_every: int = 0  # 0 = before and after only (when an eval set is given)
-    seed: int = 0
+    seed: int = 0  # of sampling, prompt order, LoRA initialization and minibatch order
+    # How an eval reply is compared with its "answer": boxed_or_last_number, last_number, boxed, exact.
     eval_extractor: str = "boxed_or_last_number"
     eval_max_tokens: int | None = None  # None = sampling.max_tokens
 
@@ -142,7 +150,7 @@ class TAOConfig:
     sampling: SamplingParams = field(default_factory=lambda: SamplingParams(n=8, temperature=1.0, max_tokens=64))
     scoring: ScoringSection = field(default_factory=ScoringSection)
     algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
-    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-5))
+    optim: OptimConfig = field(default_factory=OptimConfig)  # lr: LORA_LR with [lora], FULL_FINETUNE_LR without
     lora: LoraConfig | None = None
     train: TrainSection = field(default_factory=TrainSection)
     engine: EngineConfig = field(default_factory=EngineConfig)

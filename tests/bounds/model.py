@@ -83,28 +83,31 @@ def _attention_std(attention: nn.Module, state: dict[str, Any], tokens: int) -> 
 
 
 @contextmanager
-def _rounding_noise(model: nn.Module, gen: torch.Generator) -> Iterator[None]:
-    """Within the block, `model` (fp64) adds to each op's output a Gaussian error of its fp32 rounding's size."""
+def _rounding_noise(model: nn.Module, gen: torch.Generator, storage: torch.dtype) -> Iterator[None]:
+    """Within the block, `model` (fp64) adds to each op's output a Gaussian error of its fp32 rounding's size, and
+    for a half `storage` dtype that of the weights' and every stored activation's rounding into it."""
     handles = []
+    us = 0.0 if storage == torch.float32 else unit_roundoff(storage)
     seen: dict[int, dict[str, torch.Tensor]] = {}  # attention module -> its q, k, v projections of this forward
 
     def linear_hook(module: nn.Linear, inputs: tuple[torch.Tensor, ...], out: torch.Tensor) -> torch.Tensor:
         # ||terms||_2 of each output's K products: sqrt(x^2 @ W^2^T); the partial sums stay below |y| + that.
         spread = (inputs[0].square() @ module.weight.square().T).sqrt()
         std = math.sqrt(module.in_features / 3) * U32 * (out.abs() + spread) + U32 * out.abs()
+        std = std + us * (spread / math.sqrt(3) + out.abs())  # half weights (each rounded once), half output
         return out + _noise(out, std, gen)
 
     def norm_hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], out: Any) -> Any:
         if isinstance(out, tuple):  # (norm(x + residual), x + residual): the residual add fused into the norm
             normed, total = out
-            return normed + _noise(normed, (math.sqrt(normed.shape[-1]) / 2 + 6) * U32 * normed.abs(), gen), \
-                total + _noise(total, U32 * total.abs(), gen)
-        return out + _noise(out, (math.sqrt(out.shape[-1]) / 2 + 6) * U32 * out.abs(), gen)
+            return normed + _noise(normed, ((math.sqrt(normed.shape[-1]) / 2 + 6) * U32 + 2 * us) * normed.abs(),
+                                   gen), total + _noise(total, (U32 + us) * total.abs(), gen)
+        return out + _noise(out, ((math.sqrt(out.shape[-1]) / 2 + 6) * U32 + 2 * us) * out.abs(), gen)
 
     def residual_hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], out: Any) -> Any:
         if isinstance(out, tuple):  # the adds happen in the next norm (norm_hook)
             return out
-        return out + _noise(out, 2 * U32 * out.abs(), gen)  # the layer's two residual adds
+        return out + _noise(out, 2 * (U32 + us) * out.abs(), gen)  # the layer's two residual adds
 
     def keep(attention: nn.Module, name: str) -> Callable[..., Any]:
         # q / k after q_norm / k_norm when the model has them (Qwen3), else the projections; v the projection.
@@ -125,8 +128,8 @@ def _rounding_noise(model: nn.Module, gen: torch.Generator) -> Iterator[None]:
         def hook(module: nn.Linear, inputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor]:
             x = inputs[0]  # [N, Hq * D]: the attention core's output
             state = seen.pop(id(attention))
-            std = _attention_std(attention, state, x.shape[0])
-            return (x + _noise(x, std.reshape(x.shape), gen),)
+            std = _attention_std(attention, state, x.shape[0]).reshape(x.shape) + us * x.abs()
+            return (x + _noise(x, std, gen),)
 
         return hook
 
@@ -142,13 +145,15 @@ def _rounding_noise(model: nn.Module, gen: torch.Generator) -> Iterator[None]:
                         module.o_proj.register_forward_pre_hook(core_hook(module))]
         elif kind == "GatedMLP":
             handles.append(module.down_proj.register_forward_pre_hook(
-                lambda m, inputs: (inputs[0] + _noise(inputs[0], 4 * U32 * inputs[0].abs(), gen),)))
+                lambda m, inputs: (inputs[0] + _noise(inputs[0], (4 * U32 + us) * inputs[0].abs(), gen),)))
         elif kind == "DecoderLayer":
             handles.append(module.register_forward_hook(residual_hook))
         elif kind == "RMSNorm":
             handles.append(module.register_forward_hook(norm_hook))
         if isinstance(module, nn.Linear):
             handles.append(module.register_forward_hook(linear_hook))
+        elif isinstance(module, nn.Embedding) and us:  # the table rounded to the storage dtype
+            handles.append(module.register_forward_hook(lambda m, i, out: out + _noise(out, us * out.abs(), gen)))
     try:
         yield
     finally:
@@ -158,16 +163,25 @@ def _rounding_noise(model: nn.Module, gen: torch.Generator) -> Iterator[None]:
 
 @torch.no_grad()
 def output_bound(model: nn.Module, outputs: Callable[[nn.Module], torch.Tensor], implementations: int = 2,
-                 samples: int = 16, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+                 samples: int = 8, seed: int = 0, storage: torch.dtype = torch.float32
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(outputs(model) in fp64, the bound on |fp32 implementation - other| element-wise). `outputs` maps a model to a
     tensor (it may tokenize, pack and slice as the test does); it is called on an fp64 copy of `model`.
-    `implementations`: 2 when two fp32 computations are compared, 1 when one is compared with fp64."""
+    `implementations`: 2 when two fp32 computations are compared, 1 when one is compared with fp64 (or with fp32,
+    for a half `storage`: a model whose weights and activations are stored in bf16 / fp16, accumulating in fp32)."""
     model64 = copy.deepcopy(model).double().eval()
-    exact = outputs(model64).double()
-    gen = torch.Generator().manual_seed(seed)
-    squares = torch.zeros_like(exact)
-    for _ in range(samples):
-        with _rounding_noise(model64, gen):
-            squares += (outputs(model64).double() - exact) ** 2
+    # Tiny fp64 forwards are all per-op overhead: one thread spares OpenMP's synchronisation on every op (60x faster
+    # on two busy cores); the thread count is put back however the block ends.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        exact = outputs(model64).double()
+        gen = torch.Generator().manual_seed(seed)
+        squares = torch.zeros_like(exact)
+        for _ in range(samples):
+            with _rounding_noise(model64, gen, storage):
+                squares += (outputs(model64).double() - exact) ** 2
+    finally:
+        torch.set_num_threads(threads)
     spread = (squares / samples).sqrt()
     return exact, LAMBDA * math.sqrt(implementations) * spread

@@ -41,7 +41,7 @@ TRANSFORM_KINDS = ("identity", "final_sql", "final_number", "after_marker", "reg
 class TransformConfig:
     """How an exploration output becomes the response the model should give directly (see transforms.py)."""
 
-    kind: str = "after_marker"
+    kind: str = "after_marker"  # identity, final_sql, final_number, after_marker or regex
     marker: str = "Answer:"  # after_marker: the text after its last occurrence
     pattern: str | None = None  # regex: the last match's group 1 (or the whole match when it has no group)
 
@@ -65,9 +65,9 @@ class TransformConfig:
 class MixedEntry:
     """One strategy of a `mixed` exploration: `n` candidates per prompt at `temperature`."""
 
-    strategy: str
-    temperature: float = 1.0
-    n: int = 1
+    strategy: str  # plain, reason or refine
+    temperature: float = 1.0  # of this entry's samples
+    n: int = 1  # candidates per prompt from this entry
 
     def __post_init__(self) -> None:
         if self.strategy not in MIXED_ENTRY_STRATEGIES:
@@ -86,12 +86,12 @@ class MixedEntry:
 class ExplorationConfig:
     strategy: str = "plain"
     reason_template: str = "step_by_step"
-    critique_template: str = DEFAULT_CRITIQUE_TEMPLATE
-    revise_template: str = DEFAULT_REVISE_TEMPLATE
+    critique_template: str = DEFAULT_CRITIQUE_TEMPLATE  # refine: asks for the draft's mistakes ({prompt}, {draft})
+    revise_template: str = DEFAULT_REVISE_TEMPLATE  # refine: asks for the corrected answer (+ {critique})
     transform: TransformConfig = field(default_factory=TransformConfig)
     max_tokens: int | None = None  # per exploration generation; None = [sampling].max_tokens
     refine_rounds: int = 1
-    mixed: tuple[MixedEntry, ...] = ()
+    mixed: tuple[MixedEntry, ...] = ()  # mixed: [[exploration.mixed]] entries {strategy, temperature, n}
     tokens_budget_per_prompt: int | None = None  # mixed only
 
     def __post_init__(self) -> None:
