@@ -32,7 +32,7 @@ FULL_FINETUNE_LR = 1e-5
 class OptimConfig:
     """AdamW and LR schedule settings. max_grad_norm None: no clipping (the norm is still measured and guarded)."""
 
-    lr: float | None = None  # None: LORA_LR when the model has LoRA adapters, else FULL_FINETUNE_LR
+    lr: float | None = None  # None: 2e-4 when the model has LoRA adapters, 1e-5 without (LORA_LR, FULL_FINETUNE_LR)
     betas: tuple[float, float] = (0.9, 0.999)  # AdamW's moment decay rates
     weight_decay: float = 0.0  # decoupled, on matrices only (never norm weights or biases)
     eps: float = 1e-8  # AdamW's denominator epsilon

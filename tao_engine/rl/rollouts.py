@@ -110,6 +110,25 @@ class Rollouts:
             changes[name] = list(mine or []) + list(theirs or []) if both else None
         return dataclasses.replace(self, **changes)
 
+    # Every per-completion list ([P][n]), in one place: what `pick` narrows (optional ones may be None).
+    PER_COMPLETION: ClassVar[tuple[str, ...]] = (
+        "completion_token_ids", "completion_texts", "sampler_logprobs", "raw_logprobs", "finish_reasons", "rewards",
+        "answers", "advantage_scale",
+    )
+
+    def pick(self, samples: Sequence[int]) -> Rollouts:
+        """One completion per prompt: `samples[g]` of group g (n becomes 1), with its rewards and scores."""
+        if len(samples) != self.num_prompts:
+            raise ValueError(f"Rollouts.pick: {len(samples)} picks for {self.num_prompts} prompts")
+        changes: dict[str, Any] = {}
+        for name in self.PER_COMPLETION:
+            values = getattr(self, name)
+            changes[name] = None if values is None else [[row[j]] for row, j in zip(values, samples, strict=True)]
+        if self.scorer_rewards is not None:
+            changes["scorer_rewards"] = [{k: [v[j]] for k, v in per.items()}
+                                         for per, j in zip(self.scorer_rewards, samples, strict=True)]
+        return dataclasses.replace(self, sampling=dataclasses.replace(self.sampling, n=1), **changes)
+
     def without_scores(self) -> Rollouts:
         """The same candidates with rewards, per-scorer scores, answers, advantage scales and metrics cleared."""
         return dataclasses.replace(self, reward_metrics=None, **{name: None for name in self.SCORED})

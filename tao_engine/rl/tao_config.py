@@ -1,25 +1,9 @@
 """`TAOConfig`: everything a tuning run needs, one section per concern, read from TOML (`tao-engine tune --config
 tao.toml`) with every field also settable as a flag `--section.field value`.
 
-    [model]      path (HF directory, .gguf file, or "smollm2" for the bundled model), dtype
-    [data]       prompts (JSONL/CSV), eval (labeled JSONL probe, optional), system_prompt, prompts_per_step,
-                 skip_failed
-    [sampling]   SamplingParams: n (samples per prompt: the tuning compute budget), temperature, top_p, max_tokens...
-    [scoring]    combine, on_error, [[scoring.scorers]] (tao_engine.scoring registry specs)
-    [algorithm]  AlgorithmConfig: name (grpo, dr_grpo, dapo, gspo, rloo, reinforce_pp, ppo, bon_sft, dpo) + overrides
-    [optim]      OptimConfig: lr, warmup_steps, schedule, max_grad_norm...
-    [lora]       LoraConfig (optional; absent = full fine-tuning)
-    [train]      loss_temperature, shared_prompt, max_tokens_per_forward
-    [engine]     EngineConfig: KV budget, batching
-    [run]        steps, output_dir, checkpoint_every, keep_last, eval_every, seed, eval_extractor
-    [exploration] strategy (plain, reason, refine, mixed), templates, transform, refine_rounds, mixed entries,
-                 tokens_budget_per_prompt (tao_engine.rl.exploration.config)
-    [tasks.<name>] per-task scorers, combine, on_error and [exploration] overrides; prompts pick one by "task"
-    [distributed] strategy, backend, timeout_s (used only when launched by torchrun; see tao_engine.distributed)
-    [guards]     group filter, advantage reshaping, format warm-up, cross-prompt collapse, held-out label-free early
-                 stopping and best-checkpoint selection (tao_engine.rl.guards.config)
-    [probe]      the readiness probe tune runs first: prompts, labeled probe file, before_tune, on_no_go
-                 (tao_engine.rl.readiness.config)
+Sections: model, data, sampling, scoring, algorithm, optim, lora, train, engine, run, exploration, tasks.<name>,
+distributed, guards, probe. What each is for and what every field means: `tao-engine tune --help-config`, generated
+from these dataclasses (tao_engine/rl/config_help.py).
 """
 
 from __future__ import annotations

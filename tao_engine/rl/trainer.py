@@ -98,6 +98,9 @@ def train_step(
             "reference), or set kl_coef=0"
         )
     rewards = rewards_tensor(rollouts)  # [P, n] fp32, NaN = no reward
+    if algo.name == "bon_sft":  # the loss reads each group's best completion only: forward nothing else
+        rollouts = rollouts.pick(best_and_worst(rewards)[0].tolist())
+        rewards = rewards_tensor(rollouts)  # [P, 1]
     temperature = _loss_temperature(rollouts, config)
     stats = StepStats()
     timings = {"logprob_s": 0.0, "update_s": 0.0}

@@ -57,3 +57,24 @@ def test_a_malformed_scale_is_an_error():
         _update(batch, [[1.0] * 3 for _ in PROMPTS])
     with pytest.raises(ValueError, match="finite numbers >= 0"):
         _update(batch, [[1.0, 1.0, 1.0, -1.0] for _ in PROMPTS])
+
+
+def test_best_of_n_sft_trains_the_best_completion_alone():
+    """bon_sft forwards only each group's best completion: the step equals training on those completions alone."""
+    batch = _batch()
+    picks = [max(range(4), key=lambda j, row=row: (row[j], -j)) for row in batch.rewards]  # first best on ties
+    from tao_engine.rl.algorithms import AlgorithmConfig
+
+    def step(ro) -> dict[str, torch.Tensor]:
+        model = helpers.tiny_model(0, eos_token_id=100).train()
+        before = {k: v.detach().clone() for k, v in model.named_parameters()}
+        train_step(model, ro, torch.optim.SGD(model.parameters(), lr=1.0),
+                   TrainConfig(AlgorithmConfig(name="bon_sft"), max_grad_norm=None))
+        return {k: v.detach() - before[k] for k, v in model.named_parameters()}
+
+    whole, alone = step(batch), step(batch.pick(picks))
+    assert batch.pick(picks).n == 1 and [len(g) for g in batch.pick(picks).completion_token_ids] == [1, 1, 1]
+    for name, delta in whole.items():
+        scale = delta.abs().max().item()
+        # the same rows packed the same way: equal up to the fp32 rounding of a different batch layout
+        torch.testing.assert_close(alone[name], delta, rtol=0, atol=1e-5 * max(scale, 1e-12))
