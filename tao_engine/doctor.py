@@ -1,4 +1,5 @@
-"""`tao-engine doctor`: what this machine offers and which backend each op will run."""
+"""`tao-engine doctor`: what this machine offers, which dtype `dtype="auto"` picks and why, and which backend each op
+will run."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import torch
 from tao_engine import __version__
 from tao_engine.ops import all_ops
 from tao_engine.ops.extension import extension_status, load_extension
+from tao_engine.precision import choose_dtype
 
 
 def _triton_status() -> str:
@@ -38,6 +40,9 @@ def report() -> str:
         with_cuda = bool(getattr(load_extension(), "WITH_CUDA", False))
         ext += f" (CUDA kernels: {'yes' if with_cuda else 'no'})"
     print(f"_C         {ext}", file=out)
+    for device in ["cpu"] + (["cuda"] if cuda else []):
+        choice = choose_dtype(device)
+        print(f"dtype auto {device}: {choice.name} ({choice.reason})", file=out)
     print("", file=out)
     devices = ["cpu"] + (["cuda"] if cuda else [])
     header = f"{'op':<26}{'backends (available?)':<44}" + "".join(f"{'runs on ' + d:<16}" for d in devices)

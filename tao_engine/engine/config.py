@@ -8,7 +8,7 @@ from typing import Any
 
 from tao_engine.config_dict import dataclass_from_dict
 
-_DTYPES = ("float32", "bfloat16", "float16")
+_DTYPES = ("float32", "bfloat16", "float16", "auto")
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,9 @@ class EngineConfig:
     max_model_len: int | None = None  # prompt + output; default: the model's max_position_embeddings
     enable_prefix_caching: bool = True  # reuse the KV blocks of a prompt prefix computed before
     enable_chunked_prefill: bool = True  # split a long prefill into chunks that fit max_num_batched_tokens
-    dtype: str | None = None  # weights/KV dtype when loading from a path; None: float32 (a module keeps its own)
+    # weights/KV dtype when loading from a path; None: float32; "auto": bf16 where the device computes it natively
+    # (tao_engine.precision), else float32. A module passed in keeps its own.
+    dtype: str | None = None
     device: str = "cpu"  # where a model loaded from a path goes (a module stays where it is)
     seed: int = 0  # the engine's generator, which draws a seed for each request that gives none
     sampler_backend: str | None = None  # backend of ops.sample; None: automatic

@@ -28,18 +28,26 @@ class ModelLoadError(ValueError):
     """A model directory cannot be loaded; the message names the file and the problem."""
 
 
-def resolve_dtype(dtype: torch.dtype | str | None, config: ModelConfig) -> torch.dtype:
-    """None -> float32; "auto" -> the checkpoint's dtype from config.json; names or torch dtypes as given."""
+def resolve_dtype(
+    dtype: torch.dtype | str | None, config: ModelConfig, device: torch.device | str = "cpu"
+) -> torch.dtype:
+    """None -> float32; "auto" -> the fastest dtype `device` computes natively (tao_engine.precision: bf16 on CPUs
+    with AMX or AVX512-BF16 and on bf16 GPUs, else float32); "checkpoint" -> the checkpoint's dtype from
+    config.json; names or torch dtypes as given."""
     if dtype is None:
         return torch.float32
     if isinstance(dtype, torch.dtype):
         return dtype
-    name = config.torch_dtype if dtype == "auto" else dtype
+    if dtype == "auto":
+        from tao_engine.precision import choose_dtype
+
+        return choose_dtype(device).dtype
+    name = config.torch_dtype if dtype == "checkpoint" else dtype
     if name is None:
         return torch.float32
     name = str(name).removeprefix("torch.")
     if name not in _DTYPES:
-        raise ModelLoadError(f"dtype {dtype!r}: unsupported; choose one of {sorted(_DTYPES)} or 'auto'")
+        raise ModelLoadError(f"dtype {dtype!r}: unsupported; choose one of {sorted(_DTYPES)}, 'auto' or 'checkpoint'")
     return _DTYPES[name]
 
 
@@ -93,7 +101,7 @@ def load_model(
     """Build the model of `model_dir` and load its weights, in `dtype` (default float32) on `device`."""
     model_dir = Path(model_dir)
     config = read_config(model_dir)
-    target_dtype = resolve_dtype(dtype, config)
+    target_dtype = resolve_dtype(dtype, config, device)
     try:
         cls = get_model_class(config)
     except ValueError as exc:

@@ -1,7 +1,7 @@
 """Optimizer, learning-rate schedule and a guarded optimizer step for the RL trainer.
 
 - `build_optimizer`: AdamW over the trainable parameters; matrices decay, 1-D parameters (norm weights, biases)
-  do not.
+  do not; bf16/fp16 parameters are updated through fp32 master weights (rl/master_weights.py).
 - `build_scheduler`: LambdaLR with linear warmup then constant, linear or cosine decay to `min_lr_ratio * lr`.
 - `GuardedStep`: gradient unscale (fp16 GradScaler), norm and clipping, then the step, unless the loss or the
   gradient norm is NaN/inf: that step is skipped (gradients zeroed; weights, optimizer and scheduler untouched),
@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from tao_engine.config_dict import dataclass_from_dict
+from tao_engine.rl.master_weights import MasterWeights
 
 SCHEDULES = ("constant", "linear", "cosine")
 # Default learning rates (OptimConfig.lr None). LoRA adapters start at zero and move through a low-rank update scaled
@@ -94,13 +95,17 @@ def build_optimizer(
         (decay if p.dim() >= 2 else no_decay).append(p)
     if not seen:
         raise ValueError("build_optimizer: no trainable parameters (all have requires_grad=False)")
+    # bf16/fp16 parameters are updated through fp32 masters (rl/master_weights.py); fp32 ones are their own.
+    masters = MasterWeights(decay + no_decay)
     lr = cfg.lr if cfg.lr is not None else (LORA_LR if adapters else FULL_FINETUNE_LR)
     groups = [
-        {"params": ps, "weight_decay": wd, "name": name}
+        {"params": [masters.master(p) for p in ps], "weight_decay": wd, "name": name}
         for name, ps, wd in (("decay", decay, cfg.weight_decay), ("no_decay", no_decay, 0.0))
         if ps
     ]
-    return torch.optim.AdamW(groups, lr=lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(groups, lr=lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
+    masters.attach(optimizer)
+    return optimizer
 
 
 @dataclass

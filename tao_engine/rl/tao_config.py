@@ -27,7 +27,9 @@ from tao_engine.rl.lora import LoraConfig
 from tao_engine.rl.optim import OptimConfig
 from tao_engine.rl.readiness.config import ProbeSection
 
-_DTYPES = ("float32", "bfloat16", "float16")
+# "auto": bf16 where the device computes it natively, else float32 (tao_engine.precision); the trainer keeps fp32
+# master weights of bf16 parameters (tao_engine.rl.master_weights).
+_DTYPES = ("float32", "bfloat16", "float16", "auto")
 EVAL_EXTRACTORS = ("boxed_or_last_number", "last_number", "boxed", "exact")
 
 
