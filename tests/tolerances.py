@@ -117,6 +117,14 @@ def _model_outputs(**inputs: Any) -> torch.Tensor:
     return model.output_bound(**inputs)[1]
 
 
+def _lora_roundtrip(weight: torch.Tensor, lora_a: torch.Tensor, lora_b: torch.Tensor, scale: float
+                    ) -> torch.Tensor:
+    w, a, b = (t.detach().double().cpu() for t in (weight, lora_a, lora_b))
+    delta = scale * b @ a
+    return 2 * U32 * (w.abs() + delta.abs()) + 2 * (LAMBDA * math.sqrt(a.shape[0]) + 2) * U32 * scale * (b.abs() @
+                                                                                                     a.abs())
+
+
 def _sum_of(terms: torch.Tensor, dim: int = -1) -> torch.Tensor:
     # A sum of K terms in fp32, any order: LAMBDA sqrt(K) u sum |t| plus its rounding.
     t = terms.detach().double().cpu()
@@ -165,6 +173,9 @@ TOLERANCES: dict[str, Fixed | Derived] = {
     "model_outputs": Derived(_model_outputs, "a whole model's outputs: every Linear's, norm's and attention core's "
                              "fp32 rounding injected as noise of its size into an fp64 copy, LAMBDA sqrt(2) times "
                              "the outputs' spread for two implementations (tests/bounds/model.py)"),
+    "lora_roundtrip": Derived(_lora_roundtrip, "W += s B A then W -= s B A in fp32: each add rounds once (u of |W| + "
+                              "|s B A|), and s B A, a sum of r products, is recomputed each time (LAMBDA sqrt(r) u of "
+                              "s |B| |A|)"),
     "sum": Derived(_sum_of, "a sum of K fp32 terms in any order: LAMBDA sqrt(K) u sum |t|"),
     # ---- fixed: no reduction whose order differs between machines
     "rotary_cos_sin": Fixed(16 * U32, 0.0, "cos/sin of the same fp32 angles as transformers computes them: two "

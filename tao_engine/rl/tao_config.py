@@ -20,6 +20,7 @@ from tao_engine.distributed.config import DistributedSection
 from tao_engine.engine.config import EngineConfig
 from tao_engine.engine.sampling_params import SamplingParams
 from tao_engine.rl.algorithms import AlgorithmConfig
+from tao_engine.rl.evaluators import EVALUATORS
 from tao_engine.rl.exploration.config import ExplorationConfig
 from tao_engine.rl.exploration.tasks import TaskConfig, tasks_from_dict
 from tao_engine.rl.guards.config import GuardsSection
@@ -96,7 +97,12 @@ class RunSection:
     keep_last: int = 2  # checkpoints kept; older ones are deleted
     eval_every: int = 0  # 0 = before and after only (when an eval set is given)
     seed: int = 0  # of sampling, prompt order, LoRA initialization and minibatch order
-    # How an eval reply is compared with its "answer": boxed_or_last_number, last_number, boxed, exact.
+    # How an eval reply is checked against its label: numeric (a number "answer", the reply's read by eval_extractor),
+    # exact, normalized (SQuAD's exact match), sql (the line's gold_sql and the reply run on its db_path give the same
+    # rows in any order), json_fields (the share of the "answer" object's fields the reply's JSON matches).
+    evaluator: str = "numeric"
+    # numeric evaluator (and the probe's labeled check): how the number is read from a reply: boxed_or_last_number,
+    # last_number, boxed, exact (the whole reply).
     eval_extractor: str = "boxed_or_last_number"
     eval_max_tokens: int | None = None  # None = sampling.max_tokens
 
@@ -107,6 +113,8 @@ class RunSection:
                 raise ValueError(f"[run] {name} must be an integer >= 0, got {value!r}")
         if self.keep_last < 1:
             raise ValueError(f"[run] keep_last must be >= 1, got {self.keep_last}")
+        if self.evaluator not in EVALUATORS:
+            raise ValueError(f"[run] evaluator must be one of {EVALUATORS}, got {self.evaluator!r}")
         if self.eval_extractor not in EVAL_EXTRACTORS:
             raise ValueError(f"[run] eval_extractor must be one of {EVAL_EXTRACTORS}, got {self.eval_extractor!r}")
 

@@ -90,10 +90,12 @@ def _rounding_noise(model: nn.Module, gen: torch.Generator, storage: torch.dtype
     us = 0.0 if storage == torch.float32 else unit_roundoff(storage)
     seen: dict[int, dict[str, torch.Tensor]] = {}  # attention module -> its q, k, v projections of this forward
 
-    def linear_hook(module: nn.Linear, inputs: tuple[torch.Tensor, ...], out: torch.Tensor) -> torch.Tensor:
-        # ||terms||_2 of each output's K products: sqrt(x^2 @ W^2^T); the partial sums stay below |y| + that.
+    def linear_hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], out: torch.Tensor) -> torch.Tensor:
+        # ||terms||_2 of each output's K products: sqrt(x^2 @ W^2^T); the partial sums stay below |y| + that. A LoRA
+        # layer adds its thin update (rank r << K) with one more rounding of |y|.
         spread = (inputs[0].square() @ module.weight.square().T).sqrt()
-        std = math.sqrt(module.in_features / 3) * U32 * (out.abs() + spread) + U32 * out.abs()
+        extra = 0.0 if isinstance(module, nn.Linear) else U32
+        std = math.sqrt(module.weight.shape[1] / 3) * U32 * (out.abs() + spread) + (U32 + extra) * out.abs()
         std = std + us * (spread / math.sqrt(3) + out.abs())  # half weights (each rounded once), half output
         return out + _noise(out, std, gen)
 
@@ -150,7 +152,7 @@ def _rounding_noise(model: nn.Module, gen: torch.Generator, storage: torch.dtype
             handles.append(module.register_forward_hook(residual_hook))
         elif kind == "RMSNorm":
             handles.append(module.register_forward_hook(norm_hook))
-        if isinstance(module, nn.Linear):
+        if isinstance(module, nn.Linear) or kind == "LoraLinear":
             handles.append(module.register_forward_hook(linear_hook))
         elif isinstance(module, nn.Embedding) and us:  # the table rounded to the storage dtype
             handles.append(module.register_forward_hook(lambda m, i, out: out + _noise(out, us * out.abs(), gen)))

@@ -10,10 +10,10 @@ from tao_engine import ops
 from tao_engine.engine.kv_allocation import allocate_kv_caches
 from tao_engine.forward_batch import ForwardBatch
 from tests import helpers
+from tests.tolerances import check
 
 BLOCK_SIZE = 4
 NUM_BLOCKS = 40
-ATOL = RTOL = 1e-5
 
 CONFIGS = {
     "llama_gqa": dict(architectures=["LlamaForCausalLM"], model_type="llama"),
@@ -76,6 +76,14 @@ def full_logits(model, ids: list[int]) -> torch.Tensor:
         return model.compute_logits(model(torch.tensor(ids), ForwardBatch.for_sequences([len(ids)])))
 
 
+def assert_logits(model, got: torch.Tensor, ids: list[int], rows: slice = slice(None),
+                  expected: torch.Tensor | None = None) -> None:
+    """got [r, V] (a paged path) within the whole-model bound around the cache-free forward of ids: two fp32
+    computations of the same logits, in other orders (tests/bounds/model.py)."""
+    expected = full_logits(model, ids)[rows] if expected is None else expected
+    check("model_outputs", got, expected, model=model, outputs=lambda m: full_logits(m, ids)[rows])
+
+
 def fresh(model) -> list[tuple[torch.Tensor, torch.Tensor]]:
     caches = allocate_kv_caches(model.config, NUM_BLOCKS, BLOCK_SIZE, torch.float32, "cpu")
     for k, v in caches:  # garbage in unwritten slots: anything read by mistake shows
@@ -102,8 +110,8 @@ def test_prefill_then_decode_matches_full_forward(name):
         for seq, out in run_step(model, caches, pager, tokens, spans, False).items():
             got[seq].append(out)
     for seq, ids in tokens.items():
-        expected = full_logits(model, ids)[:-1]  # the last token was appended, never fed
-        torch.testing.assert_close(torch.cat(got[seq])[: len(ids) - 1], expected, atol=ATOL, rtol=RTOL)
+        # the last token was appended, never fed
+        assert_logits(model, torch.cat(got[seq])[: len(ids) - 1], ids, slice(None, -1))
 
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))
@@ -119,8 +127,8 @@ def test_chunked_prefill_equals_one_shot_prefill(name):
         for seq, out in run_step(model, caches, pager, tokens, spans, True).items():
             got[seq].append(out)
     for seq, expected in one_shot.items():
-        torch.testing.assert_close(torch.cat(got[seq]), expected, atol=ATOL, rtol=RTOL)
-        torch.testing.assert_close(expected, full_logits(model, tokens[seq]), atol=ATOL, rtol=RTOL)
+        assert_logits(model, torch.cat(got[seq]), tokens[seq], expected=expected)
+        assert_logits(model, expected, tokens[seq])
 
 
 def test_cached_prefix_plus_rest_equals_full_prefill():
@@ -132,12 +140,12 @@ def test_cached_prefix_plus_rest_equals_full_prefill():
     pager.tables[1] = pager.tables[0][:2]  # sequence 1 finds the prefix in sequence 0's blocks
     # One batch mixing a sequence with a cached prefix and one without.
     got = run_step(model, caches, pager, tokens, [(1, 8, 14), (2, 0, 9)], True)
-    torch.testing.assert_close(got[1], full_logits(model, tokens[1])[8:], atol=ATOL, rtol=RTOL)
-    torch.testing.assert_close(got[2], full_logits(model, tokens[2]), atol=ATOL, rtol=RTOL)
+    assert_logits(model, got[1], tokens[1], slice(8, None))
+    assert_logits(model, got[2], tokens[2])
     # The shared blocks still serve sequence 0.
     tokens[0].append(5)
     got = run_step(model, caches, pager, tokens, [(0, 11, 12)], False)
-    torch.testing.assert_close(got[0], full_logits(model, tokens[0])[-1:], atol=ATOL, rtol=RTOL)
+    assert_logits(model, got[0], tokens[0], slice(-1, None))
 
 
 def test_copy_on_write_fork_of_a_shared_tail_block():
@@ -160,7 +168,7 @@ def test_copy_on_write_fork_of_a_shared_tail_block():
         for seq, out in run_step(model, caches, pager, tokens, spans, False).items():
             got[seq].append(out)
     for seq in (0, 1):
-        torch.testing.assert_close(torch.cat(got[seq]), full_logits(model, tokens[seq])[6:], atol=ATOL, rtol=RTOL)
+        assert_logits(model, torch.cat(got[seq]), tokens[seq], slice(6, None))
 
 
 def test_cache_path_errors_are_clear():

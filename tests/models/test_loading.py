@@ -14,6 +14,7 @@ from tao_engine.models.config import ModelConfig
 from tao_engine.models.loading import ModelLoadError, load_model
 from tao_engine.models.registry import build_model
 from tao_engine.models.saving import save_pretrained
+from tests.tolerances import check
 
 TINY = {
     "architectures": ["LlamaForCausalLM"],
@@ -108,7 +109,7 @@ def test_transformers_loads_our_save(tmp_path: Path):
     with torch.no_grad():
         ours = model.forward_padded(ids)
         theirs = hf(ids).logits
-    torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=0)
+    check("model_outputs", ours, theirs, model=model, outputs=lambda m: m.forward_padded(ids))
 
 
 # ---- bad input: each error names the file and the problem ----

@@ -30,6 +30,7 @@ class TaskConfig:
     combine: str | None = None  # None = the run's [scoring] combine
     on_error: str | None = None  # None = the run's [scoring] on_error
     exploration: Mapping[str, Any] | None = None  # overrides of the run's [exploration]
+    evaluator: str | None = None  # how this task's eval lines are checked (see [run] evaluator); None = the run's
 
     def __post_init__(self) -> None:
         if isinstance(self.scorers, Mapping) or not isinstance(self.scorers, (list, tuple)):
@@ -41,6 +42,11 @@ class TaskConfig:
             raise ValueError(f"combine must be one of {COMBINE_MODES}, got {self.combine!r}")
         if self.on_error is not None and self.on_error not in ON_ERROR_MODES:
             raise ValueError(f"on_error must be one of {ON_ERROR_MODES}, got {self.on_error!r}")
+        if self.evaluator is not None:
+            from tao_engine.rl.evaluators import EVALUATORS
+
+            if self.evaluator not in EVALUATORS:
+                raise ValueError(f"evaluator must be one of {EVALUATORS}, got {self.evaluator!r}")
         if self.exploration is not None:
             if not isinstance(self.exploration, Mapping):
                 raise ValueError(f"exploration must be a table of [exploration] keys, got {self.exploration!r}")
