@@ -9,7 +9,7 @@ is not installed is a row saying so ("crashed: signal 11 (SIGSEGV)"), and the re
 --profile adds the breakdown of one decode step at full batch (bench/generate_profile.py) and `decode_gemm_share`
 (GEMM time replayed alone / step time) to the JSON line.
 
-Run: .venv/bin/python bench/bench_generate.py [--prompts 8] [--n 8] [--max-tokens 64] [--dtype float32]
+Run: .venv/bin/python bench/bench_generate.py [--prompts 8] [--n 8] [--max-tokens 64] [--dtype auto]
      [--profile [--profile-steps 5]] [--skip-peers] [--peer-timeout 900] [--threads N]
 """
 
@@ -172,7 +172,8 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--prompts", type=int, default=8)
     parser.add_argument("--n", type=int, default=8)
     parser.add_argument("--max-tokens", type=int, default=64)
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
+                        help="the engine's dtype; auto: bf16 where the CPU has native bf16, else float32")
     parser.add_argument("--skip-peers", action="store_true")
     parser.add_argument("--profile", action="store_true", help="break one decode step down (generate_profile.py)")
     parser.add_argument("--profile-steps", type=int, default=5, help="decode steps timed, and as many profiled")
@@ -186,6 +187,11 @@ def _parse() -> argparse.Namespace:
 
 def main() -> None:
     args = _parse()
+    from tao_engine.precision import choose_dtype
+
+    choice = choose_dtype("cpu")
+    if args.dtype == "auto":
+        args.dtype = choice.name
     if args.threads:
         torch.set_num_threads(args.threads)
     prompts = [[{"role": "user", "content": q}] for q in QUESTIONS[: args.prompts]]
@@ -206,7 +212,8 @@ def main() -> None:
     ours = rows[0]
     profile = ours.pop("profile", None)
     params = ours.pop("params", None)
-    print(f"CPU: {cpu_description()}")
+    why = choice.reason if args.dtype == choice.name else "as asked"
+    print(f"CPU: {cpu_description()}; engine dtype {args.dtype} ({why})")
     print(f"matmul floor ({args.dtype}, 1024^3): {floor / 1e9:.1f} GFLOP/s")
     if params and ours["status"] == "ok":
         achieved = 2 * params * (ours["prefill_tokens"] + ours["decode_tokens"]) / ours["seconds"]

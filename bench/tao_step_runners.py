@@ -1,7 +1,9 @@
 """The two sides of bench_tao_step.py, each run in its own child process: `run_tao` (tao_engine's library API) and
 `run_trl` (TRL's GRPOTrainer). Both return per-step wall times (the first step is the warm-up) and peak memory.
 
-Shared settings: SmolLM2-135M-Instruct fp32, full fine-tuning, AdamW (lr 1e-5, no weight decay, constant LR), grad
+Shared settings: SmolLM2-135M-Instruct in the bench's dtype ("auto" resolved by tao_engine.precision: bf16 weights
+with fp32 master weights on tao_engine's side and TRL with bf16=True where the CPU computes bf16 natively, float32
+for both elsewhere), full fine-tuning, AdamW (lr 1e-5, no weight decay, constant LR), grad
 norm clipped at 1, GRPO (group mean/std advantages, per-sequence token mean, clip 0.2), beta 0 (no reference model),
 temperature 1, at most `max_tokens` completion tokens, one optimizer step per rollout batch, the same reward.
 With `tokens_per_backward` B > 0 both sides backpropagate at most about B tokens at a time and accumulate gradients
@@ -30,6 +32,12 @@ def _memory(rss_loaded_kib: int, load_peak_kib: int) -> dict[str, float]:
     }
 
 
+def _dtype_name(args: Any) -> str:
+    from tao_engine.precision import resolve_dtype_name
+
+    return resolve_dtype_name(args.dtype, "cpu")
+
+
 def _kv_budget(model: Any, tokenizer: Any, prompts: list[Any], args: Any, block_size: int = 16) -> int:
     """KV bytes for one step's batch with a 25% margin: each prompt's blocks once (its n samples share them through
     the prefix cache) plus each sample's completion blocks and a copy of the prompt's last, partial block. The
@@ -38,7 +46,8 @@ def _kv_budget(model: Any, tokenizer: Any, prompts: list[Any], args: Any, block_
 
     longest = _longest_prompt(tokenizer, prompts)
     blocks = args.prompts * (longest // block_size + 2) + args.prompts * args.n * (args.max_tokens // block_size + 2)
-    return blocks * 5 // 4 * kv_cache_bytes_per_block(model.config, block_size, torch.float32)
+    dtype = next(model.parameters()).dtype
+    return blocks * 5 // 4 * kv_cache_bytes_per_block(model.config, block_size, dtype)
 
 
 def _longest_prompt(tokenizer: Any, prompts: list[Any]) -> int:
@@ -51,14 +60,17 @@ def run_tao(prompts: list[Any], args: Any) -> dict[str, Any]:
     from tao_engine.engine import Engine, EngineConfig, SamplingParams
     from tao_engine.pretrained import load_pretrained
     from tao_engine.rl import AlgorithmConfig, TrainConfig, rollout, score, train_step
+    from tao_engine.rl.optim import OptimConfig, build_optimizer
     from tao_engine.scoring import build_composite
 
     torch.manual_seed(SEED)
-    model, tokenizer = load_pretrained(smollm2_dir(), dtype="float32")
+    dtype = _dtype_name(args)
+    model, tokenizer = load_pretrained(smollm2_dir(), dtype=dtype)
     config = EngineConfig(seed=SEED, kv_cache_bytes=_kv_budget(model, tokenizer, prompts, args))
     engine = Engine(model, config, tokenizer=tokenizer)  # samples from `model` itself
     scorer = build_composite([{"name": "tao_step_setup:tao_concise_reward"}])
-    optimizer = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=0.0)
+    # build_optimizer: fp32 master weights for a bf16 model (a plain AdamW on bf16 weights would round lr 1e-5 away)
+    optimizer = build_optimizer(model, OptimConfig(lr=LR, weight_decay=0.0, max_grad_norm=1.0))
     budget = {"max_tokens_per_forward": args.tokens_per_backward} if args.tokens_per_backward else {}
     train_config = TrainConfig(AlgorithmConfig(name="grpo", kl_coef=0.0), max_grad_norm=1.0, seed=SEED, **budget)
     sampling = SamplingParams(n=args.n, temperature=1.0, max_tokens=args.max_tokens)
@@ -78,7 +90,7 @@ def run_tao(prompts: list[Any], args: Any) -> dict[str, Any]:
         steps.append({"generate_s": t1 - t0, "score_s": t2 - t1, "update_s": t3 - t2, "total_s": t3 - t0,
                       "completion_tokens": tokens, "prompt_tokens": sum(map(len, batch.prompt_token_ids)),
                       "reward_mean": stats.as_dict().get("reward_mean", float("nan"))})
-    return {"steps": steps, **_memory(rss_loaded, load_peak)}
+    return {"steps": steps, "dtype": dtype, **_memory(rss_loaded, load_peak)}
 
 
 def run_trl(prompts: list[Any], args: Any) -> dict[str, Any]:
@@ -104,6 +116,7 @@ def run_trl(prompts: list[Any], args: Any) -> dict[str, Any]:
 
     torch.manual_seed(SEED)
     path = str(smollm2_dir())
+    bf16 = _dtype_name(args) == "bfloat16"  # TRL's mixed precision: fp32 weights, bf16 autocast
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(path)
     batch = args.prompts * args.n
@@ -114,7 +127,7 @@ def run_trl(prompts: list[Any], args: Any) -> dict[str, Any]:
             sequence, args.tokens_per_backward))
     accumulation = batch // per_backward  # micro-batches; the whole batch is generated once per optimizer step
     config = GRPOConfig(
-        output_dir=args.trl_output_dir, use_cpu=True, bf16=False, seed=SEED, report_to="none", save_strategy="no",
+        output_dir=args.trl_output_dir, use_cpu=True, bf16=bf16, seed=SEED, report_to="none", save_strategy="no",
         logging_steps=1, disable_tqdm=True, max_steps=args.steps + 1, shuffle_dataset=False,
         per_device_train_batch_size=per_backward, gradient_accumulation_steps=accumulation,
         steps_per_generation=accumulation, num_generations=args.n,
@@ -133,4 +146,5 @@ def run_trl(prompts: list[Any], args: Any) -> dict[str, Any]:
     trainer.train()
     wall = time.perf_counter() - start  # checks that the timed steps cover the run (generation included)
     steps = [{"total_s": s} for s in timer.seconds]
-    return {"steps": steps, "train_wall_s": wall, **_memory(rss_loaded, load_peak)}
+    return {"steps": steps, "train_wall_s": wall, "dtype": "bfloat16 autocast" if bf16 else "float32",
+            **_memory(rss_loaded, load_peak)}
