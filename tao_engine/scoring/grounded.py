@@ -48,11 +48,11 @@ def json_leaf_values(value: Any) -> list[str]:
 @dataclass
 class GroundedScorer:
     name: ClassVar[str] = "grounded"
-    mode: str = "span"
-    source_key: str = "source"
-    max_words: int = 0
-    extract: str = "json"
-    case_sensitive: bool = False
+    mode: str = "span"  # span (the reply is a span of the source) or json_values (the share of its JSON values found)
+    source_key: str = "source"  # the context key holding each prompt's source text
+    max_words: int = 0  # span: the longest reply that counts, in words (0 = any length)
+    extract: str = "json"  # json_values: how the JSON is found in the reply (an extractor name)
+    case_sensitive: bool = False  # false: compare case-folded
     _counts: dict[str, int] = field(default_factory=lambda: {"no_source": 0, "ungrounded": 0, "too_long": 0},
                                     init=False, repr=False)
 
@@ -106,6 +106,8 @@ class GroundedScorer:
         return found / len(values)
 
     def metrics(self) -> dict[str, float]:
+        """no_source (prompts without a source text: scored None), ungrounded (replies with something not found in
+        the source), too_long (span replies over max_words); counts since the previous call."""
         out = {k: float(v) for k, v in self._counts.items()}
         for key in self._counts:
             self._counts[key] = 0

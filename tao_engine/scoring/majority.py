@@ -51,8 +51,8 @@ class MajorityVoteScorer:
     votes / answered), `tie_frac`, `no_answer_frac`."""
 
     name: ClassVar[str] = "majority_vote"
-    extractor: str = "boxed_or_last_number"
-    case_sensitive: bool = False
+    extractor: str = "boxed_or_last_number"  # how a candidate's answer is read (an extractor name: last_number, ...)
+    case_sensitive: bool = False  # false: answers compare case-folded
     _sums: Counter = field(default_factory=Counter, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -80,6 +80,8 @@ class MajorityVoteScorer:
         return out
 
     def metrics(self) -> dict[str, float]:
+        """agreement (mean share of a group's answered candidates in its majority), margin (mean (top - runner-up)
+        / answered), tie_frac (groups whose top two tie), no_answer_frac (candidates with no answer extracted)."""
         s, g = self._sums, self._sums["groups"]
         out = {"no_answer_frac": s["no_answer"] / s["candidates"] if s["candidates"] else 0.0}
         if g:

@@ -68,9 +68,9 @@ class PythonExecScorer:
     extract: str = "python_block"  # extractor name ("python_block", "code_block", "stripped", ...)
     time_limit_s: float = 5.0  # wall clock per run
     memory_mb: int = 512  # address-space limit
-    max_output_bytes: int = 65536
-    max_open_files: int = 32
-    concurrency: int = 2
+    max_output_bytes: int = 65536  # stdout and stderr are cut there (files, so a print loop cannot fill memory)
+    max_open_files: int = 32  # RLIMIT_NOFILE of the run
+    concurrency: int = 2  # runs at a time
     _counts: Counter = field(default_factory=Counter, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -146,6 +146,8 @@ class PythonExecScorer:
             return ExecResult(returncode=returncode, stdout=read(out_path), stderr=read(err_path), timed_out=timed_out)
 
     def metrics(self) -> dict[str, float]:
+        """timeouts (runs killed at time_limit_s), failures (non-zero exits and wrong output), no_code (replies with
+        no code found); counts since the previous call."""
         out = {k: float(self._counts[k]) for k in ("timeouts", "failures", "no_code")}
         self._counts.clear()
         return out

@@ -28,15 +28,15 @@ class RewardModelScorer:
 
     def __init__(
         self,
-        model: str | Path | DecoderForSequenceClassification,
-        tokenizer: Tokenizer | None = None,
+        model: str | Path | DecoderForSequenceClassification,  # a reward model directory (or, in Python, a module)
+        tokenizer: Tokenizer | None = None,  # Python only: the tokenizer of a module given as model
         *,
-        dtype: torch.dtype | str | None = None,
-        device: str | torch.device = "cpu",
-        max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
-        max_length: int | None = None,
-        label_index: int = 0,
-        chat_template: bool = True,
+        dtype: torch.dtype | str | None = None,  # of the loaded reward model (default float32)
+        device: str | torch.device = "cpu",  # where the loaded reward model runs
+        max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,  # tokens per forward of the reward model
+        max_length: int | None = None,  # longer (prompt, completion) sequences are cut; unset: its context length
+        label_index: int = 0,  # which output logit is the reward
+        chat_template: bool = True,  # render (prompt, completion) with the reward model's chat template
     ) -> None:
         if isinstance(model, (str, Path)):
             path = Path(model)

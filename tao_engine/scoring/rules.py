@@ -28,10 +28,10 @@ class RegexScorer:
     """1.0 when `pattern` matches the completion (re.search / re.match / re.fullmatch), else 0.0; `negate` flips."""
 
     name: ClassVar[str] = "regex"
-    pattern: str
-    mode: str = "search"
+    pattern: str  # a Python regular expression
+    mode: str = "search"  # search (anywhere), match (at the start) or fullmatch (the whole completion)
     flags: Sequence[str] = ()  # re flag names: "IGNORECASE", "MULTILINE", "DOTALL", ...
-    negate: bool = False
+    negate: bool = False  # reward the completions that do NOT match
 
     def __post_init__(self) -> None:
         if self.mode not in _REGEX_MODES:
@@ -57,8 +57,8 @@ class TagFormatScorer:
     whitespace between); with `allow_outside_text`, other text may surround and separate them."""
 
     name: ClassVar[str] = "tag_format"
-    tags: Sequence[str] = ("think", "answer")
-    allow_outside_text: bool = False
+    tags: Sequence[str] = ("think", "answer")  # the tag names, in the order they must appear
+    allow_outside_text: bool = False  # other text may come before, between and after the tags
 
     def __post_init__(self) -> None:
         tags = _strings(self.tags, "tag_format: tags")
@@ -82,9 +82,9 @@ class LengthScorer:
     """1.0 when min_length <= length <= max_length (either bound may be left out), counted in chars or words."""
 
     name: ClassVar[str] = "length"
-    min_length: int | None = None
-    max_length: int | None = None
-    unit: str = "chars"
+    min_length: int | None = None  # shortest length that scores 1.0 (unset: no lower bound)
+    max_length: int | None = None  # longest length that scores 1.0 (unset: no upper bound)
+    unit: str = "chars"  # what is counted: chars or words (whitespace-separated)
 
     def __post_init__(self) -> None:
         if self.unit not in _LENGTH_UNITS:
@@ -110,9 +110,9 @@ class RequiredStringsScorer:
     """1.0 when every string occurs in the completion; with `partial_credit`, the fraction that occur."""
 
     name: ClassVar[str] = "required_strings"
-    strings: Sequence[str]
-    case_sensitive: bool = True
-    partial_credit: bool = False
+    strings: Sequence[str]  # the strings that must occur
+    case_sensitive: bool = True  # false: compare case-folded
+    partial_credit: bool = False  # the fraction of the strings that occur, instead of all or nothing
 
     def __post_init__(self) -> None:
         self._needles = _strings(self.strings, "required_strings: strings")
@@ -135,8 +135,8 @@ class ForbiddenStringsScorer:
     """1.0 when none of the strings occurs in the completion, else 0.0."""
 
     name: ClassVar[str] = "forbidden_strings"
-    strings: Sequence[str]
-    case_sensitive: bool = True
+    strings: Sequence[str]  # the strings that must not occur
+    case_sensitive: bool = True  # false: compare case-folded
 
     def __post_init__(self) -> None:
         self._needles = _strings(self.strings, "forbidden_strings: strings")
@@ -158,10 +158,10 @@ class JsonSchemaScorer:
     `schema_path`, or per item from the context key `schema` (which wins); with none, parsing alone gives 1.0."""
 
     name: ClassVar[str] = "json_schema"
-    schema: Mapping[str, Any] | None = None
-    schema_path: str | None = None
-    extract: str = "json"
-    parse_reward: float = 0.0
+    schema: Mapping[str, Any] | None = None  # a JSON Schema (a table); the context key "schema" of a prompt wins
+    schema_path: str | None = None  # a file holding the JSON Schema, instead of `schema`
+    extract: str = "json"  # json (a ```json block, or the first object/array) or stripped (the whole reply)
+    parse_reward: float = 0.0  # the score of JSON that parses but does not validate
     _counts: dict[str, int] = field(default_factory=lambda: {"parse_failures": 0, "schema_failures": 0},
                                     init=False, repr=False)
 
@@ -215,6 +215,8 @@ class JsonSchemaScorer:
         return out
 
     def metrics(self) -> dict[str, float]:
+        """parse_failures (replies with no JSON that parses), schema_failures (JSON that does not validate); counts
+        since the previous call."""
         out = {k: float(v) for k, v in self._counts.items()}
         self._counts.update({k: 0 for k in self._counts})
         return out

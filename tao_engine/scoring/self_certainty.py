@@ -101,16 +101,16 @@ class SelfCertaintyScorer:
 
     def __init__(
         self,
-        method: str = "self_certainty",
-        model: nn.Module | str | Path | None = None,
-        tokenizer: Tokenizer | None = None,
-        engine: Any = None,
+        method: str = "self_certainty",  # self_certainty (KL from uniform, needs the model) or mean_logprob (no model)
+        model: nn.Module | str | Path | None = None,  # the policy's directory (or, in Python, the module)
+        tokenizer: Tokenizer | None = None,  # Python only: the tokenizer of a module given as model
+        engine: Any = None,  # Python only: the policy's engine (its model and tokenizer, shared)
         *,
-        dtype: str | None = None,
-        device: str = "cpu",
-        max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
-        chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
-        chat_template: bool = True,
+        dtype: str | None = None,  # of a model loaded from a directory
+        device: str = "cpu",  # where a loaded model runs
+        max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,  # tokens per forward
+        chunk_tokens: int = DEFAULT_CHUNK_TOKENS,  # logits are reduced this many positions at a time (memory)
+        chat_template: bool = True,  # render text prompts with the chat template, as the engine does
     ) -> None:
         if method not in METHODS:
             raise ValueError(f"self_certainty: method must be one of {METHODS}, got {method!r}")

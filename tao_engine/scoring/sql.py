@@ -25,7 +25,8 @@ from tao_engine.scoring.sql_shape import QueryShape, ShapeChecker, question_of, 
 
 @dataclass
 class SqlVerifier:
-    """Group scorer. Each candidate gets the weighted mean of parts in [0, 1], less its shape penalties (floored at 0):
+    """Group scorer: the weighted mean of four parts in [0, 1] (runs, returns rows, agrees with the group, names the
+    question's terms), less penalties for the shapes that game them, floored at 0:
 
     - executes: ran without error (within the time limit, row and byte caps);
     - returns_rows: ran and gave at least one row;
@@ -40,18 +41,18 @@ class SqlVerifier:
     The database is `db_path`, or per prompt the context key `db_path` (which wins)."""
 
     name: ClassVar[str] = "sql"
-    db_path: str | None = None
-    time_limit_s: float = 1.0
-    max_rows: int = 1000
-    max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES
-    executes_weight: float = 1.0
-    rows_weight: float = 1.0
-    agreement_weight: float = 1.0
-    relevance_weight: float = 1.0
-    select_star_penalty: float = 0.25
-    always_true_penalty: float = 0.5
-    unselective_penalty: float = 0.25
-    max_row_fraction: float = 0.5
+    db_path: str | None = None  # the SQLite file; a prompt's context key "db_path" wins
+    time_limit_s: float = 1.0  # per query; past it the query counts as failed ("timeout")
+    max_rows: int = 1000  # rows fetched per query; the result stops there
+    max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES  # a bigger result fails ("too large")
+    executes_weight: float = 1.0  # weight of the part: the query ran without error
+    rows_weight: float = 1.0  # weight of the part: it returned at least one row
+    agreement_weight: float = 1.0  # weight of the part: the share of the group with the same result set
+    relevance_weight: float = 1.0  # weight of the part: the share of the question's terms the query names
+    select_star_penalty: float = 0.25  # subtracted for SELECT *
+    always_true_penalty: float = 0.5  # subtracted for a condition that keeps every row (1 = 1, x = x, LIKE '%'...)
+    unselective_penalty: float = 0.25  # subtracted for a result holding over max_row_fraction of its largest table
+    max_row_fraction: float = 0.5  # the unselective threshold
     extract: str = "sql"  # extractor name: "sql" (```sql block or a bare SELECT/WITH), or "stripped"
     _counts: Counter = field(default_factory=Counter, init=False, repr=False)
 
@@ -146,8 +147,12 @@ class SqlVerifier:
         return same / (len(results) - 1)
 
     def metrics(self) -> dict[str, float]:
-        """exec_rate, rows_rate, agreement; the gaming signals over the queries that ran: select_star_rate,
-        always_true_rate, unselective_rate, relevance; counts: timeouts, too_large, denied, no_sql."""
+        """exec_rate (share of candidates whose query ran), rows_rate (ran and returned rows), agreement (mean share
+        of the group with the same result set), relevance (mean share of the question's terms named); the gaming
+        signals, as shares of the queries that ran: select_star_rate, always_true_rate, unselective_rate; counts:
+        timeouts (past time_limit_s), too_large (past max_result_bytes), denied (refused by the read-only guard:
+        not one SELECT/WITH statement, or a write, PRAGMA, ATTACH...), no_sql (replies with no SQL found). Since the
+        previous call."""
         c, n = self._counts, max(self._counts["candidates"], 1)
         ran = max(c["executes"], 1)
         out = {"exec_rate": c["executes"] / n, "rows_rate": c["returns_rows"] / n, "timeouts": float(c["timeouts"]),

@@ -39,15 +39,15 @@ class SqlAgreementScorer:
     is `db_path`, or per prompt the context key `db_path` (which wins)."""
 
     name: ClassVar[str] = "sql_agreement"
-    db_path: str | None = None
-    mode: str = "fraction"
-    min_rows: int = 1
-    time_limit_s: float = 1.0
-    max_rows: int = 1000
-    max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES
+    db_path: str | None = None  # the SQLite file; a prompt's context key "db_path" wins
+    mode: str = "fraction"  # fraction (the share of the group with this result set) or majority (1 in the largest)
+    min_rows: int = 1  # a result with fewer rows scores 0 and joins no cluster (empty results agree too easily)
+    time_limit_s: float = 1.0  # per query; past it the candidate scores 0
+    max_rows: int = 1000  # rows fetched per query
+    max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES  # a bigger result scores 0
     reject: tuple[str, ...] = SHAPE_FLAGS  # query shapes that score 0 and join no cluster; () turns the check off
     max_row_fraction: float = 0.5  # the "unselective" shape: more than this share of the largest table read
-    extract: str = "sql"
+    extract: str = "sql"  # how the query is found: sql (a ```sql block or a bare SELECT/WITH) or stripped
     _counts: Counter = field(default_factory=Counter, init=False, repr=False)
 
     def __post_init__(self) -> None:

@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from tests.bounds.backward_noise import backward_hooks
 from tests.error_bounds import LAMBDA, unit_roundoff
 
 U32 = unit_roundoff(torch.float32)
@@ -83,7 +84,7 @@ def _attention_std(attention: nn.Module, state: dict[str, Any], tokens: int) -> 
 
 
 @contextmanager
-def _rounding_noise(model: nn.Module, gen: torch.Generator, storage: torch.dtype) -> Iterator[None]:
+def _rounding_noise(model: nn.Module, gen: torch.Generator, storage: torch.dtype, grad: bool) -> Iterator[None]:
     """Within the block, `model` (fp64) adds to each op's output a Gaussian error of its fp32 rounding's size, and
     for a half `storage` dtype that of the weights' and every stored activation's rounding into it."""
     handles = []
@@ -156,6 +157,8 @@ def _rounding_noise(model: nn.Module, gen: torch.Generator, storage: torch.dtype
             handles.append(module.register_forward_hook(linear_hook))
         elif isinstance(module, nn.Embedding) and us:  # the table rounded to the storage dtype
             handles.append(module.register_forward_hook(lambda m, i, out: out + _noise(out, us * out.abs(), gen)))
+    if grad:
+        handles += backward_hooks(model, gen)
     try:
         yield
     finally:
@@ -163,26 +166,28 @@ def _rounding_noise(model: nn.Module, gen: torch.Generator, storage: torch.dtype
             handle.remove()
 
 
-@torch.no_grad()
 def output_bound(model: nn.Module, outputs: Callable[[nn.Module], torch.Tensor], implementations: int = 2,
-                 samples: int = 8, seed: int = 0, storage: torch.dtype = torch.float32
+                 samples: int = 8, seed: int = 0, storage: torch.dtype = torch.float32, grad: bool = False
                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """(outputs(model) in fp64, the bound on |fp32 implementation - other| element-wise). `outputs` maps a model to a
     tensor (it may tokenize, pack and slice as the test does); it is called on an fp64 copy of `model`.
     `implementations`: 2 when two fp32 computations are compared, 1 when one is compared with fp64 (or with fp32,
-    for a half `storage`: a model whose weights and activations are stored in bf16 / fp16, accumulating in fp32)."""
+    for a half `storage`: a model whose weights and activations are stored in bf16 / fp16, accumulating in fp32).
+    `grad`: `outputs` runs backward passes (gradients, training steps), whose rounding is injected too
+    (tests/bounds/backward_noise.py); otherwise it runs under no_grad."""
     model64 = copy.deepcopy(model).double().eval()
     # Tiny fp64 forwards are all per-op overhead: one thread spares OpenMP's synchronisation on every op (60x faster
     # on two busy cores); the thread count is put back however the block ends.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        exact = outputs(model64).double()
-        gen = torch.Generator().manual_seed(seed)
-        squares = torch.zeros_like(exact)
-        for _ in range(samples):
-            with _rounding_noise(model64, gen, storage):
-                squares += (outputs(model64).double() - exact) ** 2
+        with torch.set_grad_enabled(grad):
+            exact = outputs(model64).detach().double()
+            gen = torch.Generator().manual_seed(seed)
+            squares = torch.zeros_like(exact)
+            for _ in range(samples):
+                with _rounding_noise(model64, gen, storage, grad):
+                    squares += (outputs(model64).detach().double() - exact) ** 2
     finally:
         torch.set_num_threads(threads)
     spread = (squares / samples).sqrt()

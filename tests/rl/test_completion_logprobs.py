@@ -9,6 +9,8 @@ import torch
 
 from tao_engine.rl import CompletionLogprobs, completion_logprobs
 from tests import helpers
+from tests.error_bounds import assert_within_bound
+from tests.tolerances import bound
 
 VOCAB = 101
 
@@ -57,12 +59,48 @@ def _grads(model) -> dict[str, torch.Tensor]:
     return out
 
 
-def _assert_grads_equal(actual: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> None:
+def _assert_grads_equal(actual: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], model, loss) -> None:
+    """Two fp32 gradients of the same loss(model): within the bound of the forward's and the backward's rounding
+    propagated through the model (tests/bounds/model.py, grad=True)."""
     assert actual.keys() == expected.keys() and actual, "gradients must reach the same parameters"
-    for name, grad in expected.items():
+    names = list(expected)
+
+    def grads(m) -> torch.Tensor:
+        params = dict(m.named_parameters())
+        return torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss(m), [params[n] for n in names])])
+
+    limits = bound("model_outputs", model=model, outputs=grads, grad=True).split([expected[n].numel() for n in names])
+    for name, limit in zip(names, limits, strict=True):
+        grad = expected[name]
         assert grad.abs().max() > 0, f"{name}: reference gradient is zero; the test would prove nothing"
-        # Relative to the gradient's own scale: sums over many tokens in different orders.
-        torch.testing.assert_close(actual[name], grad, atol=1e-4 * float(grad.abs().max()), rtol=1e-4, msg=name)
+        assert_within_bound(actual[name], grad.double(), limit.view_as(grad), name)
+
+
+def _value_bounds(model, prompts, comps, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bounds on the log-probs and entropies [B, T] of two fp32 paths: the model's rounding (whole-model noise) plus
+    the final log-softmax's own (token_logprobs and entropy entries, for each path)."""
+    both = bound("model_outputs", model=model,
+                 outputs=lambda m: torch.stack(_reference(m, prompts, comps, temperature)))
+    with torch.no_grad():
+        rows, targets = _predicting_rows(model, prompts, comps)
+    logp = both[0] + 2 * bound("token_logprobs", logits=rows, targets=targets, temperature=temperature)
+    ent = both[1] + 2 * bound("entropy", logits=rows, temperature=temperature)
+    return logp, ent
+
+
+def _predicting_rows(model, prompts, comps) -> tuple[torch.Tensor, torch.Tensor]:
+    """The logits [B, T, V] that predict each completion token (zeros past a completion) and the tokens [B, T]."""
+    seqs = [(p, c) for p, cs in zip(prompts, comps, strict=True) for c in cs]
+    t = max(len(c) for _, c in seqs)
+    rows = torch.zeros(len(seqs), t, VOCAB, dtype=torch.float64)
+    targets = torch.zeros(len(seqs), t, dtype=torch.long)
+    for row, (p, c) in enumerate(seqs):
+        if c:
+            ids = torch.tensor([p + c])
+            logits = model.forward_padded(ids).double()[0]
+            rows[row, : len(c)] = logits[len(p) - 1 : len(p) + len(c) - 1]
+            targets[row, : len(c)] = torch.tensor(c)
+    return rows, targets
 
 
 CASES = [
@@ -81,7 +119,12 @@ def test_shared_equals_unshared_equals_padded_reference(prompt_lens, ns, tempera
     w_logp, w_ent = _loss_weights(tuple(ref_logp.shape), seed=sum(ns))
     ((ref_logp * w_logp).sum() + (ref_ent * w_ent).sum()).backward()
     ref_grads = _grads(model)
-    atol, rtol = helpers.tolerance("completion_logprobs", torch.float32)
+    logp_bound, ent_bound = _value_bounds(model, prompts, comps, temperature)
+
+    def loss(m):
+        logp, ent = _reference(m, prompts, comps, temperature)
+        return (logp * w_logp).sum() + (ent * w_ent).sum()
+
     for shared in (True, False):
         out = completion_logprobs(model, prompts, comps, temperature, shared_prompt=shared, return_entropy=True)
         assert isinstance(out, CompletionLogprobs)
@@ -89,10 +132,10 @@ def test_shared_equals_unshared_equals_padded_reference(prompt_lens, ns, tempera
         assert out.logprobs.dtype == torch.float32 and out.entropy.dtype == torch.float32
         assert out.lengths.tolist() == [len(c) for cs in comps for c in cs]
         assert (out.logprobs[~out.mask] == 0).all() and (out.entropy[~out.mask] == 0).all()
-        torch.testing.assert_close(out.logprobs.double(), ref_logp, atol=atol, rtol=rtol)
-        torch.testing.assert_close(out.entropy.double(), ref_ent, atol=atol, rtol=rtol)
+        assert_within_bound(out.logprobs, ref_logp.detach(), logp_bound, "log-probs")
+        assert_within_bound(out.entropy, ref_ent.detach(), ent_bound, "entropies")
         ((out.logprobs.double() * w_logp).sum() + (out.entropy.double() * w_ent).sum()).backward()
-        _assert_grads_equal(_grads(model), ref_grads)
+        _assert_grads_equal(_grads(model), ref_grads, model, loss)
 
 
 def test_shared_prompt_forwards_each_prompt_once():
@@ -132,9 +175,14 @@ def test_token_budget_packs_whole_groups_and_changes_nothing(shared):
     # every forward holds whole groups: the cumulative sizes land on group boundaries
     boundaries = {sum(sizes[:i]) for i in range(len(sizes) + 1)}
     assert all(sum(seen[:i]) in boundaries for i in range(len(seen) + 1))
-    torch.testing.assert_close(chunked.logprobs, whole.logprobs, atol=1e-5, rtol=1e-5)
+    logp_bound, _ = _value_bounds(model, prompts, comps, 1.0)
+    assert_within_bound(chunked.logprobs, whole.logprobs.detach().double(), logp_bound, "log-probs")
     chunked.logprobs.sum().backward()
-    _assert_grads_equal(_grads(model), whole_grads)
+
+    def loss(m):
+        return _reference(m, prompts, comps, 1.0)[0].sum()
+
+    _assert_grads_equal(_grads(model), whole_grads, model, loss)
 
 
 def test_empty_completions_give_empty_mask_rows():
@@ -144,9 +192,10 @@ def test_empty_completions_give_empty_mask_rows():
     for shared in (True, False):
         out = completion_logprobs(model, prompts, comps, shared_prompt=shared)
         assert out.mask.tolist() == [[True, True, False], [False] * 3, [False] * 3, [False] * 3, [True] * 3]
-        ref, _ = _reference(model, [prompts[0], prompts[2]], [[comps[0][0]], comps[2]], 1.0)
-        rows = out.logprobs[[0, 4]]
-        torch.testing.assert_close(rows.double(), ref, atol=1e-4, rtol=1e-5)
+        kept_prompts, kept_comps = [prompts[0], prompts[2]], [[comps[0][0]], comps[2]]
+        ref, _ = _reference(model, kept_prompts, kept_comps, 1.0)
+        logp_bound, _ = _value_bounds(model, kept_prompts, kept_comps, 1.0)
+        assert_within_bound(out.logprobs[[0, 4]], ref.detach(), logp_bound, "log-probs")
         assert (out.logprobs[1:4] == 0).all()
     out = completion_logprobs(model, [[1]], [[[]]])
     assert out.logprobs.shape == (1, 0) and out.entropy is None

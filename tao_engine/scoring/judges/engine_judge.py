@@ -39,16 +39,16 @@ class EngineJudge:
 
     def __init__(
         self,
-        model: str | Path | None = None,
-        engine: JudgeEngine | None = None,
+        model: str | Path | None = None,  # the judge model's directory (give this or engine)
+        engine: JudgeEngine | None = None,  # Python only: an Engine to judge with, e.g. the policy's own
         *,
-        rubric: str | None = None,
-        max_tokens: int = 256,
-        samples: int = 1,
-        temperature: float | None = None,
-        seed: int = 0,
-        max_response_chars: int | None = 8000,
-        engine_config: Mapping[str, Any] | None = None,
+        rubric: str | None = None,  # what the judge is asked to assess (default: a correctness/helpfulness rubric)
+        max_tokens: int = 256,  # of each judge answer
+        samples: int = 1,  # judge answers per call, averaged (> 1 samples at temperature)
+        temperature: float | None = None,  # unset: 0 (greedy) for one sample, 0.7 for several
+        seed: int = 0,  # of the judge's sampling
+        max_response_chars: int | None = 8000,  # longer replies are cut in the middle before judging
+        engine_config: Mapping[str, Any] | None = None,  # EngineConfig keys for a judge loaded from model
     ) -> None:
         where = self.name
         if (model is None) == (engine is None):

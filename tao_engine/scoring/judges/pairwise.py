@@ -52,8 +52,8 @@ class PairwiseJudge(EngineJudge):
         engine: JudgeEngine | None = None,
         *,
         rubric: str | None = None,
-        max_pairs: int | None = None,
-        bt_prior: float = 1.0,
+        max_pairs: int | None = None,  # pairs judged per group (a seeded sample); unset: every pair
+        bt_prior: float = 1.0,  # virtual games that keep an undefeated candidate's Bradley-Terry strength finite
         max_tokens: int = 256,
         samples: int = 1,
         temperature: float | None = None,

@@ -24,8 +24,8 @@ class PointwiseJudge(EngineJudge):
         engine: JudgeEngine | None = None,
         *,
         rubric: str | None = None,
-        min_score: float = 0,
-        max_score: float = 10,
+        min_score: float = 0,  # the low end of the rating scale
+        max_score: float = 10,  # the high end of the rating scale
         max_tokens: int = 256,
         samples: int = 1,
         temperature: float | None = None,
