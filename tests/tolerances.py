@@ -21,7 +21,8 @@ from typing import Any
 
 import torch
 
-from tests.bounds import attention, elementwise, model, norm, rl, softmax
+from tests.bounds import attention, elementwise, norm, rl, softmax
+from tests.bounds.model import output_bound
 from tests.error_bounds import LAMBDA, assert_within_bound, matmul_bound, unit_roundoff
 
 U32 = unit_roundoff(torch.float32)  # 2**-24
@@ -114,7 +115,7 @@ def _silu_and_mul_grad(which: int) -> Callable[..., torch.Tensor]:
 
 
 def _model_outputs(**inputs: Any) -> torch.Tensor:
-    return model.output_bound(**inputs)[1]
+    return output_bound(**inputs)[1]
 
 
 def _lora_roundtrip(weight: torch.Tensor, lora_a: torch.Tensor, lora_b: torch.Tensor, scale: float
@@ -123,6 +124,33 @@ def _lora_roundtrip(weight: torch.Tensor, lora_a: torch.Tensor, lora_b: torch.Te
     delta = scale * b @ a
     return 2 * U32 * (w.abs() + delta.abs()) + 2 * (LAMBDA * math.sqrt(a.shape[0]) + 2) * U32 * scale * (b.abs() @
                                                                                                      a.abs())
+
+
+def _sequence_logprobs(model: torch.nn.Module, prompts: list[list[int]], completions: list[list[int]],
+                       temperature: float = 1.0, implementations: int = 2) -> torch.Tensor:
+    # Each completion token's log-prob under a whole-sequence forward, flattened in sequence order: the model's
+    # rounding (whole-model noise) plus the final log-softmax's over V, for each implementation.
+    from tao_engine.forward_batch import ForwardBatch
+
+    def rows(m: torch.nn.Module) -> list[torch.Tensor]:
+        out = []
+        for prompt, completion in zip(prompts, completions, strict=True):
+            if completion:
+                ids = torch.tensor(prompt + completion)
+                logits = m.compute_logits(m(ids, ForwardBatch.for_sequences([len(ids)])))
+                out.append(logits[len(prompt) - 1 : len(prompt) + len(completion) - 1])
+        return out
+
+    targets = torch.tensor([t for c in completions for t in c], dtype=torch.long)
+
+    def logprobs(m: torch.nn.Module) -> torch.Tensor:
+        logits = torch.cat(rows(m)).double()
+        return torch.log_softmax(logits / temperature, -1).gather(-1, targets[:, None]).squeeze(-1)
+
+    with torch.no_grad():
+        logits = torch.cat(rows(model))
+    network = output_bound(model, logprobs, implementations)[1]
+    return network + implementations * _token_logprobs(logits, targets, temperature)
 
 
 def _sum_of(terms: torch.Tensor, dim: int = -1) -> torch.Tensor:
@@ -176,6 +204,9 @@ TOLERANCES: dict[str, Fixed | Derived] = {
     "lora_roundtrip": Derived(_lora_roundtrip, "W += s B A then W -= s B A in fp32: each add rounds once (u of |W| + "
                               "|s B A|), and s B A, a sum of r products, is recomputed each time (LAMBDA sqrt(r) u of "
                               "s |B| |A|)"),
+    "sequence_logprobs": Derived(_sequence_logprobs, "log-probs of completion tokens from two fp32 forwards (an engine "
+                                 "step over a paged cache, a packed trainer forward): the whole-model bound of the "
+                                 "log-probs plus each path's final log-softmax"),
     "sum": Derived(_sum_of, "a sum of K fp32 terms in any order: LAMBDA sqrt(K) u sum |t|"),
     # ---- fixed: no reduction whose order differs between machines
     "rotary_cos_sin": Fixed(16 * U32, 0.0, "cos/sin of the same fp32 angles as transformers computes them: two "
