@@ -60,9 +60,30 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
 
 def _cmd_tune(args: argparse.Namespace) -> int:
+    if args.help_config:
+        from tao_engine.rl.config_help import help_config
+
+        print(help_config(), end="")
+        return 0
     from tao_engine.tune_cli import run_tune
 
     return run_tune(args, args.config_flags)
+
+
+def _cmd_init_config(args: argparse.Namespace) -> int:
+    from tao_engine.rl.starter_config import write_starter
+
+    path = write_starter(args.kind, args.output, args.prompts, args.force)
+    print(f"wrote {path}: edit it, check it with `tao-engine probe --config {path}`, then `tao-engine tune --config "
+          f"{path}`", file=sys.stderr)
+    return 0
+
+
+def _cmd_scorers(args: argparse.Namespace) -> int:
+    from tao_engine.scoring.reference import reference_text
+
+    print(reference_text(args.name), end="")
+    return 0
 
 
 def _cmd_probe(args: argparse.Namespace) -> int:
@@ -141,8 +162,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="TAO: tune a model on unlabeled prompts (config TOML; every field also a --section.field flag)",
         description="Generate candidates, score them without labels, update the model; repeat.",
     )
-    p.add_argument("--config", default=None, help="TOML file (sections: model, data, sampling, scoring, algorithm, "
-                   "optim, lora, train, engine, run)")
+    p.add_argument("--config", default=None, help="TOML file; its sections and fields: --help-config; a starting "
+                   "file: tao-engine init-config")
+    p.add_argument("--help-config", action="store_true", help="print every config section and field (type, default, "
+                   "meaning), generated from the code, and exit")
     p.add_argument("--resume", action="store_true", help="continue from the newest intact checkpoint in "
                    "run.output_dir (the configuration must match the run's; run.steps may grow)")
     p.add_argument("--overwrite", action="store_true", help="replace the run already in run.output_dir (a new run "
@@ -152,6 +175,20 @@ def build_parser() -> argparse.ArgumentParser:
                    "table (serve --table) instead of [data] prompts; writes run.output_dir/round-<k> and rounds.json")
     p.add_argument("--min-prompts", type=int, default=1, help="with --from-table: refuse a round with fewer prompts")
     p.set_defaults(func=_cmd_tune)
+
+    p = sub.add_parser("init-config", help="write a commented starting TAO config for a kind of task")
+    from tao_engine.rl.starter_config import KINDS
+
+    p.add_argument("--kind", required=True, choices=KINDS, help="math (numbers by majority vote), sql (verified on "
+                   "each prompt's database), json (schema + grounded values), text (self-certainty + length)")
+    p.add_argument("--output", default="tao.toml", help="the TOML file to write (default: tao.toml)")
+    p.add_argument("--prompts", default=None, help="your prompts file, written into [data] prompts")
+    p.add_argument("--force", action="store_true", help="replace an existing file")
+    p.set_defaults(func=_cmd_init_config)
+
+    p = sub.add_parser("scorers", help="what each built-in scorer computes, its keys and its metrics")
+    p.add_argument("name", nargs="?", default=None, help="one scorer (default: all)")
+    p.set_defaults(func=_cmd_scorers)
 
     p = sub.add_parser("probe", help="will TAO work on this task? Sample and score some prompts as tune would, print "
                        "the statistics and a go / weak / no-go verdict with reasons and fixes (exit 3: no-go)")

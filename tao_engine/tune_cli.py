@@ -67,6 +67,7 @@ def run_tune(args: argparse.Namespace, extra: Sequence[str]) -> int:
 def _tune(args: argparse.Namespace, config, ctx) -> int:
     from tao_engine.output_paths import check_output_dir
     from tao_engine.probe_cli import NO_GO_EXIT
+    from tao_engine.rl.evaluators import explain_eval
     from tao_engine.rl.run_dir import prepare_new_run_dir
     from tao_engine.rl.tao import TAO, ProbeNoGo
 
@@ -110,6 +111,7 @@ def _tune(args: argparse.Namespace, config, ctx) -> int:
         "reward_last": last.get("reward_mean"),
         "eval_before": result.eval_before,
         "eval_after": result.eval_after,
+        "eval_explained": explain_eval(tao.evaluators) if result.eval_before or result.eval_after else None,
         # The tuning compute spent exploring: generated tokens per prompt (reasoning and drafts included), the mean
         # over steps; the tuned model answers directly, at the base model's cost.
         "exploration_tokens_per_prompt": _mean_of(result.history, "exploration_tokens_per_prompt"),

@@ -1,5 +1,6 @@
 """Held-out evaluation during tuning: greedy answers to eval prompts, their label-free score, and (when the eval
-file carries an "answer" per prompt) accuracy. Labels are used only here, to monitor a run, never to train."""
+file carries labels) accuracy by an evaluator (tao_engine.rl.evaluators). Labels are used only here, to monitor a
+run, never to train."""
 
 from __future__ import annotations
 
@@ -40,16 +41,23 @@ def evaluate(
     scorer: Any,
     extractor: str = "boxed_or_last_number",
     max_tokens: int = 64,
+    evaluator: Any = None,
 ) -> dict[str, float]:
-    """{"score": mean label-free score of the greedy answers, "accuracy": fraction matching "answer" (when given)}."""
+    """Greedy answers to the eval prompts: {"score": the mean label-free reward the run's scorers give them (what
+    training maximizes, not whether they are right), "accuracy": the mean of `evaluator`'s verdicts against the
+    labels (tao_engine.rl.evaluators; default "numeric" with `extractor`), over the prompts that carry one}."""
+    from tao_engine.rl.evaluators import NumericEvaluator
+
+    evaluator = evaluator if evaluator is not None else NumericEvaluator(extractor)
     sampling = SamplingParams(n=1, temperature=0.0, max_tokens=max_tokens)
     contexts = contexts_by_key(records)
-    answers = contexts.pop("answer", None)
+    for key in evaluator.label_keys:  # labels never reach the scorers
+        contexts.pop(key, None)
     out = score(rollout(engine, [r.prompt for r in records], sampling), scorer, contexts)
     values = [s for group in out.rewards or [] for s in group if s is not None]
     metrics = {"score": sum(values) / len(values) if values else math.nan}
-    if answers is not None:
+    labeled = [i for i, r in enumerate(records) if evaluator.problem(r.context) is None]
+    if labeled:
         texts = [group[0] for group in out.completion_texts]
-        hits = [answers_match(extract_answer(t, extractor), a) for t, a in zip(texts, answers, strict=True)]
-        metrics["accuracy"] = sum(hits) / len(hits)
+        metrics["accuracy"] = sum(evaluator.score(texts[i], records[i].context) for i in labeled) / len(labeled)
     return metrics

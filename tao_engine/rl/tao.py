@@ -38,7 +38,8 @@ from tao_engine.rl.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from tao_engine.rl.evaluation import answers_match, evaluate, extract_answer
+from tao_engine.rl.evaluation import evaluate
+from tao_engine.rl.evaluators import check_eval_labels, evaluators_for
 from tao_engine.rl.exploration.routing import TaskRouting
 from tao_engine.rl.guards import HoldoutScore, RunGuards, holdout_score
 from tao_engine.rl.guards.warmup import rule_scorer_labels
@@ -48,7 +49,6 @@ from tao_engine.rl.prompt_data import (
     PromptCursor,
     PromptRecord,
     as_user_turns,
-    check_eval_answers,
     contexts_by_key,
     keep_runnable,
     load_prompts,
@@ -154,6 +154,8 @@ class TAO:
         rule_labels = {label for scorer in self.routing.scorers.values() if scorer is not None
                        for label in rule_scorer_labels(scorer)}
         self.guards = RunGuards(config.guards, rule_labels)
+        # How eval (and labeled probe) replies are checked, per task (tao_engine.rl.evaluators).
+        self.evaluators = evaluators_for(config.run.evaluator, config.run.eval_extractor, config.tasks)
 
     # ---- the loop -------------------------------------------------------------------------------------------------
 
@@ -176,7 +178,7 @@ class TAO:
         # Every prompt fits prompt + max_tokens: an error naming file:line now, not a crash at step k.
         records, skipped = keep_runnable(records, self.engine, cfg.sampling.max_tokens, cfg.data.skip_failed)
         if eval_records is not None:
-            check_eval_answers(eval_records, cfg.data.eval, every=not self.routing.tasks)
+            check_eval_labels(eval_records, cfg.data.eval, self.evaluators)
             eval_max = cfg.run.eval_max_tokens or cfg.sampling.max_tokens
             eval_records, _ = keep_runnable(eval_records, self.engine, eval_max, skip=False, what="eval prompt")
         if skipped and writes_outputs(self.dist):
@@ -244,7 +246,7 @@ class TAO:
             result.best_step = self.guards.best_step
             self._load_weights_of(result.best_step)  # final/ is the best held-out step, not the last one
         result.final_model_dir = self._save_final()
-        result.plots = log.plot(("reward_mean", "eval_score", "eval_accuracy"))
+        result.plots = log.plot(("reward_mean", "eval_score", "eval_accuracy")) + log.plot_scorers()
         log.close()
         return result
 
@@ -320,9 +322,9 @@ class TAO:
         max_tokens = run.eval_max_tokens or self.config.sampling.max_tokens
         with self._full_weights("eval"):
             if self.routing.tasks:  # per task and overall
-                return self.routing.evaluate(self.engine, eval_records, run.eval_extractor, max_tokens)
-            return evaluate(self.engine, eval_records, self.scorer, extractor=run.eval_extractor,
-                            max_tokens=max_tokens)
+                return self.routing.evaluate(self.engine, eval_records, self.evaluators, max_tokens)
+            return evaluate(self.engine, eval_records, self.scorer, max_tokens=max_tokens,
+                            evaluator=self.evaluators[None])
 
     def _sample_and_score(self, records: Sequence[PromptRecord], sampling: Any) -> Rollouts:
         """Direct answers to `records` sampled with `sampling` and scored as the run scores them (each task by its
@@ -356,10 +358,10 @@ class TAO:
             chosen, check = list(records)[: cfg.probe.prompts], is_correct
         elif labeled:
             chosen = load_prompts(labeled, cfg.data.system_prompt)[: cfg.probe.prompts]
-            check_eval_answers(chosen, labeled, every=True)
+            check_eval_labels(chosen, labeled, self.evaluators)
             if is_correct is None:
                 def is_correct(text: str, record: PromptRecord) -> bool:
-                    return answers_match(extract_answer(text, cfg.run.eval_extractor), record.context["answer"])
+                    return self.evaluators.get(record.task, self.evaluators[None]).score(text, record.context) >= 1
             check = is_correct
         else:
             pool = list(records) if records is not None else _load_training_prompts(cfg)

@@ -151,20 +151,22 @@ class TaskRouting:
                                    scorer_rewards=parts["scorer_rewards"], answers=answers, reward_metrics=metrics,
                                    advantage_scale=None)
 
-    def evaluate(self, engine: Any, records: Sequence[Any], extractor: str, max_tokens: int) -> dict[str, float]:
-        """Greedy direct answers, scored task by task: `task/<name>/score|accuracy` and overall `score|accuracy`
-        (means over prompts). Without tasks: `evaluate` as it is."""
+    def evaluate(self, engine: Any, records: Sequence[Any], evaluators: Mapping[str | None, Any],
+                 max_tokens: int) -> dict[str, float]:
+        """Greedy direct answers, scored task by task, each checked by its task's evaluator (`evaluators`: task ->
+        tao_engine.rl.evaluators evaluator, None the run's): `task/<name>/score|accuracy` and overall
+        `score|accuracy` (means over prompts). Without tasks: `evaluate` as it is."""
         from tao_engine.rl.evaluation import evaluate
 
         self.check_records(records, "eval")
         tasks = [getattr(r, "task", None) for r in records]
         if not self.tasks:
-            return evaluate(engine, records, self.scorers[None], extractor=extractor, max_tokens=max_tokens)
+            return evaluate(engine, records, self.scorers[None], max_tokens=max_tokens, evaluator=evaluators[None])
         out: dict[str, float] = {}
         totals: dict[str, list[float]] = {"score": [0.0, 0.0], "accuracy": [0.0, 0.0]}  # weighted sum, weight
         for task, rows in _rows_by_task(tasks).items():
-            part = evaluate(engine, [records[i] for i in rows], self.scorers[task], extractor=extractor,
-                            max_tokens=max_tokens)
+            part = evaluate(engine, [records[i] for i in rows], self.scorers[task], max_tokens=max_tokens,
+                            evaluator=evaluators.get(task, evaluators[None]))
             for key, value in part.items():
                 out[f"task/{task}/{key}"] = value
                 if key in totals and not math.isnan(value):
