@@ -14,6 +14,7 @@ from tao_engine.scoring.reward_model import RewardModelScorer
 from tao_engine.scoring.reward_model_loading import load_reward_model, pooled_position
 from tests import helpers
 from tests.tokenizer.tokenizer_builders import CHATML_SPECIALS, template, train_byte_level_bpe, write_tokenizer_dir
+from tests.tolerances import check
 
 transformers = pytest.importorskip("transformers")
 
@@ -51,6 +52,21 @@ def make_reward_dir(directory: Path, case: str, backend, num_labels: int = 1, pa
     return directory, hf
 
 
+def assert_scores(scores, expected: torch.Tensor, scorer: RewardModelScorer, sequences: list[list[int]]) -> None:
+    """Head logits of two fp32 paths (ours packed, transformers' or another batching) within the whole-model bound
+    of the reward model's head on each sequence alone (tests/bounds/model.py)."""
+    from tao_engine.forward_batch import ForwardBatch
+
+    def heads(m) -> torch.Tensor:
+        out = []
+        for seq in sequences:
+            index = torch.tensor([pooled_position(seq, m.pad_token_id)])
+            out.append(m(torch.tensor(seq), ForwardBatch.for_sequences([len(seq)]), index)[0, scorer.label_index])
+        return torch.stack(out)
+
+    check("model_outputs", torch.tensor(scores), expected.double(), model=scorer.model, outputs=heads)
+
+
 def hf_scores(hf, sequences: list[list[int]]) -> torch.Tensor:
     """transformers' logits, one sequence at a time (no padding involved): [B, num_labels]."""
     with torch.no_grad():
@@ -65,7 +81,7 @@ def test_scores_equal_transformers_logits(tmp_path: Path, tokenizer_backend, cas
     sequences = [scorer.encode(p, c) for p, c in zip(PROMPTS, COMPLETIONS, strict=True)]
     assert sequences[0][0] == scorer.tokenizer.token_to_id("<|im_start|>")  # chat-rendered, template's own BOS
     expected = hf_scores(hf, sequences)[:, 0]
-    helpers.assert_close(torch.tensor(scores), expected, "model_logits", torch.float32)
+    assert_scores(scores, expected, scorer, sequences)
     assert len(set(scores)) == len(scores)  # the head sees different texts, not a constant
     metrics = scorer.metrics()
     assert metrics["sequences"] == len(PROMPTS) and metrics["tokens"] == sum(len(s) for s in sequences)
@@ -74,10 +90,12 @@ def test_scores_equal_transformers_logits(tmp_path: Path, tokenizer_backend, cas
 
 def test_token_budget_batches_give_the_same_scores_as_one_batch(tmp_path: Path, tokenizer_backend):
     directory, _ = make_reward_dir(tmp_path / "m", "llama", tokenizer_backend)
-    one = RewardModelScorer(directory).score(PROMPTS * 2, COMPLETIONS * 2)
+    scorer = RewardModelScorer(directory)
+    one = scorer.score(PROMPTS * 2, COMPLETIONS * 2)
     small = RewardModelScorer(directory, max_batch_tokens=40).score(PROMPTS * 2, COMPLETIONS * 2)
-    torch.testing.assert_close(torch.tensor(small), torch.tensor(one), atol=1e-5, rtol=0)
-    assert one[:4] == pytest.approx(one[4:], abs=1e-5)
+    sequences = [scorer.encode(p, c) for p, c in zip(PROMPTS * 2, COMPLETIONS * 2, strict=True)]
+    assert_scores(small, torch.tensor(one), scorer, sequences)
+    assert_scores(one[:4], torch.tensor(one[4:]), scorer, sequences[:4])
 
 
 @pytest.mark.parametrize("pad_token_id", [7, None])
@@ -91,7 +109,7 @@ def test_pooled_token_is_the_last_non_pad_one(tmp_path: Path, tokenizer_backend,
         sequences = sequences[1:2] + sequences[3:]
     ours = scorer.score_token_ids(sequences)
     expected = hf_scores(hf, sequences)[:, 2]
-    helpers.assert_close(torch.tensor(ours), expected, "model_logits", torch.float32)
+    assert_scores(ours, expected, scorer, sequences)
     assert pooled_position([5, 9, 11, 7, 7], 7) == 2 and pooled_position([7, 7], 7) == 0
     assert pooled_position([5, 7], None) == 1
 
@@ -106,7 +124,7 @@ def test_right_padded_transformers_batch_agrees(tmp_path: Path, tokenizer_backen
     mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in sequences])
     with torch.no_grad():
         expected = hf(input_ids=ids, attention_mask=mask).logits[:, 0]
-    helpers.assert_close(torch.tensor(scorer.score(PROMPTS, COMPLETIONS)), expected, "model_logits", torch.float32)
+    assert_scores(scorer.score(PROMPTS, COMPLETIONS), expected, scorer, sequences)
 
 
 def test_truncation_keeps_the_end_and_is_counted(tmp_path: Path, tokenizer_backend):
@@ -115,7 +133,7 @@ def test_truncation_keeps_the_end_and_is_counted(tmp_path: Path, tokenizer_backe
     long = "a fairly long completion " * 6
     score = scorer.score(["q"], [long])[0]
     ids = RewardModelScorer(directory).encode("q", long)[-12:]
-    assert score == pytest.approx(hf_scores(hf, [ids])[0, 0].item(), abs=1e-4)
+    assert_scores([score], hf_scores(hf, [ids])[:, 0], scorer, [ids])
     assert scorer.metrics()["truncated"] == 1
 
 
@@ -123,7 +141,7 @@ def test_plain_text_mode_and_errors(tmp_path: Path, tokenizer_backend):
     directory, hf = make_reward_dir(tmp_path / "m", "llama", tokenizer_backend)
     plain = RewardModelScorer(directory, chat_template=False)
     ids = plain.tokenizer.encode("Q: 1+1? A: 2", add_special_tokens=True)
-    assert plain.score(["Q: 1+1? A: "], ["2"])[0] == pytest.approx(hf_scores(hf, [ids])[0, 0].item(), abs=1e-4)
+    assert_scores(plain.score(["Q: 1+1? A: "], ["2"]), hf_scores(hf, [ids])[:, 0], plain, [ids])
     with pytest.raises(ValueError, match="label_index=1"):
         RewardModelScorer(directory, label_index=1)
     with pytest.raises(ValueError, match="max_batch_tokens"):
@@ -165,7 +183,7 @@ def test_prompt_messages_context_replaces_the_prompt_string(tmp_path: Path, toke
     ids = scorer.tokenizer.encode(scorer.tokenizer.apply_chat_template(full, tokenize=False), add_special_tokens=False)
     plain = scorer.encode("Capital of France?", "Paris.")
     expected = hf_scores(hf, [ids, plain])[:, 0]
-    helpers.assert_close(torch.tensor(scores), expected, "model_logits", torch.float32)
+    assert_scores(scores, expected, scorer, [ids, plain])
     with pytest.raises(ValueError, match="prompt_messages"):
         scorer.score(["q"], ["a"], prompt_messages=[[{"role": "user"}]])
 
@@ -181,7 +199,8 @@ def test_reward_model_by_name_from_a_spec(tmp_path: Path, tokenizer_backend):
         PROMPTS[:2], [COMPLETIONS[:2], COMPLETIONS[2:]])
     direct = scorer.score([PROMPTS[0]] * 2 + [PROMPTS[1]] * 2, COMPLETIONS)
     grouped = report.per_scorer["reward_model"]
-    assert grouped[0] + grouped[1] == pytest.approx(direct, abs=1e-5)
+    sequences = [scorer.encode(p, c) for p, c in zip([PROMPTS[0]] * 2 + [PROMPTS[1]] * 2, COMPLETIONS, strict=True)]
+    assert_scores(grouped[0] + grouped[1], torch.tensor(direct), scorer, sequences)
     assert report.metrics["reward_model/sequences"] == 4
     with pytest.raises(ValueError, match="missing required key"):
         build_scorer({"name": "reward_model"})
