@@ -153,6 +153,41 @@ def _sequence_logprobs(model: torch.nn.Module, prompts: list[list[int]], complet
     return network + implementations * _token_logprobs(logits, targets, temperature)
 
 
+def _self_certainty_rows(logits: torch.Tensor) -> torch.Tensor:
+    z = logits.detach().double().cpu()
+    vocab = z.shape[-1]
+    lse = torch.logsumexp(z, -1)
+    return (softmax.softmax_rows(z, 1.0).lse_error.squeeze(-1) + (LAMBDA * math.sqrt(vocab) + 2) * U32
+            * z.abs().mean(-1) + 3 * U32 * (lse.abs() + z.mean(-1).abs() + math.log(vocab)))
+
+
+def _self_certainty(model: torch.nn.Module, prompts: list[list[int]], completions: list[list[int]]) -> torch.Tensor:
+    # Per sequence: mean over its predicting rows of lse(z) - mean(z) - log V in fp32, against the fp64 definition:
+    # the model's rounding (whole-model noise through the definition), each row's lse (softmax_rows), its mean over
+    # V (LAMBDA sqrt(V) u mean |z|), three roundings of the terms, and the mean over the rows.
+    from tao_engine.forward_batch import ForwardBatch
+
+    def rows(m: torch.nn.Module, prompt: list[int], completion: list[int]) -> torch.Tensor:
+        ids = prompt + completion
+        logits = m.compute_logits(m(torch.tensor(ids), ForwardBatch.for_sequences([len(ids)]))).double()
+        return logits[max(len(prompt), 1) - 1 : len(ids) - 1]  # the rows that predict completion tokens
+
+    def definition(m: torch.nn.Module) -> torch.Tensor:
+        values = [torch.logsumexp(z, -1) - z.mean(-1) - math.log(z.shape[-1]) for z in
+                  (rows(m, p, c) for p, c in zip(prompts, completions, strict=True))]
+        return torch.stack([v.mean() for v in values])
+
+    network = output_bound(model, definition, implementations=1)[1]
+    local = []
+    with torch.no_grad():
+        for prompt, completion in zip(prompts, completions, strict=True):
+            z = rows(model, prompt, completion)
+            value = torch.logsumexp(z, -1) - z.mean(-1) - math.log(z.shape[-1])
+            row = _self_certainty_rows(z)
+            local.append(row.mean() + (LAMBDA * math.sqrt(len(row)) + 1) * U32 * value.abs().mean())
+    return network + torch.stack(local)
+
+
 def _sum_of(terms: torch.Tensor, dim: int = -1) -> torch.Tensor:
     # A sum of K terms in fp32, any order: LAMBDA sqrt(K) u sum |t| plus its rounding.
     t = terms.detach().double().cpu()
@@ -207,6 +242,11 @@ TOLERANCES: dict[str, Fixed | Derived] = {
     "sequence_logprobs": Derived(_sequence_logprobs, "log-probs of completion tokens from two fp32 forwards (an engine "
                                  "step over a paged cache, a packed trainer forward): the whole-model bound of the "
                                  "log-probs plus each path's final log-softmax"),
+    "self_certainty": Derived(_self_certainty, "mean over a completion's predicting rows of KL(uniform || p) = lse(z) "
+                              "- mean(z) - log V in fp32 against the fp64 definition: the model's rounding through "
+                              "it, each row's lse and mean over V, the mean over rows"),
+    "self_certainty_of_logits": Derived(lambda logits: _self_certainty_rows(logits), "lse(z) - mean(z) - log V of "
+                                        "given fp32 logits: the lse's bound, the mean over V, three roundings"),
     "sum": Derived(_sum_of, "a sum of K fp32 terms in any order: LAMBDA sqrt(K) u sum |t|"),
     # ---- fixed: no reduction whose order differs between machines
     "rotary_cos_sin": Fixed(16 * U32, 0.0, "cos/sin of the same fp32 angles as transformers computes them: two "

@@ -19,6 +19,7 @@ from tao_engine.scoring.self_certainty import (
 from tao_engine.tokenizer import Tokenizer
 from tests import helpers
 from tests.tokenizer.tokenizer_builders import CHATML_SPECIALS, template, train_byte_level_bpe, write_tokenizer_dir
+from tests.tolerances import check
 
 
 def fp64_self_certainty(model: torch.nn.Module, prompt: list[int], completion: list[int]) -> float:
@@ -66,8 +67,8 @@ def test_teacher_forced_equals_fp64_definition(max_batch_tokens: int, chunk_toke
     recorder = LogitRowsRecorder(model)
     ours = teacher_forced_self_certainty(recorder, prompts, completions, max_batch_tokens, chunk_tokens)
     expected = [fp64_self_certainty(model, p, c) for p, c in zip(prompts, completions, strict=True)]
-    helpers.assert_close(torch.tensor(ours, dtype=torch.float64), torch.tensor(expected), "self_certainty",
-                         torch.float32)
+    check("self_certainty", torch.tensor(ours), torch.tensor(expected), model=model, prompts=prompts,
+          completions=completions)
     assert max(recorder.rows) <= chunk_tokens  # never more than a chunk of vocabulary-wide rows at once
     assert sum(recorder.rows) == sum(len(c) for c in completions)
     assert len(set(ours)) == len(ours) and all(v > 0 for v in ours)  # KL to uniform is positive for real models
@@ -77,20 +78,23 @@ def test_edge_cases_empty_completion_and_empty_prompt():
     model = helpers.tiny_model(seed=1)
     ours = teacher_forced_self_certainty(model, [[3, 4], [], [], [5]], [[], [9, 8, 7], [6], [11]])
     assert ours[0] is None and ours[2] is None  # nothing predicted
-    assert ours[1] == pytest.approx(fp64_self_certainty(model, [], [9, 8, 7]), abs=1e-4)
-    assert ours[3] == pytest.approx(fp64_self_certainty(model, [5], [11]), abs=1e-4)
+    expected = [fp64_self_certainty(model, [], [9, 8, 7]), fp64_self_certainty(model, [5], [11])]
+    check("self_certainty", torch.tensor([ours[1], ours[3]]), torch.tensor(expected), model=model, prompts=[[], [5]],
+          completions=[[9, 8, 7], [11]])
 
 
 def test_self_certainty_of_logits_limits():
     vocab = 129
     uniform = torch.zeros(3, vocab)
-    assert self_certainty_of_logits(uniform).abs().max().item() < 1e-6
+    # exactly 0 in real arithmetic: lse = log V, mean 0; fp32 leaves the roundings of log V's sum and difference
+    value = self_certainty_of_logits(uniform)
+    check("self_certainty_of_logits", value, torch.zeros(3, dtype=torch.float64), logits=uniform)
     peaked = torch.full((1, vocab), -1e4)
     peaked[0, 5] = 0.0
     # p -> one-hot: KL(U || p) -> infinity; with finite logits it equals lse - mean(z) - log V exactly.
     z = peaked.double()
-    exact = (torch.logsumexp(z, -1) - z.mean(-1) - math.log(vocab)).item()
-    assert self_certainty_of_logits(peaked).item() == pytest.approx(exact, rel=1e-5)
+    exact = torch.logsumexp(z, -1) - z.mean(-1) - math.log(vocab)
+    check("self_certainty_of_logits", self_certainty_of_logits(peaked), exact, logits=peaked)
     assert self_certainty_of_logits(peaked).item() > 100 * self_certainty_of_logits(torch.randn(1, vocab)).item()
 
 
@@ -111,7 +115,9 @@ def test_scorer_on_text_renders_the_prompt_as_the_engine_does(chat_tokenizer: To
     for prompt, completion, score in zip(prompts, completions, scores, strict=True):
         out = engine.generate([[{"role": "user", "content": prompt}]], SamplingParams(max_tokens=1))[0]
         completion_ids = chat_tokenizer.encode(completion, add_special_tokens=False)
-        assert score == pytest.approx(fp64_self_certainty(model, out.prompt_token_ids, completion_ids), abs=1e-4)
+        expected = fp64_self_certainty(model, out.prompt_token_ids, completion_ids)
+        check("self_certainty", torch.tensor([score]), torch.tensor([expected]), model=model,
+              prompts=[out.prompt_token_ids], completions=[completion_ids])
 
 
 def test_scorer_uses_generated_token_ids_from_context(chat_tokenizer: Tokenizer):
@@ -126,7 +132,8 @@ def test_scorer_uses_generated_token_ids_from_context(chat_tokenizer: Tokenizer)
     scores = scorer.score(["ignored"] * 3, [s.text for s in samples], prompt_token_ids=prompt_ids,
                           completion_token_ids=completion_ids)
     expected = [fp64_self_certainty(model, p, c) for p, c in zip(prompt_ids, completion_ids, strict=True)]
-    assert scores == pytest.approx(expected, abs=1e-4)
+    check("self_certainty", torch.tensor(scores), torch.tensor(expected), model=model, prompts=prompt_ids,
+          completions=completion_ids)
     cheap = SelfCertaintyScorer(method="mean_logprob").score(["p"] * 3, [s.text for s in samples],
                                                              logprobs=[s.raw_logprobs for s in samples])
     assert cheap == pytest.approx([sum(s.raw_logprobs) / len(s.raw_logprobs) for s in samples])
@@ -155,8 +162,9 @@ def test_score_groups_reads_per_prompt_context_like_the_composite_passes_it(chat
                               db_path=["a.db", "b.db"])  # another scorer's context is ignored
     expected = [[fp64_self_certainty(model, prompt_ids[g], c) for c in completion_ids[g]] for g in range(2)]
     assert [len(o) for o in out] == [3, 1]
-    for got, want in zip(out, expected, strict=True):
-        assert got == pytest.approx(want, abs=1e-4)
+    for g, (got, want) in enumerate(zip(out, expected, strict=True)):
+        check("self_certainty", torch.tensor(got), torch.tensor(want), model=model,
+              prompts=[prompt_ids[g]] * len(want), completions=completion_ids[g])
     cheap = SelfCertaintyScorer(method="mean_logprob").score_groups(["p"], [["x", "y"]],
                                                                     logprobs=[[[-1.0], [-2.0, -4.0]]])
     assert cheap == [[-1.0, -3.0]]
@@ -172,7 +180,9 @@ def test_prompt_messages_are_rendered_instead_of_the_prompt_string(chat_tokenize
     score = scorer.score([rendered], ["Hi."], prompt_messages=[chat])[0]
     prompt_ids = chat_tokenizer.encode(rendered, add_special_tokens=False)
     completion_ids = chat_tokenizer.encode("Hi.", add_special_tokens=False)
-    assert score == pytest.approx(fp64_self_certainty(model, prompt_ids, completion_ids), abs=1e-4)
+    expected = fp64_self_certainty(model, prompt_ids, completion_ids)
+    check("self_certainty", torch.tensor([score]), torch.tensor([expected]), model=model, prompts=[prompt_ids],
+          completions=[completion_ids])
 
 
 def test_self_certainty_by_name_in_a_composite():
@@ -186,5 +196,6 @@ def test_self_certainty_by_name_in_a_composite():
     report = composite.score_groups(["p"], [["a", "b", "c"]], prompt_token_ids=[prompt_ids[0]],
                                     completion_token_ids=[completion_ids], logprobs=[logprobs])
     expected = [fp64_self_certainty(model, prompt_ids[0], c) for c in completion_ids]
-    assert report.per_scorer["self_certainty"][0] == pytest.approx(expected, abs=1e-4)
+    check("self_certainty", torch.tensor(report.per_scorer["self_certainty"][0]), torch.tensor(expected), model=model,
+          prompts=[prompt_ids[0]] * len(completion_ids), completions=completion_ids)
     assert report.per_scorer["mean_logprob"] == [[-0.5, -0.5, -0.5]]
