@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -365,8 +365,10 @@ class Engine:
         prompts: PromptLike | Sequence[PromptLike],
         sampling: SamplingParams | Sequence[SamplingParams] | None = None,
         progress: bool = False,
+        on_progress: Callable[[int, int], None] | None = None,
     ) -> list[RequestOutput]:
-        """Generate for every prompt (text, token ids or chat messages); outputs in prompt order."""
+        """Generate for every prompt (text, token ids or chat messages); outputs in prompt order. `on_progress(done,
+        total)` is called with the finished samples (all prompts' n together) after each step that finishes some."""
         outputs = self._add_all(prompts, sampling)
         ids = {o.request_id for o in outputs}
         bar = None
@@ -374,12 +376,19 @@ class Engine:
             from tqdm import tqdm
 
             bar = tqdm(total=len(outputs), desc="generate", unit="prompt")
+        total_samples = sum(len(o.samples) for o in outputs)
+        finished = -1
         try:
             while any(rid in self._requests for rid in ids):
                 done = sum(1 for rid in ids if rid not in self._requests)
                 self._step()
                 if bar is not None:
                     bar.update(sum(1 for rid in ids if rid not in self._requests) - done)
+                if on_progress is not None:
+                    now = sum(s.finish_reason is not None for o in outputs for s in o.samples)
+                    if now != finished:
+                        finished = now
+                        on_progress(now, total_samples)
         finally:
             self._journal.flush()
             if bar is not None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -191,11 +191,13 @@ def rollout(
     sampling: SamplingParams,
     skip_failed: bool = False,
     progress: bool = False,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> Rollouts:
     """Generate `sampling.n` completions for every prompt (text, token ids or chat messages) with `engine`.
 
     Log-probs are always returned (`sampling.logprobs` is turned on if off). A prompt that cannot run (too long)
     raises `RolloutError` naming its index, unless `skip_failed=True`: it is then dropped and listed in `skipped`.
+    `on_progress(finished samples, all samples)`: see `Engine.generate`.
     """
     if not isinstance(sampling, SamplingParams):
         raise TypeError(f"rollout: sampling must be SamplingParams, got {type(sampling).__name__}")
@@ -205,7 +207,7 @@ def rollout(
     # Encoded here, not by the engine, so that an error names the prompt's index.
     encoded = [encode_prompt(p, engine.tokenizer, index=i) for i, p in enumerate(items)]
     start = time.perf_counter()
-    outputs = engine.generate([ids for _, ids in encoded], sampling, progress=progress)
+    outputs = engine.generate([ids for _, ids in encoded], sampling, progress=progress, on_progress=on_progress)
     seconds = time.perf_counter() - start
 
     kept: list[int] = []

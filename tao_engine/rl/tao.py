@@ -13,9 +13,7 @@ prompt cursor are restored, and the metrics log is cut back to the checkpoint's 
 from __future__ import annotations
 
 import dataclasses
-import math
 import sys
-import time
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -60,6 +58,7 @@ from tao_engine.rl.resume import load_newest_intact
 from tao_engine.rl.rollouts import RolloutError, Rollouts, rollout
 from tao_engine.rl.run_dir import prepare_new_run_dir
 from tao_engine.rl.score_rollouts import score
+from tao_engine.rl.step_monitor import StepMonitor
 from tao_engine.rl.tao_config import TAOConfig
 from tao_engine.rl.trainer import TrainConfig, train_step
 from tao_engine.scoring.base import ScoringError, is_group_scorer
@@ -99,6 +98,9 @@ class TAO:
         self.config = config
         self.dist = distributed
         self.progress = progress and writes_outputs(distributed)  # one progress bar: rank 0's
+        # Times and peak memory of each phase (the metrics), and the bar; run() replaces it with one that shows.
+        self.monitor = StepMonitor(1, 0, show=False, device=next(model.parameters()).device if model is not None
+                                   else config.engine.device)
         if model is None:
             model, tokenizer = _load_model(config)
         self.model = model
@@ -196,10 +198,11 @@ class TAO:
         if eval_records is not None and start_step == 0:
             result.eval_before = self._evaluate(eval_records)
             log.log(0, {f"eval_{k}": v for k, v in result.eval_before.items()})
-        bar = _progress(cfg.run.steps, start_step, self.progress)
+        self.monitor = StepMonitor(cfg.run.steps, start_step, self.progress, self.monitor.memory.device)
         saved_step = last_step = start_step
         for step in range(start_step + 1, cfg.run.steps + 1):
             before = cursor.state()
+            self.monitor.start_step()
             try:
                 metrics, stop = self._step(records, cursor, step)
             except (RolloutError, ScoringError):  # before the update: keep the steps done so far, then stop
@@ -218,6 +221,7 @@ class TAO:
                 held, is_best, stopped = self.guards.record_holdout(step, self._holdout_score(holdout, step))
                 metrics.update(held)
                 stop = stop or stopped
+            metrics.update(self.monitor.step_metrics())  # step_s: the whole step; <phase>_s, <phase>_peak_mb beside
             log.log(step, metrics)
             result.history.append({"step": step, **metrics})
             last_step = step
@@ -225,16 +229,13 @@ class TAO:
             if step < cfg.run.steps and stop is None and (due or (is_best and cfg.guards.keep_best)):
                 self._checkpoint(step, cursor)
                 saved_step = step
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(reward=f"{metrics.get('reward_mean', math.nan):.3f}")
+            self.monitor.finish_step(metrics)
             if stop is not None:
                 result.stopped = stop
                 if writes_outputs(self.dist):
                     print(f"tao: stopping after step {step}: {stop}", file=sys.stderr)
                 break
-        if bar is not None:
-            bar.close()
+        self.monitor.close()
         if eval_records is not None:
             result.eval_after = self._evaluate(eval_records)
             if not (cfg.run.eval_every and cfg.run.steps % cfg.run.eval_every == 0):
@@ -254,7 +255,6 @@ class TAO:
         """One TAO step: generate and score, [DAPO refill], guard, update. Returns (metrics, why a guard stops the
         run now or None)."""
         cfg = self.config
-        t0 = time.perf_counter()
         batch = self._rollout_shard(records, cursor.take(cfg.data.prompts_per_step))
         rounds = 0
         # DAPO's dynamic sampling: groups whose candidates all score alike teach nothing; draw more prompts.
@@ -267,10 +267,10 @@ class TAO:
             batch = batch.select(useful).concat(extra)
             rounds += 1
         batch, guard_metrics, stop = self.guards.apply(batch, step)
-        t1 = time.perf_counter()
-        stats = train_step(self.model, batch, self.optimizer, self.guards.train_config(step, self.train_config),
-                           self.reference, self.lr_scheduler, data_parallel=self.data_parallel)
-        t2 = time.perf_counter()
+        with self.monitor.phase("update"):
+            stats = train_step(self.model, batch, self.optimizer, self.guards.train_config(step, self.train_config),
+                               self.reference, self.lr_scheduler, data_parallel=self.data_parallel,
+                               on_micro_batch=self.monitor.micro_batch if self.monitor.shows_progress else None)
         generated = sum(len(c) for group in batch.completion_token_ids for c in group)
         return {
             **stats.as_dict(),
@@ -280,9 +280,7 @@ class TAO:
             "generated_tokens": generated,
             "exploration_tokens_per_prompt": (batch.reward_metrics or {}).get(
                 "exploration/tokens_per_prompt", generated / max(1, batch.num_prompts)),
-            "rollout_score_s": t1 - t0,
-            "train_s": t2 - t1,
-            "generate_tok/s": generated / max(t1 - t0, 1e-9),
+            "generate_tok/s": generated / max(self.monitor.seconds("generate"), 1e-9),
             "completion_len_mean": generated / max(1, sum(len(g) for g in batch.completion_token_ids)),
         }, stop
 
@@ -307,20 +305,24 @@ class TAO:
 
     def _rollout_and_score(self, records: list[PromptRecord], indices: list[int]) -> Rollouts:
         chosen = [records[i] for i in indices]
-        if self.routing.active:  # exploration strategies or several tasks
-            return self.routing.rollout_and_score(self.engine, self.model, chosen)
+        if self.routing.active:  # exploration strategies or several tasks: their scoring counts as generate
+            with self.monitor.phase("generate", "exploring"):
+                return self.routing.rollout_and_score(self.engine, self.model, chosen)
         try:
-            out = rollout(self.engine, [r.prompt for r in chosen], self.config.sampling,
-                          skip_failed=self.config.data.skip_failed)
+            with self.monitor.phase("generate", "generating"):
+                out = rollout(self.engine, [r.prompt for r in chosen], self.config.sampling,
+                              skip_failed=self.config.data.skip_failed,
+                              on_progress=self.monitor.samples if self.monitor.shows_progress else None)
         except RolloutError as exc:  # name the prompt by file:line, not by its place in the batch
             where = chosen[exc.index].source if exc.index is not None else None
             raise RolloutError(f"{where}: {exc}" if where else str(exc), exc.index) from None
-        return score(out, self.scorer, contexts_by_key(chosen))
+        with self.monitor.phase("score", "scoring"):
+            return score(out, self.scorer, contexts_by_key(chosen))
 
     def _evaluate(self, eval_records: list[PromptRecord]) -> dict[str, float]:
         run = self.config.run
         max_tokens = run.eval_max_tokens or self.config.sampling.max_tokens
-        with self._full_weights("eval"):
+        with self._full_weights("eval"), self.monitor.phase("eval", "evaluating"):
             if self.routing.tasks:  # per task and overall
                 return self.routing.evaluate(self.engine, eval_records, self.evaluators, max_tokens)
             return evaluate(self.engine, eval_records, self.scorer, max_tokens=max_tokens,
@@ -337,8 +339,9 @@ class TAO:
             return score(out, self.scorer, contexts_by_key(records))
 
     def _holdout_score(self, holdout: list[PromptRecord], step: int) -> HoldoutScore:
-        return holdout_score(self._sample_and_score, holdout, self.config.sampling, self.config.guards,
-                             seed=self.config.run.seed * 1_000_003 + step)
+        with self.monitor.phase("holdout", "held-out scoring"):
+            return holdout_score(self._sample_and_score, holdout, self.config.sampling, self.config.guards,
+                                 seed=self.config.run.seed * 1_000_003 + step)
 
     def probe(self, records: Sequence[PromptRecord] | None = None, labeled: str | None = None,
               is_correct: Any = None) -> ProbeReport:
@@ -534,10 +537,3 @@ def _useful_groups(batch: Rollouts) -> list[int]:
             out.append(g)
     return out
 
-
-def _progress(total: int, done: int, enabled: bool):
-    if not enabled:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, initial=done, desc="tao", unit="step")

@@ -78,6 +78,7 @@ def train_step(
     reference: nn.Module | Callable[[], Any] | None = None,
     lr_scheduler: Any = None,
     data_parallel: Any = None,
+    on_micro_batch: Callable[[int, int], None] | None = None,
 ) -> StepStats:
     """Update `policy` on scored rollouts (rollouts.rewards set, e.g. by `tao_engine.rl.score`).
 
@@ -88,6 +89,7 @@ def train_step(
     when this rank holds one shard of the batch: advantages, group selection and the minibatch plan then use every
     rank's groups, each rank trains its own, and gradients are summed across ranks before clipping (the step
     equals one process's on the whole batch).
+    on_micro_batch(done, total): called after each micro-batch's forward and backward (progress of a long update).
     """
     config = config or TrainConfig()
     algo = config.algorithm
@@ -142,13 +144,17 @@ def train_step(
         config.seed, config.shared_prompt,
     )
     accum = _Accumulator()
-    for epoch in range(algo.epochs):
-        for minibatch in plan.epoch(epoch):
+    schedule = [plan.epoch(epoch) for epoch in range(algo.epochs)]
+    total_micro = sum(len(minibatch.micro_batches) for minibatches in schedule for minibatch in minibatches)
+    micro_done = 0
+    for epoch, minibatches in enumerate(schedule):
+        for minibatch in minibatches:
             t0 = time.perf_counter()
             optimizer.zero_grad(set_to_none=True)
             minibatch_loss = 0.0
             ran = 0
             for micro in minibatch.micro_batches:
+                micro_done += 1
                 mine = micro if shard is None else shard.local(micro)  # the groups this rank owns
                 if not mine:
                     continue
@@ -157,6 +163,8 @@ def train_step(
                     old_all, ref_all, sampler_lp, accum, first_pass=epoch == 0,
                 )
                 ran += 1
+                if on_micro_batch is not None:
+                    on_micro_batch(micro_done, total_micro)
             if data_parallel is not None:
                 # FSDP2: forwards and backwards are collectives, so a rank with fewer micro-batches idles in step.
                 idle = max(0, data_parallel.lockstep_micro_steps(minibatch.micro_batches, shard) - ran)
