@@ -24,7 +24,7 @@ from bench.quality.sql_databases import DB_NAMES, build_database, schema_sql  # 
 from bench.quality.sql_questions import generate_questions, sql_record  # noqa: E402
 
 
-def _write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> Path:
+def write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8", newline="\n") as f:
         for record in records:
@@ -42,12 +42,12 @@ def build_datasets(out_dir: Path, seed: int = 0) -> dict[str, Path]:
     math_train, math_test = generate_problems(seed)
     schemas = {db: schema_sql(db) for db in DB_NAMES}
     return {
-        "sql_train": _write_jsonl(out_dir / "sql" / "train.jsonl",
+        "sql_train": write_jsonl(out_dir / "sql" / "train.jsonl",
                                   (sql_record(q, db_paths[q.db], schemas[q.db]) for q in sql_train)),
-        "sql_test": _write_jsonl(out_dir / "sql" / "test.jsonl",
+        "sql_test": write_jsonl(out_dir / "sql" / "test.jsonl",
                                  (sql_record(q, db_paths[q.db], schemas[q.db]) for q in sql_test)),
-        "math_train": _write_jsonl(out_dir / "math" / "train.jsonl", (math_record(p) for p in math_train)),
-        "math_test": _write_jsonl(out_dir / "math" / "test.jsonl", (math_record(p) for p in math_test)),
+        "math_train": write_jsonl(out_dir / "math" / "train.jsonl", (math_record(p) for p in math_train)),
+        "math_test": write_jsonl(out_dir / "math" / "test.jsonl", (math_record(p) for p in math_test)),
         "sql_dbs_dir": dbs_dir,
     }
 

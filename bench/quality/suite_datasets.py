@@ -8,27 +8,17 @@ last PROBE_FROM_TRAIN training questions, taken out of their training split."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 from bench.quality import task_arith, task_extract, task_passage_qa, task_table_sql
+from bench.quality.build_datasets import write_jsonl
 from bench.quality.splits import Splits
 
 PROBE_FROM_TRAIN = 32
 
 
-def _write(path: Path, records: Iterable[dict[str, Any]]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8", newline="\n") as f:
-        for record in records:
-            f.write(json.dumps(record, ensure_ascii=False) + "\n")
-    return path
-
-
 def _write_splits(out: Path, task: str, splits: Splits) -> dict[str, Path]:
-    return {f"{task}_{name}": _write(out / task / f"{name}.jsonl", getattr(splits, name))
+    return {f"{task}_{name}": write_jsonl(out / task / f"{name}.jsonl", getattr(splits, name))
             for name in ("train", "probe", "test")}
 
 

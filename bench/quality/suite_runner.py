@@ -12,13 +12,13 @@ import gc
 import json
 import multiprocessing
 import os
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.quality.cells import write_atomic
 from bench.quality.suite_cells import SuiteCell, plan_suite_cells, run_suite_cell
 from bench.quality.suite_profiles import SuiteProfile
 
@@ -36,14 +36,6 @@ class SuiteResult:
 
 def cell_file(work_dir: Path, cell: SuiteCell) -> Path:
     return work_dir / "cells" / f"{cell.key}.json"
-
-
-def write_atomic(path: Path, data: Mapping[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=1, default=float)
-    os.replace(tmp, path)
 
 
 def _in_worker(threads: int, cell: SuiteCell, profile: SuiteProfile, paths: Mapping[str, Path], model_path: str,

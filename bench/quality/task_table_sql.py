@@ -23,7 +23,8 @@ from bench.quality.splits import Splits, draw_splits
 
 INSTRUCTION = "Write one SQLite query that answers the question. Reply with the query in a ```sql block."
 DEMO_SCHEMA = "CREATE TABLE pets (id INTEGER PRIMARY KEY, name TEXT, species TEXT, age INTEGER);"
-DEMO = ("How many cats are there?", "```sql\nSELECT COUNT(*) FROM pets WHERE species = 'cat'\n```")
+DEMOS = (("How many pets are older than 5?", "```sql\nSELECT COUNT(*) FROM pets WHERE age > 5\n```"),
+         ("List the names of the cats.", "```sql\nSELECT name FROM pets WHERE species = 'cat'\n```"))
 SCORERS = (
     {"name": "sql", "weight": 0.5},
     {"name": "sql_agreement", "mode": "fraction", "weight": 1.0},
@@ -42,11 +43,18 @@ NOUNS = ("Lamp", "Garden", "Road", "Clock", "Harbor", "Forest", "Bridge", "Lette
 
 
 @dataclass(frozen=True)
+class Question:
+    text: str  # the question, with {v} where the drawn value goes
+    sql: str  # its gold query, with {v} too
+    value: Callable[[random.Random], Any]  # draws v
+
+
+@dataclass(frozen=True)
 class Table:
     name: str
     schema: str
     rows: Callable[[random.Random], list[tuple[Any, ...]]]
-    questions: tuple[Callable[[random.Random], tuple[str, str]], ...]  # rng -> (question, gold SQL)
+    questions: tuple[Question, ...]
 
 
 def _employees(rng: random.Random) -> list[tuple[Any, ...]]:
@@ -66,50 +74,55 @@ def _books(rng: random.Random) -> list[tuple[Any, ...]]:
             for i, title in enumerate(titles)]
 
 
+def _pick(pool: tuple[str, ...]) -> Callable[[random.Random], str]:
+    return lambda rng: rng.choice(pool)
+
+
+def _between(low: int, high: int, step: int = 1) -> Callable[[random.Random], int]:
+    return lambda rng: rng.randrange(low, high + 1, step)
+
+
 TABLES = (
-    Table("employees",
-          "CREATE TABLE employees (id INTEGER PRIMARY KEY, name TEXT, department TEXT, city TEXT, salary INTEGER, "
-          "age INTEGER);", _employees, (
-              lambda r: ((d := r.choice(DEPARTMENTS)) and f"List the names of the employees in the {d} department.",
-                         f"SELECT name FROM employees WHERE department = '{d}'"),
-              lambda r: ((c := r.choice(CITIES)) and f"How many employees work in {c}?",
-                         f"SELECT COUNT(*) FROM employees WHERE city = '{c}'"),
-              lambda r: ((d := r.choice(DEPARTMENTS)) and f"What is the highest salary in the {d} department?",
-                         f"SELECT MAX(salary) FROM employees WHERE department = '{d}'"),
-              lambda r: ((a := r.randint(30, 58)) and f"List the names of the employees older than {a}.",
-                         f"SELECT name FROM employees WHERE age > {a}"),
-              lambda r: ((c := r.choice(CITIES)) and f"What is the average age of the employees in {c}?",
-                         f"SELECT AVG(age) FROM employees WHERE city = '{c}'"),
-              lambda r: ((s := r.randrange(60, 121) * 1000) and f"Which employees earn more than {s}? Give their "
-                         "names.", f"SELECT name FROM employees WHERE salary > {s}"),
+    Table("employees", "CREATE TABLE employees (id INTEGER PRIMARY KEY, name TEXT, department TEXT, city TEXT, "
+          "salary INTEGER, age INTEGER);", _employees, (
+              Question("List the names of the employees in the {v} department.",
+                       "SELECT name FROM employees WHERE department = '{v}'", _pick(DEPARTMENTS)),
+              Question("How many employees work in {v}?", "SELECT COUNT(*) FROM employees WHERE city = '{v}'",
+                       _pick(CITIES)),
+              Question("What is the highest salary in the {v} department?",
+                       "SELECT MAX(salary) FROM employees WHERE department = '{v}'", _pick(DEPARTMENTS)),
+              Question("List the names of the employees older than {v}.", "SELECT name FROM employees WHERE age > {v}",
+                       _between(30, 58)),
+              Question("What is the average age of the employees in {v}?",
+                       "SELECT AVG(age) FROM employees WHERE city = '{v}'", _pick(CITIES)),
+              Question("Which employees earn more than {v}? Give their names.",
+                       "SELECT name FROM employees WHERE salary > {v}", _between(60_000, 120_000, 1000)),
           )),
-    Table("products",
-          "CREATE TABLE products (id INTEGER PRIMARY KEY, name TEXT, category TEXT, price INTEGER, stock INTEGER);",
-          _products, (
-              lambda r: ((c := r.choice(CATEGORIES)) and f"List the names of the products in the {c} category.",
-                         f"SELECT name FROM products WHERE category = '{c}'"),
-              lambda r: ((p := r.randint(20, 220)) and f"How many products cost less than {p}?",
-                         f"SELECT COUNT(*) FROM products WHERE price < {p}"),
-              lambda r: ((c := r.choice(CATEGORIES)) and f"What is the cheapest price in the {c} category?",
-                         f"SELECT MIN(price) FROM products WHERE category = '{c}'"),
-              lambda r: ((s := r.randint(5, 50)) and f"Which products have more than {s} in stock? Give their names.",
-                         f"SELECT name FROM products WHERE stock > {s}"),
-              lambda r: ((c := r.choice(CATEGORIES)) and f"What is the total stock of the {c} products?",
-                         f"SELECT SUM(stock) FROM products WHERE category = '{c}'"),
+    Table("products", "CREATE TABLE products (id INTEGER PRIMARY KEY, name TEXT, category TEXT, price INTEGER, "
+          "stock INTEGER);", _products, (
+              Question("List the names of the products in the {v} category.",
+                       "SELECT name FROM products WHERE category = '{v}'", _pick(CATEGORIES)),
+              Question("How many products cost less than {v}?", "SELECT COUNT(*) FROM products WHERE price < {v}",
+                       _between(20, 220)),
+              Question("What is the cheapest price in the {v} category?",
+                       "SELECT MIN(price) FROM products WHERE category = '{v}'", _pick(CATEGORIES)),
+              Question("Which products have more than {v} in stock? Give their names.",
+                       "SELECT name FROM products WHERE stock > {v}", _between(5, 50)),
+              Question("What is the total stock of the {v} products?",
+                       "SELECT SUM(stock) FROM products WHERE category = '{v}'", _pick(CATEGORIES)),
           )),
-    Table("books",
-          "CREATE TABLE books (id INTEGER PRIMARY KEY, title TEXT, author TEXT, genre TEXT, year INTEGER, "
+    Table("books", "CREATE TABLE books (id INTEGER PRIMARY KEY, title TEXT, author TEXT, genre TEXT, year INTEGER, "
           "pages INTEGER);", _books, (
-              lambda r: ((g := r.choice(GENRES)) and f"List the titles of the {g} books.",
-                         f"SELECT title FROM books WHERE genre = '{g}'"),
-              lambda r: ((y := r.randint(1960, 2015)) and f"How many books were published after {y}?",
-                         f"SELECT COUNT(*) FROM books WHERE year > {y}"),
-              lambda r: ((g := r.choice(GENRES)) and f"What is the largest number of pages of a {g} book?",
-                         f"SELECT MAX(pages) FROM books WHERE genre = '{g}'"),
-              lambda r: ((p := r.randint(150, 800)) and f"Which books have fewer than {p} pages? Give their titles.",
-                         f"SELECT title FROM books WHERE pages < {p}"),
-              lambda r: ((a := r.choice(FIRST)) and f"How many books did {a} write?",
-                         f"SELECT COUNT(*) FROM books WHERE author = '{a}'"),
+              Question("List the titles of the {v} books.", "SELECT title FROM books WHERE genre = '{v}'",
+                       _pick(GENRES)),
+              Question("How many books were published after {v}?", "SELECT COUNT(*) FROM books WHERE year > {v}",
+                       _between(1960, 2015)),
+              Question("What is the largest number of pages of a {v} book?",
+                       "SELECT MAX(pages) FROM books WHERE genre = '{v}'", _pick(GENRES)),
+              Question("Which books have fewer than {v} pages? Give their titles.",
+                       "SELECT title FROM books WHERE pages < {v}", _between(150, 800)),
+              Question("How many books did {v} write?", "SELECT COUNT(*) FROM books WHERE author = '{v}'",
+                       _pick(FIRST)),
           )),
 )
 
@@ -134,9 +147,11 @@ def build_databases(out_dir: Path, seed: int = 0) -> dict[str, Path]:
 
 
 def messages(schema: str, question: str) -> list[dict[str, str]]:
-    return [{"role": "user", "content": f"{INSTRUCTION}\n\nSchema:\n{DEMO_SCHEMA}\n\nQuestion: {DEMO[0]}"},
-            {"role": "assistant", "content": DEMO[1]},
-            {"role": "user", "content": f"{INSTRUCTION}\n\nSchema:\n{schema}\n\nQuestion: {question}"}]
+    turns: list[dict[str, str]] = []
+    for demo_question, demo_answer in DEMOS:
+        turns += [{"role": "user", "content": f"{INSTRUCTION}\n\nSchema:\n{DEMO_SCHEMA}\n\nQuestion: {demo_question}"},
+                  {"role": "assistant", "content": demo_answer}]
+    return [*turns, {"role": "user", "content": f"{INSTRUCTION}\n\nSchema:\n{schema}\n\nQuestion: {question}"}]
 
 
 def _usable(db: Path, table: str, gold: str) -> bool:
@@ -154,7 +169,9 @@ def generate(db_paths: Mapping[str, Path], seed: int = 0, sizes: dict[str, int] 
     def draw(rng: random.Random) -> dict[str, Any]:
         while True:
             table = rng.choice(TABLES)
-            question, gold = rng.choice(table.questions)(rng)
+            template = rng.choice(table.questions)
+            value = template.value(rng)
+            question, gold = template.text.format(v=value), template.sql.format(v=value)
             if _usable(db_paths[table.name], table.name, gold):
                 return {"messages": messages(table.schema, question), "db_path": str(db_paths[table.name]),
                         "question": question, "gold_sql": gold}
