@@ -264,14 +264,39 @@ TOLERANCES: dict[str, Fixed | Derived] = {
     "policy_loss_grad": Derived(lambda **inputs: rl.policy_loss_bound("grad", **inputs), "d loss / d logprobs: the "
                                 "same terms' magnitudes times their relative errors, plus the fp64 central "
                                 "differences' rounding eps_64 |loss| / step"),
+    "dequantize": Derived(lambda values: 8 * U32 * (values.double().abs() + values.double().abs().max()),
+                          "a GGUF tensor dequantized by two implementations: fp16 scales (exact in fp32) times small "
+                          "integers, a sub-block scale and the K-quants' minimum, at most 4 fp32 roundings of terms no "
+                          "larger than the tensor's largest magnitude (a minimum can cancel a value to near 0)"),
+    "rotary_inv_freq": Fixed(0.0, 16 * U32, "theta^(-2i/D) and the llama3 scaling's few products and divisions, "
+                             "from the same fp32 formula as transformers' (pow within 2 ulp)"),
+    "bf16_model_kl": Fixed(0.05, 0.0, "KL(p_fp32 || p_bf16) per position of a bf16 model (weights and activations "
+                           "rounded to 8 significant bits, u = 2^-8): logits moved by delta give KL ~ Var_p(delta) / "
+                           "2, so 0.05 nats admits an rms logit change of 0.3, a few u times the logit scale of 10-30 "
+                           "through 30 layers; a bf16 bug (a half-precision accumulation, a lost scale) exceeds it"),
     "fp64_recomputation": Fixed(2**20 * unit_roundoff(torch.float64), 2**20 * unit_roundoff(torch.float64),
                                 "the same math in fp64 along another path (another kernel, another summation order): "
                                 "reductions of <= 10^4 terms of order 1 stay within LAMBDA sqrt(K) u64 ~ 10^3 u64; "
                                 "2^20 u64 (1e-10) leaves margin and still fails any fp32 rounding"),
-    "data_parallel_weights": Fixed(64 * U32 * 100, 64 * U32, "tiny fp32 model weights after TAO steps on 2 ranks "
-                                   "against 1 process on the same batch: gradients of order 1e-3 summed in another "
-                                   "order (a few tens of roundings), through AdamW with lr 1e-2 and eps 1e-4, whose "
-                                   "update moves at most lr / eps = 100 times a gradient change"),
+    "data_parallel_weights": Fixed(2**-17, 4 * U32, "tiny fp32 model weights after 3 TAO steps on 2 ranks (DDP or "
+                                   "FSDP2) against 1 process on the same batch: the gradients are the same sums in "
+                                   "another order, relative error <= LAMBDA sqrt(K) u ~ 5e-5 for K <= 10^4 terms; "
+                                   "AdamW's update lr m / (sqrt(v) + eps) moves by at most 2 lr times that per "
+                                   "element and step (lr 1e-2): 3e-6 over 3 steps, 2^-17 = 7.6e-6; 4 u for the "
+                                   "weights' own roundings (a whole-run fp64 propagation, as in test_train_step, "
+                                   "would need generation and scoring in fp64 too)"),
+    "data_parallel_metrics": Fixed(2**-20, 2**-13, "a loss, gradient norm or mean reward of 2 ranks against 1 "
+                                   "process: the same sums in another order (relative LAMBDA sqrt(K) u <= 5e-5 for "
+                                   "K <= 10^4), doubled by a cancellation of at most a factor 2; 2^-20 absolute for "
+                                   "values near 0"),
+    "one_rank_metrics": Fixed(0.0, 16 * U32, "a step's metric through a one-rank all-reduce (into a tensor and back, "
+                              "a division by 1, a float32 / float64 conversion): a few roundings"),
+    "sharded_logits": Fixed(2**-17, 2**-17, "logits of the tiny model through FSDP2's gathered weights against the "
+                            "whole model: the same weights, matmuls over other batch shapes (another blocking): "
+                            "LAMBDA sqrt(K) u ~ 1e-5 relative for the K <= 128 products of each logit of order 1"),
+    "sharded_grads": Fixed(0.0, 2**-19, "gradients reduce-scattered over 2 ranks against one backward of the summed "
+                           "loss, relative to the largest gradient (the comparison scales by max(1, max |g|)): a sum "
+                           "of 2 partial gradients in another order, each a sum of <= 10^3 terms: LAMBDA sqrt(K) u"),
 }
 
 

@@ -17,6 +17,7 @@ from tao_engine.gguf_import import GGUFImportError
 from tao_engine.gguf_import.reader import open_gguf
 from tao_engine.gguf_import.tensors import SUPPORTED_TYPES, dequantize, unpermute_rows
 from tests.gguf_import.synthetic import Q, llama_permute, random_blocks
+from tests.tolerances import check
 
 ROWS = 7  # odd row count: no accidental reliance on even shapes
 
@@ -91,7 +92,8 @@ def test_dequantize_matches_reference(qtype: int, tmp_path: Path) -> None:
     assert got.dtype == np.float32 and got.shape == (ROWS, cols)
     want = _reference(data, qtype)
     assert np.abs(want).max() > 0  # random data, not an all-zero tensor that would match anything
-    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+    want64 = torch.from_numpy(np.asarray(want, dtype=np.float64))
+    check("dequantize", torch.from_numpy(got), want64, values=want64)
 
 
 def test_quantize_roundtrip_is_close(tmp_path: Path) -> None:

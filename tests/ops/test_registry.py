@@ -102,6 +102,7 @@ def test_dispatch_traces_under_torch_compile_fullgraph():
     logits, targets = torch.randn(5, 33), torch.randint(0, 33, (5,))
     x, w = torch.randn(3, 7), torch.randn(7)
     compiled = torch.compile(loss, fullgraph=True, backend="aot_eager")
-    torch.testing.assert_close(compiled(logits, targets, x, w), loss(logits, targets, x, w))
+    # aot_eager runs the very kernels eager mode runs, on the same machine: bit for bit the same.
+    assert torch.equal(compiled(logits, targets, x, w), loss(logits, targets, x, w))
     with use_backend("torch"):
-        torch.testing.assert_close(compiled(logits, targets, x, w), loss(logits, targets, x, w))
+        assert torch.equal(compiled(logits, targets, x, w), loss(logits, targets, x, w))
