@@ -7,10 +7,11 @@ engine reaches, prefill and decode throughput separately, and the KV memory save
 Every provider runs in its own child process (bench/isolated.py), one after another: a peer that crashes, hangs or
 is not installed is a row saying so ("crashed: signal 11 (SIGSEGV)"), and the rest of the run completes.
 --profile adds the breakdown of one decode step at full batch (bench/generate_profile.py) and `decode_gemm_share`
-(GEMM time replayed alone / step time) to the JSON line.
+(GEMM time replayed alone / step time) to the JSON line. --compile-decode adds a row for the engine with its decode
+forward through torch.compile (EngineConfig.compile_decode), its compile time in "warm-up s".
 
 Run: .venv/bin/python bench/bench_generate.py [--prompts 8] [--n 8] [--max-tokens 64] [--dtype auto]
-     [--profile [--profile-steps 5]] [--skip-peers] [--peer-timeout 900] [--threads N]
+     [--profile [--profile-steps 5]] [--skip-peers] [--peer-timeout 900] [--threads N] [--compile-decode]
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ QUESTIONS = [
     "What is 17 times 23? Show your work.",
     "Summarize the plot of Romeo and Juliet in one sentence.",
 ]
-PROVIDERS = ("tao_engine", "transformers", "llama.cpp")
+PROVIDERS = ("tao_engine", "tao_engine_compiled", "transformers", "llama.cpp")
+COMPILED = "tao_engine (compiled decode)"
 
 
 def matmul_flops(dtype: torch.dtype, size: int = 1024, reps: int = 5) -> float:
@@ -68,20 +70,22 @@ def cpu_description() -> dict[str, object]:
             "torch_capability": torch.backends.cpu.get_cpu_capability()}
 
 
-def bench_engine(model_dir: Path, prompts, args) -> dict:
+def bench_engine(model_dir: Path, prompts, args, compile_decode: bool = False) -> dict:
     from tao_engine.engine import Engine, EngineConfig, SamplingParams
 
-    engine = Engine(model_dir, EngineConfig(dtype=args.dtype))
+    engine = Engine(model_dir, EngineConfig(dtype=args.dtype, compile_decode=compile_decode))
     sampling = SamplingParams(n=args.n, temperature=0.7, top_p=0.9, max_tokens=args.max_tokens, seed=0)
-    engine.generate(prompts[:1], SamplingParams(n=2, max_tokens=4, seed=0))  # warm-up
+    start = time.perf_counter()
+    engine.generate(prompts[:1], SamplingParams(n=2, max_tokens=4, seed=0))  # warm-up (and the compile)
+    warmup = time.perf_counter() - start
     engine.reset_stats()
     start = time.perf_counter()
     outputs = engine.generate(prompts, sampling)
     elapsed = time.perf_counter() - start
     generated = sum(len(s.token_ids) for o in outputs for s in o.samples)
-    row = {"provider": "tao_engine", "seconds": elapsed, "generated": generated, "tok/s": generated / elapsed,
-           **engine.stats()}
-    if args.profile:
+    row = {"provider": COMPILED if compile_decode else "tao_engine", "seconds": elapsed, "generated": generated,
+           "tok/s": generated / elapsed, "warm-up s": warmup, **engine.stats()}
+    if args.profile and not compile_decode:  # the breakdown reads eager ops (inductor fuses them away)
         from generate_profile import profile_decode
 
         profile_sampling = SamplingParams(n=args.n, temperature=0.7, top_p=0.9, max_tokens=args.max_tokens, seed=1,
@@ -141,8 +145,8 @@ def bench_llama_cpp(gguf: Path, prompts, args) -> dict:
 
 
 def _child(args: argparse.Namespace, prompts) -> None:
-    if args.child == "tao_engine":
-        report_result(bench_engine(Path(args.model_dir), prompts, args))
+    if args.child in ("tao_engine", "tao_engine_compiled"):
+        report_result(bench_engine(Path(args.model_dir), prompts, args, args.child == "tao_engine_compiled"))
     elif args.child == "transformers":
         report_result(bench_transformers(Path(args.model_dir), prompts, args))
     else:
@@ -179,6 +183,8 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--profile-steps", type=int, default=5, help="decode steps timed, and as many profiled")
     parser.add_argument("--peer-timeout", type=float, default=900.0, help="seconds before a provider counts as hung")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads in every provider")
+    parser.add_argument("--compile-decode", action="store_true",
+                        help="also run the engine with EngineConfig(compile_decode=True) (torch.compile of decode)")
     parser.add_argument("--child", choices=PROVIDERS, help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", help=argparse.SUPPRESS)
     parser.add_argument("--gguf", help=argparse.SUPPRESS)
@@ -202,7 +208,8 @@ def main() -> None:
     from tao_engine.gguf_import import import_gguf
 
     floor = matmul_flops(getattr(torch, args.dtype))
-    providers = PROVIDERS[:1] if args.skip_peers else PROVIDERS
+    providers = ["tao_engine"] + (["tao_engine_compiled"] if args.compile_decode else [])
+    providers += [] if args.skip_peers else ["transformers", "llama.cpp"]
     rows: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = import_gguf(smollm2_gguf_path(), Path(tmp) / "smollm2")
@@ -218,7 +225,8 @@ def main() -> None:
     if params and ours["status"] == "ok":
         achieved = 2 * params * (ours["prefill_tokens"] + ours["decode_tokens"]) / ours["seconds"]
         print(f"engine: {achieved / 1e9:.1f} GFLOP/s of model matmuls = {achieved / floor:.1%} of the floor")
-    table = [{k: r.get(k, "-") for k in ("provider", "status", "seconds", "generated", "tok/s")} for r in rows]
+    table = [{k: r.get(k, "-") for k in ("provider", "status", "seconds", "generated", "tok/s", "decode_tok/s",
+                                         "warm-up s")} for r in rows]
     print_table(table)
     if ours["status"] == "ok":
         print(
@@ -228,6 +236,9 @@ def main() -> None:
         )
     ratios: dict[str, object] = {}
     for r in rows[1:]:
+        if r["provider"] == COMPILED and r["status"] == "ok" and ours["status"] == "ok":
+            ratios["compiled_decode_speedup (decode tok/s)"] = r["decode_tok/s"] / ours["decode_tok/s"]
+            continue
         ok = ours["status"] == "ok" and r["status"] == "ok"
         ratios[f"speedup_vs_{r['provider']}"] = ours["tok/s"] / r["tok/s"] if ok else r["status"]
     if profile is not None:

@@ -103,7 +103,7 @@ class Engine:
             ),
             self.block_manager,
         )
-        self.runner = ModelRunner(model, self.kv_caches, cfg.block_size)
+        self.runner = ModelRunner(model, self.kv_caches, cfg.block_size, cfg.compile_decode)
         self.eos_token_ids = frozenset(tokenizer.eos_token_ids) if tokenizer is not None else frozenset(
             _as_ids(model_config.eos_token_id)
         )

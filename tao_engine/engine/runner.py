@@ -12,8 +12,17 @@ from tao_engine.forward_batch import ForwardBatch
 
 
 class ModelRunner:
-    def __init__(self, model: nn.Module, kv_caches: list[tuple[torch.Tensor, torch.Tensor]], block_size: int) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        kv_caches: list[tuple[torch.Tensor, torch.Tensor]],
+        block_size: int,
+        compile_decode: bool = False,
+    ) -> None:
         self.model = model
+        # One inductor graph for every decode batch size (dynamic), over the same module and parameters: an update by
+        # the trainer reaches it with no recompile. The custom ops trace through their fake kernels.
+        self.decode_model = torch.compile(model, dynamic=True) if compile_decode else model
         self.kv_caches = kv_caches
         self.block_size = block_size
         self.device = kv_caches[0][0].device
@@ -62,7 +71,11 @@ class ModelRunner:
             dst = torch.tensor([d for _, d in out.cow_pairs], dtype=torch.int64, device=self.device)
             ops.copy_blocks([k for k, _ in self.kv_caches], [v for _, v in self.kv_caches], src, dst)
         input_ids, batch = self.build_batch(out)
-        hidden = self.model(input_ids, batch, self.kv_caches)  # [N, H]
+        forward = self.model
+        if not out.is_prefill and self.decode_model is not self.model:
+            forward = self.decode_model
+            _mark_batch_dynamic(input_ids, batch)
+        hidden = forward(input_ids, batch, self.kv_caches)  # [N, H]
         rows: list[int] = []
         sampled: list[ScheduledSeq] = []
         end = 0
@@ -78,3 +91,14 @@ class ModelRunner:
             return sampled, self.model.compute_logits(hidden)
         index = self.buffers.vector("sample_rows", rows, torch.int64)
         return sampled, self.model.compute_logits(hidden.index_select(0, index))
+
+
+def _mark_batch_dynamic(input_ids: torch.Tensor, batch: ForwardBatch) -> None:
+    """Batch size and block-table width vary from step to step: compile one graph for all of them up front instead of
+    recompiling at the first two sizes it sees (maybe_: a size of 1 stays specialized rather than failing)."""
+    from torch._dynamo import maybe_mark_dynamic
+
+    for t in (input_ids, batch.positions, batch.slot_mapping, batch.context_lens, batch.cu_seqlens_q):
+        maybe_mark_dynamic(t, 0)
+    maybe_mark_dynamic(batch.block_tables, 0)
+    maybe_mark_dynamic(batch.block_tables, 1)
