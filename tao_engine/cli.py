@@ -79,6 +79,15 @@ def _cmd_init_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from tao_engine.rl.final_model import export_checkpoint
+
+    path, step = export_checkpoint(args.run_dir, args.step, args.output, args.overwrite)
+    print(f"wrote {path}: the model of step {step}, adapters merged (serve it: tao-engine serve --model {path})",
+          file=sys.stderr)
+    return 0
+
+
 def _cmd_scorers(args: argparse.Namespace) -> int:
     from tao_engine.scoring.reference import reference_text
 
@@ -185,6 +194,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompts", default=None, help="your prompts file, written into [data] prompts")
     p.add_argument("--force", action="store_true", help="replace an existing file")
     p.set_defaults(func=_cmd_init_config)
+
+    p = sub.add_parser("export", help="write the tuned model (adapters merged) of any checkpoint of a tune run")
+    p.add_argument("run_dir", help="the run's directory (run.output_dir)")
+    p.add_argument("--step", type=int, default=None, help="the checkpoint's step (default: the newest)")
+    p.add_argument("--output", default=None, help="the model directory to write (default: RUN_DIR/final)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("scorers", help="what each built-in scorer computes, its keys and its metrics")
     p.add_argument("name", nargs="?", default=None, help="one scorer (default: all)")

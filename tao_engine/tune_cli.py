@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from collections.abc import Sequence
+from contextlib import nullcontext
+from pathlib import Path
 
 
 def split_overrides(extra: Sequence[str]) -> list[str]:
@@ -54,20 +57,21 @@ def run_tune(args: argparse.Namespace, extra: Sequence[str]) -> int:
     if ctx is None:
         if getattr(args, "from_table", None):
             return _tune_from_table(args, config)
-        return _tune(args, config, None)
+        return _tune(args, config, None, extra)
     if getattr(args, "from_table", None):
         raise ValueError("tune: --from-table runs in one process; launch it without torchrun")
     init_process_group(ctx)
     try:
-        return _tune(args, config, ctx)
+        return _tune(args, config, ctx, extra)
     finally:
         destroy_process_group()
 
 
-def _tune(args: argparse.Namespace, config, ctx) -> int:
+def _tune(args: argparse.Namespace, config, ctx, extra: Sequence[str] = ()) -> int:
     from tao_engine.output_paths import check_output_dir
     from tao_engine.probe_cli import NO_GO_EXIT
     from tao_engine.rl.evaluators import explain_eval
+    from tao_engine.rl.interrupt import GracefulStop, TuneInterrupted
     from tao_engine.rl.run_dir import prepare_new_run_dir
     from tao_engine.rl.tao import TAO, ProbeNoGo
 
@@ -92,7 +96,14 @@ def _tune(args: argparse.Namespace, config, ctx) -> int:
             tao = run_guarded(ctx, build, "tao setup")  # a rank failing to load the model stops the others too
         if main:
             print(f"tao-engine tune: {tao.prompt_rendering}", file=sys.stderr)
-        result = tao.run(resume=resume, overwrite=overwrite)
+        # One process: Ctrl-C / SIGTERM finish the step and checkpoint (ranks of a launch would disagree on the step).
+        graceful = GracefulStop() if ctx is None else None
+        with graceful.handling() if graceful is not None else nullcontext():
+            result = tao.run(resume=resume, overwrite=overwrite, stop=graceful)
+    except TuneInterrupted as exc:
+        if main:
+            _say_how_to_go_on(exc, config.run.output_dir, args, extra)
+        return 130
     except KeyboardInterrupt:
         if main:
             _say_where_the_run_stands(config.run.output_dir)
@@ -124,6 +135,18 @@ def _tune(args: argparse.Namespace, config, ctx) -> int:
     }
     print(json.dumps(summary, indent=2))
     return 0
+
+
+def _say_how_to_go_on(exc, run_dir: str, args: argparse.Namespace, extra: Sequence[str]) -> None:
+    """After an interrupted tune: what holds the run, and the commands that resume it and export its model."""
+    if exc.checkpoint is None:
+        print(f"tao-engine tune: interrupted ({exc.why}); no step had finished, nothing to resume", file=sys.stderr)
+        return
+    again = ["tao-engine", "tune", *(["--config", args.config] if args.config else []), *extra, "--resume"]
+    print(f"tao-engine tune: interrupted ({exc.why}); the run up to step {exc.step} is saved in {exc.checkpoint}\n"
+          f"  resume:  {shlex.join(again)}\n"
+          f"  export:  {shlex.join(['tao-engine', 'export', str(run_dir), '--step', str(exc.step)])}"
+          f"   (the tuned model, adapters merged, in {Path(run_dir) / 'final'})", file=sys.stderr)
 
 
 def _say_where_the_run_stands(run_dir: str) -> None:

@@ -44,3 +44,28 @@ class SameAnswerVote:
 
     def answer_keys(self, prompts, groups, **context):
         return [["A"] * len(group) for group in groups]
+
+
+class SignalOnCall(FailOnCall):
+    """Rewards short completions; on call `call` sends this process `times` SIGTERMs (what `kill` or a scheduler
+    does to a tune; a second one is a user insisting)."""
+
+    name = "signal_on_call"
+
+    def __init__(self, call: int = 2, times: int = 1, once: str = "") -> None:
+        super().__init__(call)
+        self.times = times
+        self.once = once  # a file: signal only if it does not exist yet (and create it), so a resumed run goes on
+
+    def score(self, prompts, completions, **context):
+        import os
+        import signal
+        from pathlib import Path
+
+        self.calls += 1
+        if self.calls == self.call and not (self.once and Path(self.once).exists()):
+            if self.once:
+                Path(self.once).touch()
+            for _ in range(self.times):
+                os.kill(os.getpid(), signal.SIGTERM)
+        return [1.0 / (1 + len(c)) for c in completions]

@@ -158,7 +158,7 @@ def test_ctrl_c_during_tune_exits_130_and_says_where_the_checkpoint_is(tmp_path,
     assert main(argv) == 130  # Ctrl-C in a later step, after at least one checkpoint
     err = capsys.readouterr().err
     assert "Traceback" not in err
-    kept = re.search(r"interrupted; checkpoint kept at (\S+) \(continue with --resume\)", err)
+    kept = re.search(r"interrupted \(step \d abandoned\); the run up to step \d is saved in (\S+)\n  resume: ", err)
     assert kept is not None, err
     checkpoint = Path(kept.group(1))
     assert checkpoint.parent == (tmp_path / "run").resolve() and (checkpoint / "checkpoint.json").is_file()

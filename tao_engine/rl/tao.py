@@ -39,8 +39,11 @@ from tao_engine.rl.checkpoint import (
 from tao_engine.rl.evaluation import evaluate
 from tao_engine.rl.evaluators import check_eval_labels, evaluators_for
 from tao_engine.rl.exploration.routing import TaskRouting
+from tao_engine.rl.final_model import load_run_model, save_final_model
 from tao_engine.rl.guards import HoldoutScore, RunGuards, holdout_score
 from tao_engine.rl.guards.warmup import rule_scorer_labels
+from tao_engine.rl.interrupt import GracefulStop, TuneInterrupted
+from tao_engine.rl.kv_budget import prompt_lengths, sized_engine_config
 from tao_engine.rl.metrics_log import MetricsLog
 from tao_engine.rl.optim import build_optimizer, build_scheduler
 from tao_engine.rl.prompt_data import (
@@ -55,6 +58,7 @@ from tao_engine.rl.readiness import ProbeReport, choose_prompts, run_probe, stri
 from tao_engine.rl.readiness.verdict import NO_GO
 from tao_engine.rl.reference import frozen_copy
 from tao_engine.rl.resume import load_newest_intact
+from tao_engine.rl.rng_state import capture_rng_state, restore_rng_state
 from tao_engine.rl.rollouts import RolloutError, Rollouts, rollout
 from tao_engine.rl.run_dir import prepare_new_run_dir
 from tao_engine.rl.score_rollouts import score
@@ -102,7 +106,7 @@ class TAO:
         self.monitor = StepMonitor(1, 0, show=False, device=next(model.parameters()).device if model is not None
                                    else config.engine.device)
         if model is None:
-            model, tokenizer = _load_model(config)
+            model, tokenizer = load_run_model(config)
         self.model = model
         self.tokenizer = tokenizer
         if config.lora is not None:
@@ -128,9 +132,9 @@ class TAO:
         # With [tasks] that each list their scorers, the run-level [scoring] may be left out.
         needs_run_scorer = bool(config.scoring.scorers) or not config.tasks
         self.scorer = scorer if scorer is not None else (_build_scorer(config) if needs_run_scorer else None)
-        from tao_engine.engine import Engine
-
-        self.engine = Engine(model, config.engine, tokenizer)  # shares `model`: no copy
+        # The engine is built on first use: run() first sizes its KV cache for one step's batch (rl/kv_budget.py).
+        self._engine: Any = None
+        self._engine_config = config.engine
         # Exploration strategies and per-task scorers (tao_engine.rl.exploration); inactive for a plain single task.
         self.routing = TaskRouting.from_config(
             config.exploration, config.tasks, config.scoring, config.sampling, self.scorer,
@@ -159,17 +163,28 @@ class TAO:
         # How eval (and labeled probe) replies are checked, per task (tao_engine.rl.evaluators).
         self.evaluators = evaluators_for(config.run.evaluator, config.run.eval_extractor, config.tasks)
 
+    @property
+    def engine(self) -> Any:
+        """The engine that samples from `self.model` (the same module: no copy, no sync)."""
+        if self._engine is None:
+            from tao_engine.engine import Engine
+
+            self._engine = Engine(self.model, self._engine_config, self.tokenizer)
+        return self._engine
+
     # ---- the loop -------------------------------------------------------------------------------------------------
 
     def run(self, prompts: Sequence[PromptRecord | Any] | None = None, resume: bool = False,
-            overwrite: bool = False) -> TAOResult:
+            overwrite: bool = False, stop: GracefulStop | None = None) -> TAOResult:
         """resume: continue from the newest intact checkpoint in run.output_dir. Without it the directory must be
-        empty, or `overwrite` replaces the run in it (tao_engine.rl.run_dir)."""
+        empty, or `overwrite` replaces the run in it (tao_engine.rl.run_dir). stop: a signal handler's request to stop
+        early (tao_engine.rl.interrupt): the run then checkpoints and raises TuneInterrupted naming the checkpoint."""
         if self.dist is not None:  # a rank that fails tells the others, so they stop instead of waiting forever
-            return run_guarded(self.dist, lambda: self._run(prompts, resume, overwrite), "tao run")
-        return self._run(prompts, resume, overwrite)
+            return run_guarded(self.dist, lambda: self._run(prompts, resume, overwrite, None), "tao run")
+        return self._run(prompts, resume, overwrite, stop)
 
-    def _run(self, prompts: Sequence[PromptRecord | Any] | None, resume: bool, overwrite: bool) -> TAOResult:
+    def _run(self, prompts: Sequence[PromptRecord | Any] | None, resume: bool, overwrite: bool,
+             graceful: GracefulStop | None) -> TAOResult:
         cfg = self.config
         if not resume and writes_outputs(self.dist):  # before anything is written: one run per directory
             prepare_new_run_dir(self.run_dir, overwrite)
@@ -177,6 +192,8 @@ class TAO:
         eval_records = self._user_turns(load_prompts(cfg.data.eval, cfg.data.system_prompt)) if cfg.data.eval else None
         self.routing.check_records(records)  # every prompt's task is configured: fail before any work
         self.routing.check_records(eval_records or [], "eval")
+        if self._engine is None:  # a KV cache for one step's batch, not the engine's all-purpose default
+            self._engine_config = sized_engine_config(cfg, self.model, prompt_lengths(records, self.tokenizer))
         # Every prompt fits prompt + max_tokens: an error naming file:line now, not a crash at step k.
         records, skipped = keep_runnable(records, self.engine, cfg.sampling.max_tokens, cfg.data.skip_failed)
         if eval_records is not None:
@@ -201,13 +218,19 @@ class TAO:
         self.monitor = StepMonitor(cfg.run.steps, start_step, self.progress, self.monitor.memory.device)
         saved_step = last_step = start_step
         for step in range(start_step + 1, cfg.run.steps + 1):
-            before = cursor.state()
+            if graceful is not None and graceful.requested:
+                break
+            # What a checkpoint of the previous step holds, should this step be cut short: cursor, RNGs, updates.
+            before, updates_before = cursor.state(), self.lr_scheduler.last_epoch
+            rngs_before = capture_rng_state({"engine": self.engine.generator})
             self.monitor.start_step()
             try:
                 metrics, stop = self._step(records, cursor, step)
+            except KeyboardInterrupt:  # a second signal (or a Ctrl-C without a handler): the step is abandoned
+                raise self._abandoned(step, cursor, (before, rngs_before), saved_step, updates_before) from None
             except (RolloutError, ScoringError):  # before the update: keep the steps done so far, then stop
                 if self.dist is None and step - 1 > saved_step:
-                    cursor.load_state(before)
+                    self._rewind(cursor, before, rngs_before)
                     path = self._checkpoint(step - 1, cursor)
                     print(f"tao: step {step} failed; steps 1-{step - 1} are saved in {path}: fix the cause, then "
                           "continue with --resume", file=sys.stderr)
@@ -236,6 +259,11 @@ class TAO:
                     print(f"tao: stopping after step {step}: {stop}", file=sys.stderr)
                 break
         self.monitor.close()
+        if graceful is not None and graceful.requested:  # asked to stop: keep what is done, skip eval and final/
+            saved = self._checkpoint(last_step, cursor) if last_step > saved_step else checkpoint_path(
+                self.run_dir, last_step)
+            raise TuneInterrupted(f"{graceful.signal_name} after step {last_step}", last_step,
+                                  saved if last_step else None)
         if eval_records is not None:
             result.eval_after = self._evaluate(eval_records)
             if not (cfg.run.eval_every and cfg.run.steps % cfg.run.eval_every == 0):
@@ -409,6 +437,24 @@ class TAO:
 
     # ---- checkpoints ----------------------------------------------------------------------------------------------
 
+    def _rewind(self, cursor: PromptCursor, before: dict[str, int], rngs: dict[str, Any]) -> None:
+        """Back to the start of a step that did not change the weights: its prompts and random draws are undone, so
+        a checkpoint of the previous step resumes exactly."""
+        cursor.load_state(before)
+        restore_rng_state(rngs, {"engine": self.engine.generator})
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def _abandoned(self, step: int, cursor: PromptCursor, before: tuple[dict[str, int], dict[str, Any]],
+                   saved_step: int, updates_before: int) -> TuneInterrupted:
+        """Step `step` was cut short. When it had not changed the weights yet (no optimizer step), the state from
+        before it is whole: checkpoint it. Otherwise its update is half done and the last checkpoint stands."""
+        if self.dist is None and self.lr_scheduler.last_epoch == updates_before and step - 1 > saved_step:
+            self._rewind(cursor, *before)
+            return TuneInterrupted(f"step {step} abandoned", step - 1, self._checkpoint(step - 1, cursor))
+        half = "" if self.lr_scheduler.last_epoch == updates_before else " during its update"
+        kept = checkpoint_path(self.run_dir, saved_step) if saved_step else None
+        return TuneInterrupted(f"step {step} abandoned{half}", saved_step, kept)
+
     def _checkpoint(self, step: int, cursor: PromptCursor) -> Path:
         # Replicas hold the same full state and rank 0 writes it; FSDP2 ranks first gather their shards onto rank 0,
         # which writes the same files. Either way the checkpoint loads at any world size, with either strategy.
@@ -466,29 +512,13 @@ class TAO:
         return loaded.step
 
     def _save_final(self) -> Path:
-        """The tuned model in HF layout, adapters merged, so it serves at the base model's cost."""
-        from tao_engine.models.saving import save_pretrained
-
+        """The tuned model in HF layout, adapters merged, so it serves at the base model's cost (final_model.py)."""
         target = self.run_dir / "final"
         full, _ = self._full_state("final model", optimizer=False)  # FSDP2: gathered onto rank 0
         if not writes_outputs(self.dist):
             return target
-        if self.config.lora is not None:
-            from tao_engine.rl.lora import merge_lora, merged_state_dict, unmerge_lora
-            from tao_engine.rl.lora_adapter import save_lora_adapter
-
-            save_lora_adapter(self.model, self.run_dir / "final_adapter", self.config.model.path, state=full)
-            if full is not None:  # sharded: merge in the gathered state, the shards stay as they are
-                save_pretrained(self.model, target, tokenizer=self.tokenizer, state=merged_state_dict(self.model, full))
-                return target
-            merge_lora(self.model)
-            try:
-                save_pretrained(self.model, target, tokenizer=self.tokenizer)
-            finally:
-                unmerge_lora(self.model)
-        else:
-            save_pretrained(self.model, target, tokenizer=self.tokenizer, state=full)
-        return target
+        adapter = self.run_dir / "final_adapter" if self.config.lora is not None else None
+        return save_final_model(self.model, self.tokenizer, target, adapter, self.config.model.path, full)
 
 
 class ProbeNoGo(RuntimeError):
@@ -496,17 +526,6 @@ class ProbeNoGo(RuntimeError):
 
 
 # ---- helpers ------------------------------------------------------------------------------------------------------
-
-
-def _load_model(config: TAOConfig):
-    from tao_engine.pretrained import load_pretrained
-
-    path = config.model.path
-    if path == "smollm2":
-        from tao_engine.bundled import smollm2_dir
-
-        path = str(smollm2_dir())
-    return load_pretrained(path, dtype=config.model.dtype, device=config.engine.device)
 
 
 def _build_scorer(config: TAOConfig):
