@@ -100,5 +100,6 @@ def _run_pool(cells: Sequence[SuiteCell], workers: int, threads: int, profile: S
             accuracy = (record.get("eval") or {}).get("accuracy")
             shown = f"accuracy {accuracy:.3f}" if isinstance(accuracy, float) else record.get("probe", {}).get(
                 "verdict", "done")
-            log(f"[bench-quality] {cell.key}: {shown} in {time.time() - t0:.0f}s")
+            log(f"[bench-quality] {cell.key}: {shown} in {record.get('cell_s', 0.0):.0f}s "
+                f"({time.time() - t0:.0f}s since queued)")
             gc.collect()
