@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from tests.bounds import attention, elementwise, norm, rl, softmax
+from tests.bounds import attention, elementwise, norm, rl, sequences, softmax
 from tests.bounds.model import output_bound
 from tests.error_bounds import LAMBDA, assert_within_bound, matmul_bound, unit_roundoff
 
@@ -50,10 +50,7 @@ def _rows(logits: torch.Tensor) -> torch.Tensor:
     return logits.reshape(-1, logits.shape[-1])  # [..., V] -> [N, V]
 
 
-def _token_logprobs(logits: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0,
-                    implementations: int = 1) -> torch.Tensor:
-    rows = softmax.softmax_rows(_rows(logits), temperature)
-    return implementations * softmax.logprob_bound(rows, targets.reshape(-1))[1].view(targets.shape)
+_token_logprobs = softmax.token_logprobs_bound
 
 
 def _sample_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: Any = 1.0,
@@ -126,68 +123,6 @@ def _lora_roundtrip(weight: torch.Tensor, lora_a: torch.Tensor, lora_b: torch.Te
                                                                                                      a.abs())
 
 
-def _sequence_logprobs(model: torch.nn.Module, prompts: list[list[int]], completions: list[list[int]],
-                       temperature: float = 1.0, implementations: int = 2) -> torch.Tensor:
-    # Each completion token's log-prob under a whole-sequence forward, flattened in sequence order: the model's
-    # rounding (whole-model noise) plus the final log-softmax's over V, for each implementation.
-    from tao_engine.forward_batch import ForwardBatch
-
-    def rows(m: torch.nn.Module) -> list[torch.Tensor]:
-        out = []
-        for prompt, completion in zip(prompts, completions, strict=True):
-            if completion:
-                ids = torch.tensor(prompt + completion)
-                logits = m.compute_logits(m(ids, ForwardBatch.for_sequences([len(ids)])))
-                out.append(logits[len(prompt) - 1 : len(prompt) + len(completion) - 1])
-        return out
-
-    targets = torch.tensor([t for c in completions for t in c], dtype=torch.long)
-
-    def logprobs(m: torch.nn.Module) -> torch.Tensor:
-        logits = torch.cat(rows(m)).double()
-        return torch.log_softmax(logits / temperature, -1).gather(-1, targets[:, None]).squeeze(-1)
-
-    with torch.no_grad():
-        logits = torch.cat(rows(model))
-    network = output_bound(model, logprobs, implementations)[1]
-    return network + implementations * _token_logprobs(logits, targets, temperature)
-
-
-def _self_certainty_rows(logits: torch.Tensor) -> torch.Tensor:
-    z = logits.detach().double().cpu()
-    vocab = z.shape[-1]
-    lse = torch.logsumexp(z, -1)
-    return (softmax.softmax_rows(z, 1.0).lse_error.squeeze(-1) + (LAMBDA * math.sqrt(vocab) + 2) * U32
-            * z.abs().mean(-1) + 3 * U32 * (lse.abs() + z.mean(-1).abs() + math.log(vocab)))
-
-
-def _self_certainty(model: torch.nn.Module, prompts: list[list[int]], completions: list[list[int]]) -> torch.Tensor:
-    # Per sequence: mean over its predicting rows of lse(z) - mean(z) - log V in fp32, against the fp64 definition:
-    # the model's rounding (whole-model noise through the definition), each row's lse (softmax_rows), its mean over
-    # V (LAMBDA sqrt(V) u mean |z|), three roundings of the terms, and the mean over the rows.
-    from tao_engine.forward_batch import ForwardBatch
-
-    def rows(m: torch.nn.Module, prompt: list[int], completion: list[int]) -> torch.Tensor:
-        ids = prompt + completion
-        logits = m.compute_logits(m(torch.tensor(ids), ForwardBatch.for_sequences([len(ids)]))).double()
-        return logits[max(len(prompt), 1) - 1 : len(ids) - 1]  # the rows that predict completion tokens
-
-    def definition(m: torch.nn.Module) -> torch.Tensor:
-        values = [torch.logsumexp(z, -1) - z.mean(-1) - math.log(z.shape[-1]) for z in
-                  (rows(m, p, c) for p, c in zip(prompts, completions, strict=True))]
-        return torch.stack([v.mean() for v in values])
-
-    network = output_bound(model, definition, implementations=1)[1]
-    local = []
-    with torch.no_grad():
-        for prompt, completion in zip(prompts, completions, strict=True):
-            z = rows(model, prompt, completion)
-            value = torch.logsumexp(z, -1) - z.mean(-1) - math.log(z.shape[-1])
-            row = _self_certainty_rows(z)
-            local.append(row.mean() + (LAMBDA * math.sqrt(len(row)) + 1) * U32 * value.abs().mean())
-    return network + torch.stack(local)
-
-
 def _sum_of(terms: torch.Tensor, dim: int = -1) -> torch.Tensor:
     # A sum of K terms in fp32, any order: LAMBDA sqrt(K) u sum |t| plus its rounding.
     t = terms.detach().double().cpu()
@@ -239,14 +174,19 @@ TOLERANCES: dict[str, Fixed | Derived] = {
     "lora_roundtrip": Derived(_lora_roundtrip, "W += s B A then W -= s B A in fp32: each add rounds once (u of |W| + "
                               "|s B A|), and s B A, a sum of r products, is recomputed each time (LAMBDA sqrt(r) u of "
                               "s |B| |A|)"),
-    "sequence_logprobs": Derived(_sequence_logprobs, "log-probs of completion tokens from two fp32 forwards (an engine "
-                                 "step over a paged cache, a packed trainer forward): the whole-model bound of the "
-                                 "log-probs plus each path's final log-softmax"),
-    "self_certainty": Derived(_self_certainty, "mean over a completion's predicting rows of KL(uniform || p) = lse(z) "
-                              "- mean(z) - log V in fp32 against the fp64 definition: the model's rounding through "
-                              "it, each row's lse and mean over V, the mean over rows"),
-    "self_certainty_of_logits": Derived(lambda logits: _self_certainty_rows(logits), "lse(z) - mean(z) - log V of "
+    "sequence_logprobs": Derived(sequences.sequence_logprobs_bound, "log-probs of completion tokens from two fp32 "
+                                 "forwards (an engine step over a paged cache, a packed trainer forward): the "
+                                 "whole-model bound of the log-probs plus each path's final log-softmax"),
+    "self_certainty": Derived(sequences.self_certainty_bound, "mean over a completion's predicting rows of "
+                              "KL(uniform || p) = lse(z) - mean(z) - log V in fp32 against the fp64 definition: the "
+                              "model's rounding through it, each row's lse and mean over V, the mean over rows"),
+    "self_certainty_of_logits": Derived(sequences.self_certainty_rows_bound, "lse(z) - mean(z) - log V of "
                                         "given fp32 logits: the lse's bound, the mean over V, three roundings"),
+    "bf16_model_kl": Derived(lambda logit_bound: 0.5 * logit_bound.double().amax(-1).square(),
+                             "KL(p || q) per position when q's logits move by delta, |delta_v| <= B_v (the logits' "
+                             "bound of a bf16-stored model, model_outputs with storage=bf16): lse(z + delta) - lse(z) "
+                             "- E_p[delta] is half a variance of delta under some softmax on the way, at most "
+                             "max_v B_v^2 / 2"),
     "sum": Derived(_sum_of, "a sum of K fp32 terms in any order: LAMBDA sqrt(K) u sum |t|"),
     # ---- fixed: no reduction whose order differs between machines
     "rotary_cos_sin": Fixed(16 * U32, 0.0, "cos/sin of the same fp32 angles as transformers computes them: two "
@@ -270,10 +210,6 @@ TOLERANCES: dict[str, Fixed | Derived] = {
                           "larger than the tensor's largest magnitude (a minimum can cancel a value to near 0)"),
     "rotary_inv_freq": Fixed(0.0, 16 * U32, "theta^(-2i/D) and the llama3 scaling's few products and divisions, "
                              "from the same fp32 formula as transformers' (pow within 2 ulp)"),
-    "bf16_model_kl": Fixed(0.05, 0.0, "KL(p_fp32 || p_bf16) per position of a bf16 model (weights and activations "
-                           "rounded to 8 significant bits, u = 2^-8): logits moved by delta give KL ~ Var_p(delta) / "
-                           "2, so 0.05 nats admits an rms logit change of 0.3, a few u times the logit scale of 10-30 "
-                           "through 30 layers; a bf16 bug (a half-precision accumulation, a lost scale) exceeds it"),
     "fp64_recomputation": Fixed(2**20 * unit_roundoff(torch.float64), 2**20 * unit_roundoff(torch.float64),
                                 "the same math in fp64 along another path (another kernel, another summation order): "
                                 "reductions of <= 10^4 terms of order 1 stay within LAMBDA sqrt(K) u64 ~ 10^3 u64; "

@@ -100,3 +100,11 @@ def logprob_grad_bound(rows: SoftmaxRows, targets: torch.Tensor, upstream: torch
     p_error = p * (rows.z_error + rows.lse_error + 4 * u + u * (rows.z - rows.lse).abs())
     bound = g.abs() * (p_error + 3 * u * (onehot - p).abs()) + rounding(grad, output)
     return grad, bound
+
+
+def token_logprobs_bound(logits: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0,
+                         implementations: int = 1) -> torch.Tensor:
+    """Bound on log_softmax(logits / T)[target] for logits [..., V] and targets [...], shaped like targets; times
+    `implementations` when two fp32 computations are compared."""
+    rows = softmax_rows(logits.reshape(-1, logits.shape[-1]), temperature)
+    return implementations * logprob_bound(rows, targets.reshape(-1))[1].view(targets.shape)
