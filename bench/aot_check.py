@@ -111,7 +111,9 @@ def write_report(out_dir: Path, target: Target, triton_table: list[dict[str, obj
                  cuda_table: list[dict[str, object]], quick: bool, seconds: float) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"aot-{target.name}{'-quick' if quick else ''}.md"
-    versions = ", ".join(f"{k} {v}" for k, v in tool_versions().items())
+    from common import git_commit
+
+    versions = ", ".join(f"{k} {v}" for k, v in tool_versions().items()) + f", commit {git_commit()}"
     kind = "required: a failure fails the check" if target.required else "reported"
     text = [
         f"# Ahead-of-time compile for {target.backend} {target.arch} ({target.gpu}; {kind})\n\n",
@@ -175,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
         summaries.append(entry)
         if target.required:
             failed += int(entry["failed"])
-    print_json_line("aot_check", summaries, {})
+    versions = tool_versions()
+    print_json_line("aot_check", [{**entry, "versions": versions} for entry in summaries], {})
     return 1 if failed else 0
 
 
