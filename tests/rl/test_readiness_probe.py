@@ -42,6 +42,7 @@ def test_labeled_statistics_pass_at_k_majority_and_pair_accuracy():
     assert stats["pass_at_k"] == pytest.approx(2 / 3) and stats["k"] == 3
     assert stats["maj_at_k"] == pytest.approx(1 / 3)  # group 1's majority "7" is right; group 2's "2" is wrong
     assert stats["pairs"] == 4 and stats["pair_accuracy"] == pytest.approx(2 / 4)  # (1>0, .5>0) right, (.2<.9 x2)
+    # group 1's top (1.0) is right; group 2's tied tops (0.9, 0.9) are both wrong; group 3 all tied at 0, none right
     assert stats["top_reward_correct"] == pytest.approx(1 / 3) and stats["greedy_accuracy"] == pytest.approx(1 / 3)
 
 
@@ -52,7 +53,8 @@ def _stats(**changes):
 
 
 def _labeled(**changes):
-    base = {"pass_at_1": 0.3, "pass_at_k": 0.7, "k": 8, "maj_at_k": 0.5, "pair_accuracy": 0.8, "pairs": 50}
+    base = {"pass_at_1": 0.3, "pass_at_k": 0.7, "k": 8, "maj_at_k": 0.5, "pair_accuracy": 0.8, "pairs": 50,
+            "top_reward_correct": 0.5}
     return {**base, **changes}
 
 
@@ -68,8 +70,9 @@ def _labeled(**changes):
     (_stats(), _labeled(pair_accuracy=0.5), NO_GO, "ranks a right answer above a wrong one in 50% of 50 pairs"),
     (_stats(), _labeled(pair_accuracy=0.5, pairs=4), GO, None),  # too few pairs to judge the reward
     (_stats(), _labeled(maj_at_k=0.2), WEAK, "the majority answer is right less often"),
-    (_stats(), _labeled(greedy_accuracy=0.6), WEAK, "the greedy answer is right more often (60%)"),
-    (_stats(), _labeled(greedy_accuracy=0.53), GO, None),  # within the margin of maj@k
+    (_stats(), _labeled(greedy_accuracy=0.2, top_reward_correct=0.25), WEAK,
+     "the reward's pick among 8 samples is right 25% of the time and the greedy answer 20%"),
+    (_stats(), _labeled(greedy_accuracy=0.2, top_reward_correct=0.45), GO, None),  # headroom over greedy
 ])
 def test_verdict_rules(stats, labeled, level, says):
     result = verdict(stats, labeled)

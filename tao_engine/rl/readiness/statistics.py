@@ -8,7 +8,8 @@ cross-prompt answer distribution (the dominant answer's share of prompts, the no
 
 With labels (a per-candidate correctness [P][n]): pass@1 (the mean), pass@k (any of the n), maj@k (the majority
 answer is right), the reward's pair accuracy (over pairs of a right and a wrong candidate of one group: the right
-one has the higher reward; ties count half) and how often a group's top-rewarded candidate is right.
+one has the higher reward; ties count half) and how often a group's top-rewarded candidate is right (a pick among
+tied tops counts by the share of them that is right): the best-of-n answer the reward would teach.
 """
 
 from __future__ import annotations
@@ -74,7 +75,8 @@ def labeled_statistics(rewards: Rewards, keys: AnswerKeys, correct: Sequence[Seq
         scored = [(r, ok) for r, ok in zip(row, right, strict=True) if r is not None]
         if scored:
             best = max(r for r, _ in scored)
-            top_right += any(ok for r, ok in scored if r == best)
+            tied = [ok for r, ok in scored if r == best]
+            top_right += sum(tied) / len(tied)  # a pick among tied tops is right this often
         for r_good, ok_good in scored:
             if not ok_good:
                 continue
