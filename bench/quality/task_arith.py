@@ -1,7 +1,11 @@
 """Arithmetic word problems of one and two steps, answered on a last line "Answer: <number>".
 
 correct: the number on the reply's last "Answer:" line equals the gold answer.
-label-free reward: majority vote over that number (TTRL) and a format rule (the reply ends with "Answer: <n>").
+label-free reward: majority vote over that number (TTRL), the arithmetic of the work shown ("arithmetic": every
+equation holds and the answer follows from the last one) and a format rule (the reply ends with "Answer: <n>").
+With votes and the format rule alone, a development run (probe split) went 0.167 -> 0.188: sampled answers agreed
+on wrong results ever more (pass rate 0.34 at step 3, 0.19 at step 12) and the held-out score kept step 6; the
+arithmetic check is what a user would add against that.
 The demonstration is a one-step problem: with a two-step demonstration SmolLM2-135M computes two steps for every
 problem and got 0 of 40 one-step problems right greedily (the earlier benchmark's math task sits there).
 """
@@ -22,6 +26,7 @@ INSTRUCTION = "\nGive the final answer on the last line in the form: Answer: <nu
 DEMO = ("Tom has 4 apples and buys 3 more. How many apples does Tom have now?", "4 + 3 = 7\nAnswer: 7")
 SCORERS = (
     {"name": "majority_vote", "extractor": "last_number", "weight": 1.0},
+    {"name": "arithmetic", "weight": 1.0},
     {"name": "regex", "label": "format", "pattern": r"Answer:\s*-?\d+\s*$", "weight": 0.25},
 )
 MAX_TOKENS = 48

@@ -28,6 +28,7 @@ BUILTIN_SCORERS: dict[str, str] = {
     "forbidden_strings": "tao_engine.scoring.rules:ForbiddenStringsScorer",
     "json_schema": "tao_engine.scoring.rules:JsonSchemaScorer",
     "grounded": "tao_engine.scoring.grounded:GroundedScorer",
+    "arithmetic": "tao_engine.scoring.arithmetic:ArithmeticScorer",
     "sql": "tao_engine.scoring.sql:SqlVerifier",
     "sql_agreement": "tao_engine.scoring.sql_agreement:SqlAgreementScorer",
     "python_exec": "tao_engine.scoring.python_exec:PythonExecScorer",
