@@ -61,9 +61,11 @@ def test_gold_completion_is_right_and_scored_at_the_top(datasets, task_name):
         assert not task.is_correct("I do not know.", ex.gold, ex.record.context)
         context = {k: [v] for k, v in ex.record.context.items()}
         report = scorer.score_groups(["prompt"], [[gold, gold, "I do not know."]], **context)
-        # every scorer gives the gold answer its best value, and better than a non-answer
+        # every scorer that applies gives the gold answer its best value (arithmetic needs shown work: the gold
+        # answer has none), and the combination ranks it above a non-answer
         for name, scores in report.per_scorer.items():
-            assert scores[0][0] is not None and scores[0][0] >= max(s for s in scores[0] if s is not None), name
+            if scores[0][0] is not None:
+                assert scores[0][0] >= max(s for s in scores[0] if s is not None), name
         assert report.scores[0][0] > report.scores[0][2], task_name
 
 
