@@ -161,11 +161,13 @@ def _child_cmd(args: argparse.Namespace, provider: str, model_dir: Path, gguf: P
 
 
 def _print_profile(profile: dict) -> None:
-    print(f"\ndecode step at batch {profile['batch']} (median of {profile['steps']} plain steps; categories from as "
-          f"many profiled steps): step {profile['step_ms']:.1f} ms = {profile['step_over_gemm']:.2f}x its GEMMs "
-          f"replayed alone ({profile['gemm_replay_ms']:.1f} ms); decode_gemm_share {profile['decode_gemm_share']:.2f}")
+    p = profile
+    print(f"\ndecode step at batch {p['batch']} ({p['steps']} rounds of a plain step, then its GEMMs replayed alone; "
+          f"categories from as many profiled steps): step {p['step_ms']:.1f} ms, GEMMs alone {p['gemm_replay_ms']:.1f} "
+          f"ms; decode_gemm_share {p['decode_gemm_share']:.2f} (median per round): the step = "
+          f"{p['step_over_gemm']:.2f}x its GEMMs")
     print_table(profile["table"])
-    print("GEMM shapes of one step, replayed alone:")
+    print("GEMM shapes of one step (time of each inside the profiled steps):")
     print_table(profile["gemm_shapes"])
     print("largest small ops:")
     print_table(profile["top_small_ops"])

@@ -1,17 +1,18 @@
 """`bench_generate.py --profile`: where one decode step of the generation workload goes.
 
 The workload is the bench's own (P prompts x n samples) with `ignore_eos`, so every decode step holds all P x n
-sequences (batch 64 at the defaults) and the steps measured are alike. Three measurements on one warm engine:
-1. wall time of `--profile-steps` decode steps, plain (the median is "the step");
-2. as many more under torch.profiler: each op's self time, summed per category (below), as a share of those steps'
-   wall time, shown against the plain step;
-3. the GEMM shapes of the profiled steps replayed alone (F.linear on fresh tensors of the same shapes and dtype, the
-   weight in its [out, in] layout as the model holds it): the time the step's matrix multiplies need by themselves.
+sequences (batch 64 at the defaults) and the steps measured are alike. On one warm engine:
+1. `--profile-steps` decode steps under torch.profiler: each op's self time, summed per category (below), as a share
+   of those steps' own wall time; and the shapes of the step's matrix multiplies (aten::linear);
+2. as many rounds of one plain decode step followed by the step's GEMMs replayed alone: F.linear over the model's
+   own weights (every nn.Linear once, in forward order, the LM head included: the same weights streamed from memory
+   as in the step) on inputs of the recorded batch. Interleaving the two keeps them under the same machine load;
+   `decode_gemm_share` is the median over rounds of GEMM time / step time.
 
 Categories: GEMM (aten mm/addmm/bmm), attention (the attention ops), sampling (everything the engine runs inside its
 "tao.sample" profiler range, `ops.sample` included), KV write (write_kv_cache, copy_blocks), small ops (every other
-op: norms, rotary, activation, adds, copies, index math), scheduler/Python (the plain step's wall time not spent in
-any op: scheduling, batch building, accepting tokens, detokenizing). The profiler adds a little to each op's self
+op: norms, rotary, activation, adds, copies, index math), scheduler/Python (the profiled steps' wall time not spent
+in any op: scheduling, batch building, accepting tokens, detokenizing). The profiler adds a little to each op's self
 time, so the ops' shares are if anything overestimated and scheduler/Python's underestimated.
 """
 
@@ -24,7 +25,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from common import time_call
+from torch import nn
 
 GEMM_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::_weight_int8pack_mm", "mkldnn::_linear_pointwise")
 ATTENTION_OPS = ("attention",)  # any op whose name contains it (tao_engine::paged_decode_attention, sdpa, ...)
@@ -58,32 +59,39 @@ def _decode_step(engine: Any) -> tuple[float, int]:
     return seconds, engine.stats()["decode_tokens"] - before
 
 
-def _steps_at_full_batch(engine: Any, count: int, batch: int) -> list[float]:
-    times: list[float] = []
-    while len(times) < count:
-        if not engine.has_unfinished():
-            raise RuntimeError("generate_profile: the requests finished before enough decode steps ran")
+def _full_batch_step(engine: Any, batch: int) -> float:
+    """Wall seconds of the next decode step that runs all `batch` sequences (prefill steps are run, not counted)."""
+    while engine.has_unfinished():
         seconds, tokens = _decode_step(engine)
         if tokens == batch:
-            times.append(seconds)
-    return times
+            return seconds
+    raise RuntimeError("generate_profile: the requests finished before enough decode steps ran")
 
 
-def _replay_gemms(shapes: Counter, dtype: torch.dtype, steps: int) -> tuple[float, list[dict[str, object]]]:
-    """Seconds per step of the recorded F.linear shapes run alone, and one row per shape."""
-    total = 0.0
+class _GemmReplay:
+    """Every nn.Linear of the model once, in module (= forward) order, on a fresh input of the step's batch."""
+
+    def __init__(self, model: nn.Module, batch: int) -> None:
+        self.linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+        self.inputs = {m.in_features: torch.randn(batch, m.in_features, dtype=m.weight.dtype) for m in self.linears}
+
+    @torch.inference_mode()
+    def __call__(self) -> float:
+        start = time.perf_counter()
+        for m in self.linears:
+            F.linear(self.inputs[m.in_features], m.weight, m.bias)
+        return time.perf_counter() - start
+
+
+def _shape_rows(shapes: Counter, steps: int, gemm_s: dict[tuple, float]) -> list[dict[str, object]]:
     rows = []
-    for (x_shape, w_shape, bias), count in sorted(shapes.items()):
-        x = torch.randn(x_shape, dtype=dtype)
-        w = torch.randn(w_shape, dtype=dtype) / w_shape[-1] ** 0.5
-        b = torch.randn(w_shape[0], dtype=dtype) if bias else None
-        seconds = time_call(lambda x=x, w=w, b=b: F.linear(x, w, b), reps=7, warmup=2)
-        per_step = count / steps
-        total += seconds * per_step
-        flop = 2 * x.numel() // x_shape[-1] * w_shape[0] * w_shape[1]
-        rows.append({"x": "x".join(map(str, x_shape)), "weight": "x".join(map(str, w_shape)), "per step": per_step,
-                     "ms each": seconds * 1e3, "GFLOP/s": flop / seconds / 1e9})
-    return total, rows
+    for (x_shape, w_shape, _), count in sorted(shapes.items()):
+        seconds = gemm_s.get((x_shape, w_shape))
+        flop = 2 * x_shape[0] * w_shape[0] * w_shape[1]
+        rows.append({"x": "x".join(map(str, x_shape)), "weight": "x".join(map(str, w_shape)), "per step": count / steps,
+                     "ms each (in step)": None if seconds is None else seconds * 1e3,
+                     "GFLOP/s": None if not seconds else flop / seconds / 1e9})
+    return rows
 
 
 def profile_decode(engine: Any, prompts: list[Any], sampling: Any, steps: int) -> dict[str, Any]:
@@ -91,21 +99,26 @@ def profile_decode(engine: Any, prompts: list[Any], sampling: Any, steps: int) -
     from torch.profiler import ProfilerActivity, profile
 
     batch = len(prompts) * sampling.n
-    needed = 3 + 2 * steps  # warm-up steps, then the plain and the profiled ones
+    needed = 3 + 2 * steps  # warm-up steps, then the profiled ones, then the plain / replay rounds
     if sampling.max_tokens < needed + 1:
         raise ValueError(f"--profile needs --max-tokens >= {needed + 1} for {steps} profiled steps")
     for prompt in prompts:
         engine.add_request(prompt, sampling)
-    _steps_at_full_batch(engine, 3, batch)
-    plain = _steps_at_full_batch(engine, steps, batch)
+    for _ in range(3):
+        _full_batch_step(engine, batch)
     with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
-        profiled = _steps_at_full_batch(engine, steps, batch)
+        profiled = [_full_batch_step(engine, batch) for _ in range(steps)]
+    replay = _GemmReplay(engine.model, batch)
+    replay()  # warm
+    rounds = [(_full_batch_step(engine, batch), replay()) for _ in range(steps)]
     while engine.has_unfinished():
         engine.step()
-    step_s = statistics.median(plain)
+
     per_category = dict.fromkeys(CATEGORIES, 0.0)
     shapes: Counter = Counter()
-    op_seconds = Counter()
+    in_step: Counter = Counter()  # seconds of each GEMM shape inside the profiled steps
+    calls: Counter = Counter()
+    op_seconds: Counter = Counter()
     for event in prof.events():
         if event.name == SAMPLE_RANGE:
             continue  # a range, not an op: its ops are counted themselves
@@ -117,15 +130,17 @@ def profile_decode(engine: Any, prompts: list[Any], sampling: Any, steps: int) -
         if event.name == "aten::linear":
             x_shape, w_shape, b_shape = (tuple(s) for s in event.input_shapes[:3])
             shapes[(x_shape, w_shape, bool(b_shape))] += 1
-    # Shares of the profiled steps' own wall time (what they ran besides their ops is scheduler/Python), applied to
-    # the plain step: the two windows see the same work, and shares survive a machine whose load changes between them.
+            in_step[(x_shape, w_shape)] += event.cpu_time_total / 1e6
+            calls[(x_shape, w_shape)] += 1
     profiled_s = sum(profiled)
     per_category["scheduler/Python"] = max(0.0, profiled_s - sum(per_category.values()))
     shares = {key: value / profiled_s for key, value in per_category.items()}
-    dtype = next(engine.model.parameters()).dtype
-    gemm_replay_s, gemm_rows = _replay_gemms(shapes, dtype, steps)
-    table = [{"part": "step (plain, median)", "ms/step": step_s * 1e3, "share": 1.0}]
-    table.append({"part": "GEMM replayed alone", "ms/step": gemm_replay_s * 1e3, "share": gemm_replay_s / step_s})
+    step_s = statistics.median(s for s, _ in rounds)
+    gemm_s = statistics.median(g for _, g in rounds)
+    gemm_share = statistics.median(g / s for s, g in rounds)  # per round: both under the same load
+    gemm_each = {key: seconds / calls[key] for key, seconds in in_step.items()}
+    table = [{"part": "step (plain, median)", "ms/step": step_s * 1e3, "share": 1.0},
+             {"part": "GEMM replayed alone", "ms/step": gemm_s * 1e3, "share": gemm_share}]
     table += [{"part": name, "ms/step": share * step_s * 1e3, "share": share} for name, share in shares.items()]
     top_small = [{"op": name, "share": s / profiled_s} for name, s in op_seconds.most_common(8)]
     return {
@@ -133,11 +148,11 @@ def profile_decode(engine: Any, prompts: list[Any], sampling: Any, steps: int) -
         "steps": steps,
         "step_ms": step_s * 1e3,
         "profiled_step_ms": statistics.median(profiled) * 1e3,
-        "gemm_replay_ms": gemm_replay_s * 1e3,
-        "decode_gemm_share": gemm_replay_s / step_s,
-        "step_over_gemm": step_s / gemm_replay_s,
+        "gemm_replay_ms": gemm_s * 1e3,
+        "decode_gemm_share": gemm_share,
+        "step_over_gemm": 1.0 / gemm_share,
         "category_shares": shares,
         "table": table,
-        "gemm_shapes": gemm_rows,
+        "gemm_shapes": _shape_rows(shapes, steps, gemm_each),
         "top_small_ops": top_small,
     }

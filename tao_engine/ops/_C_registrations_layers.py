@@ -122,7 +122,7 @@ def _apply_rotary_setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple
     _, _, cos, sin, transpose = inputs
     ctx.save_for_backward(cos, sin)
     ctx.transpose = transpose
-    ctx.q_out, ctx.k_out = (torch.empty_like(t, device="meta") for t in output)  # shapes for an unused output
+    ctx.shapes = tuple((t.shape, t.dtype) for t in output)  # for an output that takes no part in the loss
 
 
 def _apply_rotary_backward(
@@ -130,10 +130,11 @@ def _apply_rotary_backward(
 ) -> tuple[torch.Tensor | None, torch.Tensor | None, None, None, None]:
     cos, sin = ctx.saved_tensors
     # An output that took no part in the loss has no gradient: rotate zeros in its place (the kernel takes both).
+    (q_shape, q_dtype), (k_shape, k_dtype) = ctx.shapes
     if grad_q is None:
-        grad_q = torch.zeros(ctx.q_out.shape, dtype=ctx.q_out.dtype, device=cos.device)
+        grad_q = torch.zeros(q_shape, dtype=q_dtype, device=cos.device)
     if grad_k is None:
-        grad_k = torch.zeros(ctx.k_out.shape, dtype=ctx.k_out.dtype, device=cos.device)
+        grad_k = torch.zeros(k_shape, dtype=k_dtype, device=cos.device)
     grads = torch.ops.tao_engine.apply_rotary(grad_q, grad_k, cos, sin, not ctx.transpose)
     need_q, need_k = ctx.needs_input_grad[:2]
     return (grads[0] if need_q else None), (grads[1] if need_k else None), None, None, None
