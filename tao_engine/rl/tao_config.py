@@ -84,8 +84,13 @@ class ScoringSection:
 class TrainSection:
     loss_temperature: float | None = None  # temperature of the trainer's log-probs; None: the sampling temperature
     shared_prompt: bool = True  # forward each prompt once for its n completions
-    max_tokens_per_forward: int = 8192  # tokens per micro-batch of the update; gradients accumulate across them
-    gradient_checkpointing: bool = False  # recompute layer activations in the backward: less memory, more compute
+    # Tokens per micro-batch of the update (a prompt's group is never split); gradients accumulate across them. The
+    # update's memory grows with it: see README "Memory" and bench/bench_tune_memory.py.
+    max_tokens_per_forward: int = 2048
+    # Recompute each layer's activations in the backward, keeping only its input: the update then holds a fraction
+    # of its activations (SmolLM2 LoRA, n = 8, 180-token prompts: 3.6 GB peak instead of 5.3) for about a third more
+    # compute; false when memory is plentiful and time is not.
+    gradient_checkpointing: bool = True
     bf16_autocast: bool = True  # CUDA only: the update's forwards run under bf16 autocast
 
 
