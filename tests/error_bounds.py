@@ -10,7 +10,8 @@ bound here follows the computation instead:
   error analysis", 2019), |error| <= LAMBDA * sqrt(K) * u * sum_k |a_k| |b_k|. LAMBDA = 8 makes the chance that one
   element exceeds it below 2 * exp(-LAMBDA^2 / 2) ~ 3e-14, whatever the order (blocked, tree or sequential).
 - An operand that carries its own relative error e_k (it was computed) adds sum_k e_k |a_k| |b_k|.
-- Rounding the result into the output format adds u_out * |result|.
+- Rounding the result into the output format adds u_out * |result| (`rounding`: of the computed result, and at
+  least half the format's smallest subnormal).
 
 `assert_within_bound` names the worst element and its error-to-bound ratio when the check fails.
 """
@@ -52,7 +53,7 @@ def matmul_bound(
     bound = LAMBDA * math.sqrt(length) * unit_roundoff(accumulate) * (a_abs @ b_abs)
     if a_relative_error is not None:
         bound = bound + (a_relative_error.double() * a_abs) @ b_abs
-    return bound + unit_roundoff(output) * expected.double().abs()
+    return bound + rounding(expected.double().abs() + bound, output)  # the result, at most `bound` off, rounded
 
 
 def assert_within_bound(actual: torch.Tensor, expected: torch.Tensor, bound: torch.Tensor, what: str) -> float:

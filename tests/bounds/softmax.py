@@ -98,8 +98,8 @@ def logprob_grad_bound(rows: SoftmaxRows, targets: torch.Tensor, upstream: torch
     g = upstream.detach().double().cpu()[:, None] / temperature
     grad = g * (onehot - p)
     p_error = p * (rows.z_error + rows.lse_error + 4 * u + u * (rows.z - rows.lse).abs())
-    bound = g.abs() * (p_error + 3 * u * (onehot - p).abs()) + rounding(grad, output)
-    return grad, bound
+    bound = g.abs() * (p_error + 3 * u * (onehot - p).abs())
+    return grad, bound + rounding(grad.abs() + bound, output)  # the fp32 result, at most `bound` off, rounded
 
 
 def token_logprobs_bound(logits: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0,
