@@ -14,9 +14,9 @@ import torch
 from safetensors.torch import load_file
 
 from tao_engine.rl.tao import TAO
-from tests import helpers
 from tests.distributed import tao_setup
 from tests.distributed.launch import KILLED, launch, torchrun
+from tests.tolerances import check
 
 STEPS = 2
 pytestmark = pytest.mark.slow
@@ -51,7 +51,7 @@ def _weights(run_dir, step: int) -> dict[str, torch.Tensor]:
 def _assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
     assert a.keys() == b.keys()
     for name in a:
-        helpers.assert_close(a[name], b[name], "data_parallel_weights", torch.float32)
+        check("data_parallel_weights", a[name], b[name])
 
 
 def _records(run_dir) -> list[dict]:
@@ -77,7 +77,7 @@ def test_metrics_are_reduced_across_ranks_and_only_rank_0_writes(two_ranks, one_
         assert a["generated_tokens"] == b["generated_tokens"] == 4 * 4 * 5  # summed over ranks: the whole batch
         assert a["tokens"] == b["tokens"]
         for key in ("reward_mean", "reward_std", "advantage_abs_mean", "groups_trained", "grad_norm", "loss"):
-            assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), key
+            check("data_parallel_metrics", torch.tensor(a[key]), torch.tensor(b[key], dtype=torch.float64))
     histories = [json.loads((two_ranks / f"history.{r}").read_text()) for r in range(2)]
     assert histories[0] == histories[1]  # every rank holds the same reduced record
 
@@ -117,6 +117,6 @@ def test_dapo_refills_split_unevenly_across_ranks_and_match_one_process(tmp_path
     assert sum(r["resample_rounds"] for r in one) > 0  # the refill path really ran
     for a, b in zip(two, one, strict=True):
         for key in ("resample_rounds", "groups_trained", "generated_tokens", "reward_mean"):
-            assert a[key] == pytest.approx(b[key], rel=1e-6), key
+            check("one_rank_metrics", torch.tensor(a[key]), torch.tensor(b[key], dtype=torch.float64))
     for step in range(1, STEPS + 1):
         _assert_same_weights(_weights(tmp_path / "two", step), _weights(tmp_path / "one", step))
