@@ -187,6 +187,11 @@ TOLERANCES: dict[str, Fixed | Derived] = {
                              "bound of a bf16-stored model, model_outputs with storage=bf16): lse(z + delta) - lse(z) "
                              "- E_p[delta] is half a variance of delta under some softmax on the way, at most "
                              "max_v B_v^2 / 2"),
+    "vector_norm": Derived(lambda tensors: (LAMBDA * math.sqrt(sum(t.numel() for t in tensors)) / 2 + 3) * U32
+                           * torch.cat([t.detach().double().reshape(-1) for t in tensors]).norm(),
+                           "the 2-norm of K fp32 values, any order: the sum of squares' LAMBDA sqrt(K) u (all "
+                           "terms positive: relative), halved by the square root, plus the squares, the root and one "
+                           "unscaling"),
     "sum": Derived(_sum_of, "a sum of K fp32 terms in any order: LAMBDA sqrt(K) u sum |t|"),
     # ---- fixed: no reduction whose order differs between machines
     "rotary_cos_sin": Fixed(16 * U32, 0.0, "cos/sin of the same fp32 angles as transformers computes them: two "

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from tao_engine.rl.optim import GuardedStep, OptimConfig, build_optimizer, build_scheduler
+from tests.tolerances import check
 
 
 class Net(nn.Module):
@@ -164,4 +165,7 @@ def test_grad_scaler_overflow_backs_off_scale_and_skips() -> None:
     grads = [p.grad.clone() / scaler.get_scale() for p in net.parameters() if p.requires_grad]
     result = guard(loss)
     assert result.applied
-    assert result.grad_norm == pytest.approx(float(torch.nn.utils.get_total_norm(grads)), rel=1e-5)
+    # Two fp32 2-norms of the same gradients (one of them unscaled first), each within the norm's bound of exact.
+    exact = torch.cat([g.double().reshape(-1) for g in grads]).norm()
+    check("vector_norm", torch.tensor(result.grad_norm), exact, tensors=grads)
+    check("vector_norm", torch.nn.utils.get_total_norm(grads), exact, tensors=grads)
