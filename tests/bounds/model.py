@@ -182,12 +182,15 @@ def output_bound(model: nn.Module, outputs: Callable[[nn.Module], torch.Tensor],
     torch.set_num_threads(1)
     try:
         with torch.set_grad_enabled(grad):
-            exact = outputs(model64).detach().double()
+            # With gradients `outputs` may train the model in place: every run starts from its own copy.
+            fresh = (lambda: copy.deepcopy(model64)) if grad else (lambda: model64)
+            exact = outputs(fresh()).detach().double()
             gen = torch.Generator().manual_seed(seed)
             squares = torch.zeros_like(exact)
             for _ in range(samples):
-                with _rounding_noise(model64, gen, storage, grad):
-                    squares += (outputs(model64).detach().double() - exact) ** 2
+                run = fresh()
+                with _rounding_noise(run, gen, storage, grad):
+                    squares += (outputs(run).detach().double() - exact) ** 2
     finally:
         torch.set_num_threads(threads)
     spread = (squares / samples).sqrt()
