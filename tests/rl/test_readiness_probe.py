@@ -86,6 +86,8 @@ def test_verdict_rules(stats, labeled, level, says):
 def test_votes_that_do_not_matter_are_not_judged():
     assert verdict(_stats(majority_share_mean=0.1), None, votes_matter=False).level == GO
     assert verdict(_stats(majority_share_mean=0.1), None, votes_matter=True).level == WEAK
+    # labels measured the reward itself: a right answer ranks first often enough, whatever the votes look like
+    assert verdict(_stats(majority_share_mean=0.1), _labeled(), votes_matter=True).level == GO
 
 
 PROMPTS = [{"prompt": p} for p in ("What is 2+2?", "Name a colour.", "Hi", "Say yes.", "Count to three.")]

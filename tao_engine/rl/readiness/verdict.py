@@ -82,7 +82,7 @@ def verdict(stats: Mapping[str, Any], labeled: Mapping[str, Any] | None = None,
     below(stats["gradient_groups_frac"], GRADIENT_GROUPS, lambda v: (
         f"only {v:.0%} of groups would carry a gradient after the guards",
         "raise n or temperature; loosen [guards] min_majority_share / polarized_ratio"))
-    if votes_matter:
+    if votes_matter and labeled is None:  # with labels, the reward's measured ranking says whether votes matter
         below(stats["majority_share_mean"], MAJORITY_SHARE, lambda v: (
             f"votes are scattered: the top answer holds {v:.0%} of a group on average, so the majority is close to "
             "a coin flip", "lower the temperature, raise n, or score with a verifier instead of a vote"))
