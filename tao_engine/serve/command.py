@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import os
 import signal
@@ -51,6 +52,7 @@ def check_port_free(host: str, port: int) -> None:
 
 def run_serve(args: argparse.Namespace) -> int:
     from tao_engine.engine import EngineConfig
+    from tao_engine.engine.prompts import has_chat_template
     from tao_engine.serve import InferenceServer, ServeConfig
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -61,6 +63,9 @@ def run_serve(args: argparse.Namespace) -> int:
     )
     engine_config = EngineConfig(dtype=args.dtype, max_num_seqs=args.max_num_seqs, max_model_len=args.max_model_len)
     # Everything that can be checked is checked before the model loads and before the table is created or migrated.
+    missing = [name for name in ("fastapi", "uvicorn") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ValueError(f"serve needs {' and '.join(missing)}: pip install 'tao-engine[serve]'")
     check_port_free(config.host, config.port)
     check_output_file(args.table, "--table")
     if not Path(args.model).is_dir():
@@ -75,6 +80,11 @@ def run_serve(args: argparse.Namespace) -> int:
         raise
     print(f"serving {server.served_model_name} (model version {server.model_version}) at {server.url}/v1; "
           f"logging to {args.table}", file=sys.stderr, flush=True)
+    # OpenAI's meaning, whatever a tune's [data] chat_template says: a round from the table trains prompts as served.
+    chats = ("rendered by the model's chat template" if has_chat_template(server.tokenizer)
+             else "refused (the model has no chat template)")
+    print(f"/v1/chat/completions: messages {chats}; /v1/completions: the prompt is sent as raw text",
+          file=sys.stderr, flush=True)
     try:
         stop.wait()
     except KeyboardInterrupt:

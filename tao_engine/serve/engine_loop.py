@@ -1,7 +1,8 @@
 """`EngineLoop`: the one thread that owns the `Engine` while the server runs.
 
-The engine is not thread-safe, so nothing else touches it. HTTP handler threads `submit` a request and read its
-`Update`s from a queue of their own; aborts and weight swaps arrive as commands on one queue, read between steps.
+The engine is not thread-safe, so nothing else touches it. The HTTP layer `submit`s a request with a `deliver`
+callback that the engine thread calls with each `Update` (the ASGI handlers hand it to their event loop); aborts and
+weight swaps arrive as commands on one queue, read between steps.
 While any request is unfinished the thread runs steps back to back, so requests that arrive meanwhile join the
 running batch at the next step (continuous batching); when nothing runs it sleeps on the command queue.
 
@@ -51,16 +52,11 @@ class Update:
 
 @dataclass
 class RequestStream:
-    """What a handler holds for one submitted request: `get` the next update (None when `timeout` passes)."""
+    """One submitted request: the engine thread hands each of its updates to `deliver` (which must not block: it
+    runs between engine steps)."""
 
     request_id: str
-    _updates: queue.SimpleQueue = field(default_factory=queue.SimpleQueue, repr=False)
-
-    def get(self, timeout: float | None = None) -> Update | None:
-        try:
-            return self._updates.get(timeout=timeout)
-        except queue.Empty:
-            return None
+    deliver: Callable[[Update], None] = field(repr=False)
 
 
 @dataclass
@@ -122,14 +118,15 @@ class EngineLoop:
 
     # ---- called from handler threads ------------------------------------------------------------------------------
 
-    def submit(self, request_id: str, prompt_token_ids: list[int], params: SamplingParams) -> RequestStream:
+    def submit(self, request_id: str, prompt_token_ids: list[int], params: SamplingParams,
+               deliver: Callable[[Update], None]) -> RequestStream:
         with self._lock:
             if self._stopped or not self._thread.is_alive():
                 raise RuntimeError("the engine loop is not running")
             if self._outstanding >= self._max_queued:
                 raise Overloaded(f"{self._outstanding} requests are waiting; try again later")
             self._outstanding += 1
-            stream = RequestStream(request_id)
+            stream = RequestStream(request_id, deliver)
             # Put under the lock: once _shutdown has set _stopped and drained the queue, nothing lands unanswered.
             self._commands.put(("add", _Submission(request_id, prompt_token_ids, params, stream)))
         return stream
@@ -252,13 +249,13 @@ class EngineLoop:
         error = out.error
         update = Update(tuple(deltas), finished, t.model_version, len(out.prompt_token_ids), error,
                         error_kind if error is not None else None)
-        t.submission.stream._updates.put(update)
+        t.submission.stream.deliver(update)
         if finished:
             del self._tracked[out.request_id]
             self._release()
 
     def _final(self, sub: _Submission, error: str, kind: str, prompt_tokens: int) -> None:
-        sub.stream._updates.put(Update((), True, self._version, prompt_tokens, error, kind))
+        sub.stream.deliver(Update((), True, self._version, prompt_tokens, error, kind))
         self._release()
 
     def _release(self) -> None:

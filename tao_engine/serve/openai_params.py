@@ -1,10 +1,12 @@
 """Read an OpenAI request body (`/v1/chat/completions`, `/v1/completions`) into a `GenerationRequest`.
 
-What OpenAI would refuse is refused here with the same kind of error: an unknown parameter, a wrong type, a value
-out of range. Parameters OpenAI knows but this engine cannot honour (tools, logit_bias, top alternatives in
-logprobs, echo...) are refused with a message saying so, never silently ignored; the few that change nothing
-(`user`, `metadata`, `store`, `service_tier`) are accepted. Extensions beside OpenAI's names: top_k, min_p,
-repetition_penalty, min_tokens.
+The body is first checked against the pydantic model of its endpoint, generated from the OpenAI parameter set
+(tao_engine.serve.request_models): an unknown parameter, a wrong type, or a parameter OpenAI knows but this engine
+cannot honour (tools, logit_bias, top alternatives in logprobs, echo...) is refused by name, never silently ignored;
+the few that change nothing (`user`, `metadata`, `store`, `service_tier`) are accepted. Then what the models cannot
+say is checked here (messages, prompts, stop strings, max tokens against the context), and the sampling values by
+SamplingParams itself, each error a 400 naming the request parameter. Extensions beside OpenAI's names: top_k,
+min_p, repetition_penalty, min_tokens.
 """
 
 from __future__ import annotations
@@ -15,25 +17,11 @@ from typing import Any
 from tao_engine.engine import SamplingParams
 from tao_engine.serve.config import ServeConfig
 from tao_engine.serve.errors import APIError, bad_request, from_sampling_error
+from tao_engine.serve.request_models import CHAT, COMPLETION, SAMPLING, validated_fields
 
 MAX_STOP_STRINGS = 16
-_SAMPLING = ("n", "temperature", "top_p", "seed", "presence_penalty", "frequency_penalty",
-             "top_k", "min_p", "repetition_penalty", "min_tokens")
-_COMMON = (*_SAMPLING, "model", "stop", "max_tokens", "stream", "stream_options", "user", "logit_bias", "logprobs")
-_IGNORED = ("metadata", "store", "service_tier", "parallel_tool_calls")
-CHAT_FIELDS = frozenset((*_COMMON, *_IGNORED, "messages", "max_completion_tokens", "top_logprobs", "response_format",
-                         "tools", "tool_choice", "functions", "function_call", "audio", "modalities", "prediction",
-                         "reasoning_effort", "web_search_options"))
-COMPLETION_FIELDS = frozenset((*_COMMON, "prompt", "echo", "suffix", "best_of"))
 _ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 _MESSAGE_KEYS = ("role", "content", "name")
-
-# parameter -> the values this server accepts for it (anything else: "not supported")
-_ONLY = {
-    "logit_bias": ({},), "tools": ([],), "functions": ([],), "tool_choice": ("none",), "function_call": ("none",),
-    "response_format": ({"type": "text"},), "modalities": (["text"],), "echo": (False,), "suffix": ("",),
-    "best_of": (1,), "audio": (), "prediction": (), "reasoning_effort": (), "web_search_options": (),
-}
 
 
 @dataclass(frozen=True)
@@ -51,7 +39,7 @@ class GenerationRequest:
 
 
 def parse_chat(body: Any, config: ServeConfig) -> GenerationRequest:
-    body = _fields(body, CHAT_FIELDS)
+    body = validated_fields(body, CHAT)
     messages = _messages(body.get("messages"))
     top = body.get("top_logprobs")
     logprobs = _typed(body, "logprobs", bool, False)
@@ -74,7 +62,7 @@ def parse_chat(body: Any, config: ServeConfig) -> GenerationRequest:
 
 
 def parse_completion(body: Any, config: ServeConfig) -> GenerationRequest:
-    body = _fields(body, COMPLETION_FIELDS)
+    body = validated_fields(body, COMPLETION)
     logprobs = body.get("logprobs")
     if logprobs is not None:
         if isinstance(logprobs, bool) or not isinstance(logprobs, int) or not 0 <= logprobs <= 5:
@@ -129,21 +117,6 @@ def resolve_max_tokens(request: GenerationRequest, prompt_len: int, max_model_le
 # ---- pieces ---------------------------------------------------------------------------------------------------------
 
 
-def _fields(body: Any, known: frozenset[str]) -> dict[str, Any]:
-    if not isinstance(body, dict):
-        raise bad_request(f"the request body must be a JSON object, got {type(body).__name__}")
-    for name in body:
-        if name not in known:
-            raise bad_request(f"Unrecognized request argument supplied: {name}", name, "unknown_parameter")
-    body = {k: v for k, v in body.items() if v is not None}  # OpenAI clients send null for "not given"
-    for name, accepted in _ONLY.items():
-        if name in body and body[name] not in accepted:
-            allowed = " or ".join(repr(a) for a in accepted) if accepted else "null"
-            raise bad_request(f"{name} is not supported by this server (accepted: {allowed})", name,
-                              "unsupported_parameter")
-    return body
-
-
 def _typed(body: dict[str, Any], name: str, kind: type, default: Any) -> Any:
     value = body.get(name, default)
     if (kind is not bool and isinstance(value, bool)) or not isinstance(value, kind):
@@ -153,22 +126,13 @@ def _typed(body: dict[str, Any], name: str, kind: type, default: Any) -> Any:
 
 def _request(kind: str, prompt: Any, body: dict[str, Any], config: ServeConfig, logprobs: bool, max_tokens: Any,
              max_tokens_param: str) -> GenerationRequest:
-    stream = _typed(body, "stream", bool, False)
+    stream = body.get("stream", False)  # types checked by the request model
     options = body.get("stream_options")
-    include_usage = False
-    if options is not None:
-        if not stream:
-            raise bad_request("stream_options is only allowed when stream is true", "stream_options")
-        if not isinstance(options, dict) or set(options) - {"include_usage"}:
-            raise bad_request(f"stream_options must be {{'include_usage': bool}}, got {options!r}", "stream_options")
-        include_usage = _typed(options, "include_usage", bool, False)
-    model = body.get("model")
-    if model is not None and not isinstance(model, str):
-        raise bad_request(f"model must be a string, got {model!r}", "model", "invalid_type")
-    user = body.get("user")
-    if user is not None and not isinstance(user, str):
-        raise bad_request(f"user must be a string, got {user!r}", "user", "invalid_type")
-    sampling = {name: body[name] for name in _SAMPLING if name in body}
+    if options is not None and not stream:
+        raise bad_request("stream_options is only allowed when stream is true", "stream_options")
+    include_usage = options is not None and options.include_usage
+    model, user = body.get("model"), body.get("user")
+    sampling = {name: body[name] for name in SAMPLING if name in body}
     n = sampling.get("n", 1)
     if not isinstance(n, bool) and isinstance(n, int) and n > config.max_n:
         raise bad_request(f"n={n} is above this server's limit of {config.max_n}", "n", "invalid_value")

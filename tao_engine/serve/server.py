@@ -1,4 +1,5 @@
-"""`InferenceServer`: the engine loop, the inference table writer and the HTTP server, started and stopped together.
+"""`InferenceServer`: the engine loop, the inference table writer and the HTTP server (FastAPI on uvicorn, the
+`serve` extra: asgi_app.py, http_server.py), started and stopped together.
 
     server = InferenceServer.from_model_dir("model/", ServeConfig(port=0), table_path="infer.sqlite").start()
     ... server.url ...
@@ -14,7 +15,8 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,7 +25,7 @@ from typing import Any
 from tao_engine.engine import Engine, EngineConfig, SamplingParams
 from tao_engine.engine.prompts import encode_prompt
 from tao_engine.serve.config import ServeConfig
-from tao_engine.serve.engine_loop import EngineLoop, Overloaded, RequestStream
+from tao_engine.serve.engine_loop import EngineLoop, Overloaded, RequestStream, Update
 from tao_engine.serve.errors import OVERLOADED, SERVER_ERROR, APIError, bad_request
 from tao_engine.serve.inference_table import InferenceRecord
 from tao_engine.serve.openai_params import (
@@ -39,6 +41,7 @@ from tao_engine.serve.table_writer import TableWriter
 from tao_engine.serve.weights_reload import copy_weights_, read_replacement_weights
 
 IN_PROCESS_SOURCE = "<in-process module>"
+SHUTDOWN_TIMEOUT_S = 30.0  # stop(): requests still answering after the drain are cut off past this
 
 
 @dataclass(frozen=True)
@@ -69,8 +72,7 @@ class InferenceServer:
         self._reload_lock = threading.Lock()
         self._active_lock = threading.Lock()
         self._active = 0  # handlers between submit and their last write
-        self._http: Any = None
-        self._http_thread: threading.Thread | None = None
+        self._http: Any = None  # HTTPServerThread once started
 
     @classmethod
     def from_model_dir(cls, model_dir: str | Path, config: ServeConfig | None = None,
@@ -81,23 +83,25 @@ class InferenceServer:
     # ---- lifecycle ------------------------------------------------------------------------------------------------
 
     def start(self) -> InferenceServer:
-        from tao_engine.serve.http_handler import make_http_server
+        from tao_engine.serve.asgi_app import create_app
+        from tao_engine.serve.http_server import HTTPServerThread
 
-        http = make_http_server(self)  # binds first: a taken port fails before the engine loop starts
+        # Binds first: a taken port fails before the engine loop starts.
+        http = HTTPServerThread(create_app(self), self.config.host, self.config.port, self.config.idle_timeout_s,
+                                shutdown_timeout_s=SHUTDOWN_TIMEOUT_S)
         try:
             self.loop.start()
+            http.start()
         except BaseException:
-            http.server_close()
+            http.close()
+            self.loop.stop()
             raise
         self._http = http
-        self._http_thread = threading.Thread(target=self._http.serve_forever, kwargs={"poll_interval": 0.1},
-                                             name="tao-http", daemon=True)
-        self._http_thread.start()
         return self
 
     @property
     def port(self) -> int:
-        return self._http.server_address[1]
+        return self._http.port
 
     @property
     def url(self) -> str:
@@ -111,17 +115,17 @@ class InferenceServer:
         """Stop accepting connections, let running requests finish (up to `drain_timeout_s`) and reach the table,
         then stop the engine loop and close the table."""
         if self._http is not None:
-            self._http.shutdown()
+            self._http.begin_shutdown()
         deadline = time.monotonic() + drain_timeout_s
         while self.loop.outstanding and time.monotonic() < deadline:
             time.sleep(0.01)
         self.loop.stop()
         while self._active and time.monotonic() < deadline + 5.0:  # handlers writing their rows
             time.sleep(0.01)
+        if self._http is not None:
+            self._http.join(SHUTDOWN_TIMEOUT_S)
         if self.writer is not None:
             self.writer.close()
-        if self._http is not None:
-            self._http.server_close()
 
     def __enter__(self) -> InferenceServer:
         return self if self._http is not None else self.start()
@@ -143,7 +147,7 @@ class InferenceServer:
                 version = self.loop.model_version + 1
             return self.loop.swap_weights(lambda engine: copy_weights_(engine.model, state), version).result()
 
-    # ---- requests (called from handler threads) -------------------------------------------------------------------
+    # ---- requests (called by the HTTP handlers) -------------------------------------------------------------------
 
     def prepare(self, kind: str, body: Any) -> PreparedRequest:
         """Parse and check a request, tokenize its prompt and fix its sampling parameters; APIError when invalid."""
@@ -168,19 +172,21 @@ class InferenceServer:
         now = time.time()
         return PreparedRequest(request, f"{prefix}-{uuid.uuid4().hex}", int(now), now, ids, params)
 
-    def submit(self, prepared: PreparedRequest) -> RequestStream:
+    def submit(self, prepared: PreparedRequest, deliver: Callable[[Update], None]) -> RequestStream:
+        """Queue the request for the engine; `deliver` gets each of its updates (in the engine thread)."""
         try:
-            return self.loop.submit(prepared.request_id, prepared.prompt_token_ids, prepared.params)
+            return self.loop.submit(prepared.request_id, prepared.prompt_token_ids, prepared.params, deliver)
         except Overloaded as exc:
             raise APIError(503, f"the server is overloaded: {exc}", OVERLOADED, code="overloaded") from None
         except RuntimeError as exc:
             raise APIError(503, f"the server is not serving: {exc}", SERVER_ERROR, code="unavailable") from None
 
     def record(self, prepared: PreparedRequest, choices: Choices, model_version: int, prompt_tokens: int,
-               latency_s: float) -> None:
-        """Write the request's row and return once it is committed (before the response is acknowledged)."""
+               latency_s: float) -> Future | None:
+        """Queue the request's row for the table; the Future completes once it is committed (the handler waits for it
+        before the response goes out). None without a table."""
         if self.writer is None:
-            return
+            return None
         request = prepared.request
         row = InferenceRecord(
             request_id=prepared.request_id, created_at=prepared.arrival, model_version=model_version,
@@ -189,11 +195,7 @@ class InferenceServer:
             prompt_tokens=prompt_tokens, completion_tokens=choices.completion_tokens, latency_s=latency_s,
             user=request.user,
         )
-        try:
-            self.writer.insert(row).result()
-        except Exception as exc:
-            raise APIError(500, f"the request could not be recorded in the inference table: {exc}", SERVER_ERROR,
-                           code="table_write_failed") from None
+        return self.writer.insert(row)
 
     @contextmanager
     def active(self) -> Iterator[None]:
