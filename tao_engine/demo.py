@@ -55,7 +55,8 @@ def demo_config(run_dir: Path, steps: int = 8) -> TAOConfig:
         algorithm=AlgorithmConfig(name="grpo"),
         optim=OptimConfig(warmup_steps=1),  # lr: the LoRA default (tao_engine.rl.optim.LORA_LR)
         lora=LoraConfig(r=16, alpha=32.0),
-        train=TrainSection(max_tokens_per_forward=4096),
+        # 6 prompts x 6 samples of 24 tokens: one micro-batch's activations are small, so no recompute is needed.
+        train=TrainSection(max_tokens_per_forward=4096, gradient_checkpointing=False),
         engine=EngineConfig(max_num_seqs=64),
         run=RunSection(steps=steps, output_dir=str(run_dir), eval_extractor="last_number", seed=0),
     )
