@@ -5,9 +5,11 @@ prompt_seq[i] is the index of the prompt sequence it shares (i itself for a prom
 itself; a completion attends to every row of its prompt, then causally to its own rows, never to its siblings.
 The completions of a group follow their prompt directly (the layout of `ForwardBatch.for_shared_prompts`).
 
-The reference computes the prompts with `varlen_causal_attention`, then all completions of a group as one block of
-queries over the group's rows with a mask, every group batched in one SDPA call (padded to the longest group). Each
-prompt's K/V is read once per group, not once per completion, so the saved activations do not grow with n.
+The reference computes the prompts with `varlen_causal_attention`, then the completions in one SDPA call, laid out
+by completion (each over its prompt's rows and its own: no score between siblings, each prompt's K/V gathered once
+per completion) while that gathers at most twice the rows of the group layout, else by group (all completions of a
+group as one block of queries over the group's rows with a mask: each prompt's K/V read once per group, so the
+saved activations do not grow with n; the layout long prompts take).
 """
 
 from __future__ import annotations
@@ -77,7 +79,39 @@ def shared_prefix_attention_reference(
         q[prompt_rows], k[prompt_rows], v[prompt_rows], cu_prompt, max_prompt, scale
     )  # [Np, Hq, D]
 
-    # Completions, padded per group: queries [G, Cmax] over keys [G, Kmax] (the whole group, prompt first).
+    # Completions' queries: by group (one block of a group's completion rows over all its rows, a mask keeping each
+    # completion to its prompt and its own causal part) or by completion (each over its prompt and itself only).
+    # By completion skips the masked sibling blocks (for n completions of length C after a prompt of P, it computes
+    # C (P + C) scores per completion instead of C (P + nC)) but gathers each prompt's K/V once per completion, so
+    # it is taken while that holds at most twice the rows (short prompts); long prompts keep the group layout.
+    owner_of = torch.tensor(owners, device=device)
+    comp_seqs = [i for i, owner in enumerate(owners) if owner != i]
+    per_completion_rows = sum(bounds[owners[j] + 1] - bounds[owners[j]] + bounds[j + 1] - bounds[j] for j in comp_seqs)
+    per_group_rows = sum(bounds[e] - bounds[p] for p, e in zip(prompts, ends, strict=True))
+    if per_completion_rows <= 2 * per_group_rows:
+        seq_start = torch.tensor(bounds[:-1], device=device)
+        seq_len = torch.tensor(bounds, device=device).diff()
+        comp_index = torch.tensor(comp_seqs, device=device)
+        out_comp = _by_completion(q, k, v, seq_start[comp_index], seq_len[comp_index],
+                                  seq_start[owner_of[comp_index]], seq_len[owner_of[comp_index]], scale)
+    else:
+        out_comp = _by_group(q, k, v, bounds, prompts, ends, group_start, comp_start, group_end, scale)
+
+    comp_rows = _ranges(comp_start, comp_lens)  # [Nc]
+    order = torch.cat([prompt_rows, comp_rows])
+    inverse = torch.empty_like(order)
+    inverse[order] = torch.arange(order.numel(), device=device)
+    return torch.cat([out_prompt, out_comp]).index_select(0, inverse)
+
+
+def _by_group(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bounds: list[int], prompts: list[int], ends: list[int],
+    group_start: torch.Tensor, comp_start: torch.Tensor, group_end: torch.Tensor, scale: float,
+) -> torch.Tensor:  # fmt: skip
+    """All completions of a group as one block of queries [Cmax] over the group's rows [Kmax], masked; every group
+    batched in one SDPA call. -> [Nc, Hq, D], completion rows in order."""
+    device = q.device
+    num_seqs = len(bounds) - 1
     c_max = max(bounds[e] - bounds[p + 1] for p, e in zip(prompts, ends, strict=True))
     k_max = max(bounds[e] - bounds[p] for p, e in zip(prompts, ends, strict=True))
     q_rows = comp_start[:, None] + torch.arange(c_max, device=device)  # [G, Cmax]
@@ -91,23 +125,41 @@ def shared_prefix_attention_reference(
     same_completion = seq_of_row[q_rows][:, :, None] == seq_of_row[k_rows][:, None, :]  # [G, Cmax, Kmax]
     causal = k_rows[:, None, :] <= q_rows[:, :, None]
     in_prompt = (k_rows < comp_start[:, None])[:, None, :]
-    # Padded queries see the prompt (never empty), so no row is fully masked and no NaN reaches the backward.
     mask = k_valid[:, None, :] & (in_prompt | (same_completion & causal))  # [G, Cmax, Kmax]
-
     if c_max == 0:  # every completion is empty
-        out_comp = q.new_empty(0, q.shape[1], q.shape[2])
-    else:
-        qg = q[q_rows].transpose(1, 2)  # [G, Hq, Cmax, D]
-        kg, vg = k[k_rows].transpose(1, 2), v[k_rows].transpose(1, 2)  # [G, Hkv, Kmax, D]
-        gqa = q.shape[1] != k.shape[1]
-        out_comp = F.scaled_dot_product_attention(qg, kg, vg, attn_mask=mask[:, None], scale=scale, enable_gqa=gqa)
-        out_comp = out_comp.transpose(1, 2)[q_valid]  # [Nc, Hq, D], row order = completion rows in order
+        return q.new_empty(0, q.shape[1], q.shape[2])
+    qg = q[q_rows].transpose(1, 2)  # [G, Hq, Cmax, D]
+    kg, vg = k[k_rows].transpose(1, 2), v[k_rows].transpose(1, 2)  # [G, Hkv, Kmax, D]
+    out = F.scaled_dot_product_attention(qg, kg, vg, attn_mask=mask[:, None], scale=scale,
+                                         enable_gqa=q.shape[1] != k.shape[1])
+    return out.transpose(1, 2)[q_valid]  # [Nc, Hq, D]
 
-    comp_rows = _ranges(comp_start, comp_lens)  # [Nc]
-    order = torch.cat([prompt_rows, comp_rows])
-    inverse = torch.empty_like(order)
-    inverse[order] = torch.arange(order.numel(), device=device)
-    return torch.cat([out_prompt, out_comp]).index_select(0, inverse)
+
+def _by_completion(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, comp_start: torch.Tensor, comp_len: torch.Tensor,
+    prompt_start: torch.Tensor, prompt_len: torch.Tensor, scale: float,
+) -> torch.Tensor:  # fmt: skip
+    """Each completion j (its rows comp_start[j] + [0, comp_len[j])) as queries [Cmax] over its prompt's rows
+    [Pmax] then its own [Cmax], the prompt part unmasked and the own part causal; all in one SDPA call.
+    -> [Nc, Hq, D], completion rows in order."""
+    device = q.device
+    c_max = int(comp_len.max()) if comp_len.numel() else 0
+    if c_max == 0:
+        return q.new_empty(0, q.shape[1], q.shape[2])
+    p_max = int(prompt_len.max())
+    steps_c, steps_p = torch.arange(c_max, device=device), torch.arange(p_max, device=device)
+    q_valid = steps_c[None, :] < comp_len[:, None]  # [J, Cmax]
+    p_valid = steps_p[None, :] < prompt_len[:, None]  # [J, Pmax]
+    q_rows = (comp_start[:, None] + steps_c).where(q_valid, 0)  # padding reads row 0, masked below
+    k_rows = torch.cat([(prompt_start[:, None] + steps_p).where(p_valid, 0), q_rows], dim=1)  # [J, Pmax + Cmax]
+    causal = steps_c[None, :] <= steps_c[:, None]  # [Cmax, Cmax]: own key s visible from query t when s <= t
+    own = causal[None] & q_valid[:, None, :]  # [J, Cmax, Cmax]
+    mask = torch.cat([p_valid[:, None, :].expand(-1, c_max, -1), own], dim=2)  # [J, Cmax, Pmax + Cmax]
+    qg = q[q_rows].transpose(1, 2)  # [J, Hq, Cmax, D]
+    kg, vg = k[k_rows].transpose(1, 2), v[k_rows].transpose(1, 2)  # [J, Hkv, Pmax + Cmax, D]
+    out = F.scaled_dot_product_attention(qg, kg, vg, attn_mask=mask[:, None], scale=scale,
+                                         enable_gqa=q.shape[1] != k.shape[1])
+    return out.transpose(1, 2)[q_valid]  # [Nc, Hq, D]
 
 
 shared_prefix_attention = define_op("shared_prefix_attention", shared_prefix_attention_reference)

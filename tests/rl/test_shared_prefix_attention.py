@@ -11,12 +11,15 @@ from tao_engine import ForwardBatch, ops
 from tests import helpers
 from tests.tolerances import check
 
-# (prompt length, completion lengths) per group: n = 1, 3, 4, odd lengths, prompts of different lengths.
+# (prompt length, completion lengths) per group: n = 1, 3, 4, odd lengths, prompts of different lengths. The op lays
+# the completions out by completion while that gathers at most twice the rows of the group layout: the last layout
+# (a long prompt over short completions) takes the group layout, the others the per-completion one.
 LAYOUTS = [
     [(1, [1])],
     [(7, [3, 1, 5])],
     [(5, [2]), (13, [7, 1, 4, 9]), (2, [11, 3, 3])],
     [(33, [5, 17, 1, 8]), (9, [40])],
+    [(40, [3, 2, 5, 1]), (2, [4, 6])],
 ]
 HEADS = [(4, 4), (4, 2), (6, 1)]  # (Hq, Hkv): MHA, GQA, MQA
 
