@@ -193,6 +193,14 @@ TOLERANCES: dict[str, Fixed | Derived] = {
                            "terms positive: relative), halved by the square root, plus the squares, the root and one "
                            "unscaling"),
     "sum": Derived(_sum_of, "a sum of K fp32 terms in any order: LAMBDA sqrt(K) u sum |t|"),
+    "regrouped_update": Derived(
+        lambda parts, tokens, weights: (LAMBDA * math.sqrt(tokens) + len(parts)) * U32
+        * sum(p.detach().double().abs().max() for p in parts)
+        + (len(parts) + 1) * U32 * weights.detach().double().abs(),
+        "the parameter change of one SGD step (lr 1) computed from differently grouped batches: each is a sum over "
+        "the batch's K tokens of per-token gradients in fp32, so two groupings differ by LAMBDA sqrt(K) u of the "
+        "summed magnitudes (bounded by each part's largest change), plus one rounding per part added, plus the "
+        "rounding of each updated weight (u of |w|: the change is read as after - before)"),
     # ---- fixed: no reduction whose order differs between machines
     "rotary_cos_sin": Fixed(16 * U32, 0.0, "cos/sin of the same fp32 angles as transformers computes them: two "
                             "libm/SLEEF evaluations of values <= 1, each within 2 ulp; 16 u leaves 4x margin"),
