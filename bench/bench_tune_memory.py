@@ -103,6 +103,8 @@ def main() -> int:
         start = time.perf_counter()
         result = TAO(config, model=model, tokenizer=tokenizer, progress=False).run()
         wall = time.perf_counter() - start
+        # Since the last phase began (the eval after the steps, when there is one): the eval and final/ writing.
+        after = {"phase": "eval after + final/", "seconds": None, "peak_mb": memory.peak_mb()}
         steps = [r for r in result.history if "step_s" in r]
     rows = [load]
     for record in steps:
@@ -113,13 +115,15 @@ def main() -> int:
                              "peak_mb": record[f"{phase}_peak_mb"]})
         rows.append({"phase": f"step {record['step']} (whole)", "seconds": record["step_s"],
                      "peak_mb": record["peak_memory_mb"]})
+    rows.append(after)
     print(f"SmolLM2-135M {'full' if args.full else 'LoRA r16'}, {args.prompts_per_step} prompts x n {args.n}, "
           f"~{args.prompt_tokens}-token prompts, max_tokens {args.max_tokens}; {machine()}")
     print_table(rows)
     peak = max(r["peak_mb"] for r in rows)
     print(f"peak resident memory: {peak:.0f} MiB; tune wall time {wall:.0f} s")
     results = [{"peak_mb": peak, "wall_s": wall, "step_s": [r["step_s"] for r in steps],
-                "phases": {r["phase"]: {"s": round(r["seconds"], 2), "mb": round(r["peak_mb"])} for r in rows},
+                "phases": {r["phase"]: {"s": None if r["seconds"] is None else round(r["seconds"], 2),
+                                        "mb": round(r["peak_mb"])} for r in rows},
                 "config": {k: getattr(args, k) for k in ("steps", "n", "prompts_per_step", "prompt_tokens",
                                                          "max_tokens", "eval", "probe", "full")}}]
     print_json_line("tune_memory", results, {})

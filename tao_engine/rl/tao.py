@@ -398,6 +398,8 @@ class TAO:
             pool = list(records) if records is not None else _load_training_prompts(cfg)
             chosen = choose_prompts(pool, cfg.probe.prompts, cfg.run.seed)
         chosen = self._user_turns(chosen)
+        if self._engine is None:  # probing alone (`tao-engine probe`): a KV cache for a step's batch, as run() does
+            self._engine_config = sized_engine_config(cfg, self.model, prompt_lengths(chosen, self.tokenizer))
         probe_seed = cfg.run.seed * 1_000_003 + 999_983
         sampling = dataclasses.replace(cfg.sampling, seed=probe_seed)
         saved = self.engine.generator.get_state()

@@ -73,7 +73,7 @@ def equations(text: str) -> list[tuple[str, Fraction | None, Fraction]]:
 @dataclass
 class ArithmeticScorer:
     name: ClassVar[str] = "arithmetic"
-    answer_pattern: str = r"Answer:\s*(-?\d+(?:\.\d+)?)"
+    answer_pattern: str = r"Answer:\s*(-?\d+(?:\.\d+)?)"  # the final answer: group 1; "" = the last number
     _counts: dict[str, int] = field(default_factory=lambda: {"no_work": 0, "wrong_step": 0, "unfollowed": 0},
                                     init=False, repr=False)
 
