@@ -299,6 +299,10 @@ class TAO:
             stats = train_step(self.model, batch, self.optimizer, self.guards.train_config(step, self.train_config),
                                self.reference, self.lr_scheduler, data_parallel=self.data_parallel,
                                on_micro_batch=self.monitor.micro_batch if self.monitor.shows_progress else None)
+        # The engine's cached prompt KV was computed with the old weights. It notices in-place updates by tensor
+        # version counters, which a fused optimizer kernel does not bump: say it, rather than rely on that.
+        if stats.optimizer_steps:
+            self.engine.weights_updated()
         generated = sum(len(c) for group in batch.completion_token_ids for c in group)
         return {
             **stats.as_dict(),
