@@ -28,6 +28,9 @@ class NullMetricsLog:
     def plot(self, keys: tuple[str, ...] = ()) -> list[Path]:
         return []
 
+    def plot_scorers(self) -> list[Path]:
+        return []
+
 
 def writes_outputs(ctx: DistributedContext | None) -> bool:
     """True in a single process and on rank 0."""
