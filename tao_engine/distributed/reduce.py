@@ -1,11 +1,12 @@
 """One metrics record per step for the whole run: each rank's step metrics are combined into one dict, the same on
 every rank, before rank 0 logs it.
 
-Counts add up (generated tokens, trained tokens, throughput), times and peak memory take the slowest rank (the step
-waits for it), everything else is the mean over the ranks that report it. Metrics `train_step` computes from the
-gathered global batch (reward mean/std, advantages, groups trained, loss, grad norm, lr) are already equal on every
-rank, so their mean is themselves. The scorers' own statistics (`score/...`) come from each rank's shard and are
-averaged: exact for means over equal shards, an approximation for their spreads (the mean of the ranks' stds).
+Counts add up (generated tokens, trained tokens, throughput), times (`*_s`) and peak memory (`*_peak_mb`) take the
+slowest rank (the step waits for it), everything else is the mean over the ranks that report it. Metrics
+`train_step` computes from the gathered global batch (reward mean/std, advantages, groups trained, loss, grad norm,
+lr) are already equal on every rank, so their mean is themselves. The scorers' own statistics (`score/...`) come
+from each rank's shard and are averaged: exact for means over equal shards, an approximation for their spreads (the
+mean of the ranks' stds).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def combine_metrics(per_rank: list[Mapping[str, Any]]) -> dict[str, Any]:
             out[key] = math.nan
         elif key in SUM_KEYS:
             out[key] = sum(finite)
-        elif key in MAX_KEYS or key.endswith("_s"):
+        elif key in MAX_KEYS or key.endswith(("_s", "_peak_mb")):
             out[key] = max(finite)
         else:
             out[key] = sum(finite) / len(finite)

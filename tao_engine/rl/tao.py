@@ -237,6 +237,8 @@ class TAO:
                 raise
             if self.dist is not None:
                 metrics = reduce_metrics(self.dist, metrics)  # one record for the run, the same on every rank
+                # a guard on one rank's shard stops every rank, or none would return from the next collective
+                stop = next((s for s in exchange(self.dist, stop, "guards: stop the run?") if s), None)
             if eval_records is not None and cfg.run.eval_every and step % cfg.run.eval_every == 0:
                 metrics.update({f"eval_{k}": v for k, v in self._evaluate(eval_records).items()})
             is_best = False
@@ -244,7 +246,8 @@ class TAO:
                 held, is_best, stopped = self.guards.record_holdout(step, self._holdout_score(holdout, step))
                 metrics.update(held)
                 stop = stop or stopped
-            metrics.update(self.monitor.step_metrics())  # step_s: the whole step; <phase>_s, <phase>_peak_mb beside
+            phases = self.monitor.step_metrics()  # step_s: the whole step; <phase>_s, <phase>_peak_mb beside
+            metrics.update(phases if self.dist is None else reduce_metrics(self.dist, phases))
             log.log(step, metrics)
             result.history.append({"step": step, **metrics})
             last_step = step

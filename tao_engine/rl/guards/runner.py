@@ -61,12 +61,13 @@ class StepGuards:
             "guard/distinct_answers": _mean(v.distinct for v in votes),
             "guard/no_answer_frac": _mean((v.size - v.answered) / max(1, v.size) for v in votes),
             "guard/dominant_answer_share": collapse.answers.dominant_share,
-            "guard/answer_entropy": collapse.answers.answer_entropy,
             "guard/skipped_unclear": float(shaped.skipped_unclear),
             "guard/skipped_polarized": float(shaped.skipped_polarized),
             "guard/collapse": float(collapse.collapsing),
             "guard/penalized_samples": float(collapse.penalized_samples),
         }
+        if not math.isnan(collapse.answers.answer_entropy):  # undefined below two answered prompts: not logged
+            metrics["guard/answer_entropy"] = collapse.answers.answer_entropy
         stop = None
         if collapse.collapsing and g.collapse_action == "stop":
             stop = (f"cross-prompt collapse: one answer is the majority answer of "
