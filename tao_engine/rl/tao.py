@@ -242,7 +242,7 @@ class TAO:
             if eval_records is not None and cfg.run.eval_every and step % cfg.run.eval_every == 0:
                 metrics.update({f"eval_{k}": v for k, v in self._evaluate(eval_records).items()})
             is_best = False
-            if holdout and self.guards.holdout_due(step):
+            if holdout and (self.guards.holdout_due(step) or step == cfg.run.steps):  # the last step competes too
                 held, is_best, stopped = self.guards.record_holdout(step, self._holdout_score(holdout, step))
                 metrics.update(held)
                 stop = stop or stopped

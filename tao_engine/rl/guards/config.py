@@ -7,7 +7,8 @@ keeps rising.
     answer = "auto"              # how a candidate's answer is keyed for votes: "auto" (the voting scorer's own key:
                                  #   majority_vote's extracted answer, sql_agreement's result set; else the whole
                                  #   normalized reply) or an extractor name (last_number, boxed, json, sql, ...)
-    min_majority_share = 0.0     # skip a group whose top answer holds less than this share of its answered samples
+    min_majority_share = 0.0     # skip a group whose top answer holds less than this share of its samples
+                                 #   (samples with no answer count against it)
     polarized_ratio = 0.0        # skip a group whose runner-up holds >= this fraction of the top answer's votes
                                  #   (0 = off; 1.0 skips exact ties only)
     agreement_scaling = false    # multiply a group's advantages by its majority share (confident groups teach more)
@@ -25,7 +26,7 @@ keeps rising.
                                  #   "stop": end the run (the best checkpoint is kept)
     holdout_prompts = 0          # label-free early stopping: take this many unlabeled prompts out of training and
                                  #   score the policy on them (the same scorers, plus self-consistency)
-    holdout_every = 1            # ... every this many steps
+    holdout_every = 1            # ... every this many steps, and after the last one
     holdout_n = 4                # ... with this many samples per prompt
     patience = 0                 # stop when the held-out label-free score fell this many evaluations in a row
                                  #   below its best (0 = never stop on it)
