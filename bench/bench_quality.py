@@ -78,7 +78,8 @@ def chosen_profile(args: argparse.Namespace):
         profile = dataclasses.replace(profile, tasks=tuple(args.tasks))
     if args.seeds is not None:
         profile = dataclasses.replace(profile, seeds=args.seeds,
-                                      scaling_seeds=tuple(s for s in profile.scaling_seeds if s in args.seeds))
+                                      scaling_seeds=tuple(s for s in profile.scaling_seeds if s in args.seeds),
+                                      secondary_seeds=tuple(s for s in profile.secondary_seeds if s in args.seeds))
     if args.dev:
         profile = dataclasses.replace(profile, name=f"{profile.name}-dev", eval_split="probe")
     return profile

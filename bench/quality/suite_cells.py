@@ -46,14 +46,14 @@ def plan_suite_cells(profile: SuiteProfile, methods: Sequence[str]) -> list[Suit
         for seed in profile.seeds:
             if "sft" in wanted:
                 cells.append(SuiteCell(task, "sft", 1, seed))
-            if "bon_sft" in wanted:
+            if "bon_sft" in wanted and seed in profile.secondary_seeds:
                 cells.append(SuiteCell(task, "bon_sft", profile.n, seed))
             if "tao" in wanted:
                 cells.append(SuiteCell(task, "tao", profile.n, seed))
             if "tao_n" in wanted and seed in profile.scaling_seeds:
                 cells.extend(SuiteCell(task, "tao", n, seed) for n in profile.samples if n != profile.n)
     if "multitask" in methods and len(competence) > 1:
-        cells.extend(SuiteCell(MULTITASK, "multitask", profile.n, seed) for seed in profile.seeds)
+        cells.extend(SuiteCell(MULTITASK, "multitask", profile.n, seed) for seed in profile.secondary_seeds)
     if "speed" in methods:
         cells.extend(SuiteCell(t, "speed", 1, profile.seeds[0]) for t in competence)
     return cells

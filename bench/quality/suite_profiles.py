@@ -4,6 +4,7 @@ steps and prompts per step, so they differ only in what they learn from."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,8 +20,9 @@ class SuiteProfile:
     prompts_per_step: int  # training prompts per step (SFT: one gold answer each; TAO: n samples each)
     n: int  # TAO's samples per prompt (the "tao" row; best-of-N SFT samples as many)
     samples: tuple[int, ...]  # compute scaling: TAO at these n, same steps
-    seeds: tuple[int, ...]  # of every tuned method
+    seeds: tuple[int, ...]  # of TAO (n = n) and SFT: the rows every target compares
     scaling_seeds: tuple[int, ...]  # of the tao_n cells at n != n (n = n reuses the "tao" cells)
+    secondary_seeds: tuple[int, ...]  # of best-of-N SFT and multi-task TAO
     test_prompts: int  # labeled test questions per task (all of the split at most)
     probe_prompts: int  # labeled probe questions per task
     lr: float
@@ -41,8 +43,8 @@ class SuiteProfile:
             raise ValueError(f"profile {self.name}: group methods need >= 2 samples per prompt")
         if self.eval_split not in ("test", "probe"):
             raise ValueError(f"profile {self.name}: eval_split must be 'test' or 'probe', got {self.eval_split!r}")
-        if not set(self.scaling_seeds) <= set(self.seeds):
-            raise ValueError(f"profile {self.name}: scaling_seeds must be among seeds")
+        if not (set(self.scaling_seeds) | set(self.secondary_seeds)) <= set(self.seeds):
+            raise ValueError(f"profile {self.name}: scaling_seeds and secondary_seeds must be among seeds")
 
 
 # The guards of every TAO cell (tao_engine.rl.guards.config): two steps of format warm-up, minority answers pushed
@@ -51,23 +53,33 @@ class SuiteProfile:
 # split) skipping groups whose top answer held < 25% removed 2 of 3 text-to-SQL groups (72% of its queries have no
 # result to vote with) and with them the verifier's signal, whose pair accuracy was 0.97.
 GUARDS = {"warmup_steps": 2, "minority_weight": 0.5, "collapse_share": 0.6, "collapse_min_prompts": 4,
-          "holdout_prompts": 16, "holdout_every": 3, "holdout_n": 4, "patience": 2, "keep_best": True}
+          "holdout_prompts": 16, "holdout_every": 2, "holdout_n": 4, "patience": 2, "keep_best": True}
 
+# Sized for the 120-minute budget on the 2-core development CPU (two cells at a time, one thread each): a TAO cell
+# at n = 8 (8 steps x 8 prompts, the held-out scores, the 200-question test) takes ~8 minutes there, so the rows
+# every target compares (TAO at n = 8, SFT, base) get three seeds, and best-of-N SFT, TAO at n = 2, 4, 16 and
+# multi-task TAO one; the contrast tasks get the probe's verdict and their base accuracy (their TAO and SFT rows
+# are in bench/results/quality-earlier.md). `--profile complete` runs every row with three seeds (~4 hours).
 FULL = SuiteProfile(
     name="full",
     tasks=("extract", "arith", "table_sql", "passage_qa", "sql", "math"),
-    steps=12,
+    steps=8,
     prompts_per_step=8,
     n=8,
     samples=(2, 4, 8, 16),
     seeds=(0, 1, 2),
-    scaling_seeds=(0, 1, 2),
+    scaling_seeds=(0,),
+    secondary_seeds=(0,),
     test_prompts=200,
-    probe_prompts=48,
+    probe_prompts=32,
     lr=5e-4,
     lora_r=16,
     guards=GUARDS,
+    contrast_methods=("probe", "base"),
 )
+
+COMPLETE = dataclasses.replace(FULL, name="complete", scaling_seeds=(0, 1, 2), secondary_seeds=(0, 1, 2),
+                               contrast_methods=("probe", "base", "tao"))
 
 SMOKE = SuiteProfile(
     name="smoke",
@@ -78,6 +90,7 @@ SMOKE = SuiteProfile(
     samples=(2, 4),
     seeds=(0,),
     scaling_seeds=(0,),
+    secondary_seeds=(0,),
     test_prompts=3,
     probe_prompts=3,
     lr=1e-2,
@@ -90,4 +103,4 @@ SMOKE = SuiteProfile(
     max_tokens={"extract": 6, "arith": 6},
 )
 
-SUITE_PROFILES = {"full": FULL, "smoke": SMOKE}
+SUITE_PROFILES = {"full": FULL, "complete": COMPLETE, "smoke": SMOKE}

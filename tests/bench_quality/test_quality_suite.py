@@ -15,7 +15,7 @@ import pytest
 from bench.quality.records import load_examples
 from bench.quality.suite_cells import plan_suite_cells
 from bench.quality.suite_datasets import build_suite_datasets
-from bench.quality.suite_profiles import FULL, SMOKE, SUITE_METHODS
+from bench.quality.suite_profiles import COMPLETE, FULL, SMOKE, SUITE_METHODS
 from bench.quality.suite_runner import run_suite
 from bench.quality.suite_tasks import COMPETENCE_TASKS, get_suite_task
 from tao_engine.scoring.registry import build_composite
@@ -82,11 +82,15 @@ def test_full_profile_plans_every_method_and_seed():
     assert len(keys) == len(cells)
     for task in COMPETENCE_TASKS:
         assert f"{task}-probe-n8-seed0" in keys and f"{task}-speed-n1-seed0" in keys
-        assert all(f"{task}-tao-n{n}-seed{s}" in keys for n in FULL.samples for s in FULL.seeds)
-        assert all(f"{task}-{m}-n{k}-seed{s}" in keys for m, k in (("sft", 1), ("bon_sft", 8)) for s in FULL.seeds)
-    assert {f"multitask-multitask-n8-seed{s}" for s in FULL.seeds} <= keys
-    assert {"sql-probe-n8-seed0", "math-base-n1-seed0", "sql-tao-n8-seed2"} <= keys
-    assert not any(k.startswith(("sql-sft", "math-bon_sft", "sql-speed")) for k in keys)  # contrast: fewer methods
+        assert all(f"{task}-tao-n8-seed{s}" in keys and f"{task}-sft-n1-seed{s}" in keys for s in FULL.seeds)
+        assert all(f"{task}-tao-n{n}-seed0" in keys for n in FULL.samples) and f"{task}-bon_sft-n8-seed0" in keys
+        assert f"{task}-tao-n16-seed1" not in keys and f"{task}-bon_sft-n8-seed1" not in keys  # one seed there
+    assert "multitask-multitask-n8-seed0" in keys and "multitask-multitask-n8-seed1" not in keys
+    assert {"sql-probe-n8-seed0", "math-base-n1-seed0"} <= keys
+    assert not any(k.startswith(("sql-sft", "math-bon_sft", "sql-speed", "sql-tao")) for k in keys)  # contrast
+    complete = {c.key for c in plan_suite_cells(COMPLETE, SUITE_METHODS)}
+    assert {"extract-tao-n16-seed2", "arith-bon_sft-n8-seed1", "multitask-multitask-n8-seed2", "sql-tao-n8-seed0"
+            } <= complete
 
 
 def test_smoke_suite_end_to_end_and_resume(datasets, tmp_path):
