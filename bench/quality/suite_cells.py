@@ -80,7 +80,7 @@ def run_suite_cell(cell: SuiteCell, profile: SuiteProfile, paths: Mapping[str, P
     """Run one cell on a fresh model loaded from `model_path` ("smollm2": the bundled model); returns its record."""
     from bench.quality import suite_methods as methods
 
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
 
     def load_model():
         from tao_engine.pretrained import load_pretrained
@@ -116,4 +116,6 @@ def run_suite_cell(cell: SuiteCell, profile: SuiteProfile, paths: Mapping[str, P
         raise ValueError(f"unknown method {cell.method!r}")
     return {"task": cell.task, "method": cell.method, "n": cell.n, "seed": cell.seed, "profile": profile.name,
             "steps": profile.steps if cell.method in ("sft", "bon_sft", "tao", "multitask") else 0,
-            "prompts_per_step": profile.prompts_per_step, "cell_s": time.perf_counter() - start, **out}
+            "prompts_per_step": profile.prompts_per_step, "cell_s": time.perf_counter() - start,
+            # CPU seconds of this process: on a shared machine, what the cell would take with a core to itself
+            "cpu_s": time.process_time() - cpu_start, **out}
