@@ -14,6 +14,7 @@ import ast
 import dataclasses
 import inspect
 import io
+import json
 import re
 import sys
 import textwrap
@@ -32,6 +33,27 @@ class FieldDoc:
     type: str  # as written in the class (annotations are strings under `from __future__ import annotations`)
     default: Any  # dataclasses.MISSING when required
     meaning: str  # "" when the source says nothing
+
+
+def format_default(value: Any) -> str:
+    """A default as it would be written in TOML; unset (None) and required values in words; long text cut."""
+    if value is dataclasses.MISSING:
+        return "(required)"
+    if value is None:
+        return "(unset)"
+    if dataclasses.is_dataclass(value):
+        return "{" + ", ".join(f"{f.name} = {format_default(getattr(value, f.name))}"
+                               for f in dataclasses.fields(value)) + "}"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        text = json.dumps(value, ensure_ascii=False)
+        return text if len(text) <= 60 else text[:56] + '..."'
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(format_default(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {format_default(v)}" for k, v in value.items()) + "}"
+    return repr(value)
 
 
 def field_docs(cls: type, instance: Any = None) -> list[FieldDoc]:

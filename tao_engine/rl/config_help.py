@@ -4,12 +4,9 @@ it lists exactly what `TAOConfig.from_toml` accepts."""
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import textwrap
-from typing import Any
 
-from tao_engine.config_docs import FieldDoc, field_docs
+from tao_engine.config_docs import FieldDoc, field_docs, format_default
 from tao_engine.rl.exploration.config import MixedEntry, TransformConfig
 from tao_engine.rl.exploration.tasks import TaskConfig
 from tao_engine.rl.tao_config import _SECTIONS as SECTIONS
@@ -68,24 +65,3 @@ def _section(heading: str, purpose: str, docs: list[FieldDoc]) -> list[str]:
         if doc.meaning:
             out += textwrap.wrap(doc.meaning, WIDTH, initial_indent="      ", subsequent_indent="      ")
     return out
-
-
-def format_default(value: Any) -> str:
-    """A default as it would be written in TOML; unset (None) and required values in words; long text cut."""
-    if value is dataclasses.MISSING:
-        return "(required)"
-    if value is None:
-        return "(unset)"
-    if dataclasses.is_dataclass(value):
-        return "{" + ", ".join(f"{f.name} = {format_default(getattr(value, f.name))}"
-                               for f in dataclasses.fields(value)) + "}"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        text = json.dumps(value, ensure_ascii=False)
-        return text if len(text) <= 60 else text[:56] + '..."'
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(format_default(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{k} = {format_default(v)}" for k, v in value.items()) + "}"
-    return repr(value)

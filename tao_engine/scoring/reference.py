@@ -11,7 +11,7 @@ import re
 import sys
 from dataclasses import dataclass
 
-from tao_engine.config_docs import FieldDoc, param_docs
+from tao_engine.config_docs import FieldDoc, format_default, param_docs
 from tao_engine.scoring.registry import BUILTIN_SCORERS, import_object
 
 COMMON_KEYS = (
@@ -59,8 +59,6 @@ def _summary(cls: type) -> str:
 
 
 def reference_markdown() -> str:
-    from tao_engine.rl.config_help import format_default
-
     lines = ["# Scorers", "",
              "Generated from `tao_engine.scoring.registry.BUILTIN_SCORERS` by `python -m tao_engine.scoring.reference`"
              " (also `tao-engine scorers`); do not edit by hand.", "",
@@ -83,8 +81,6 @@ def reference_markdown() -> str:
 
 def reference_text(name: str | None = None) -> str:
     """The reference for one scorer (or all of them) as plain text for a terminal."""
-    from tao_engine.rl.config_help import format_default
-
     entries = scorer_entries()
     if name is not None:
         entries = [e for e in entries if e.name == name]
