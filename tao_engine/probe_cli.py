@@ -26,7 +26,7 @@ def add_probe_arguments(parser: argparse.ArgumentParser) -> None:
 def run_probe_command(args: argparse.Namespace, extra: Sequence[str]) -> int:
     from tao_engine.rl.readiness.verdict import NO_GO
     from tao_engine.rl.tao import TAO
-    from tao_engine.tune_cli import load_tao_config
+    from tao_engine.rl.tao_config import load_tao_config
 
     config = load_tao_config(args.config, extra)
     output = Path(args.output) if args.output else None

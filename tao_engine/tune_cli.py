@@ -19,38 +19,9 @@ from contextlib import nullcontext
 from pathlib import Path
 
 
-def split_overrides(extra: Sequence[str]) -> list[str]:
-    """`--a.b value` / `--a.b=value` pairs -> ["a.b=value", ...]; anything else is an error naming it."""
-    out: list[str] = []
-    i = 0
-    while i < len(extra):
-        item = extra[i]
-        if not item.startswith("--") or "." not in item.split("=", 1)[0]:
-            raise ValueError(f"tune: unexpected argument {item!r}; config flags look like --section.field value")
-        key = item[2:]
-        if "=" in key:
-            out.append(key)
-            i += 1
-            continue
-        if i + 1 >= len(extra):
-            raise ValueError(f"tune: flag {item} needs a value")
-        out.append(f"{key}={extra[i + 1]}")
-        i += 2
-    return out
-
-
-def load_tao_config(path: str | None, extra: Sequence[str]):
-    """The TAOConfig of `--config path` (or the defaults) with the `--section.field value` flags applied."""
-    from tao_engine.rl.tao_config import TAOConfig, apply_overrides
-
-    overrides = split_overrides(extra)
-    if path:
-        return TAOConfig.from_toml(path, overrides)
-    return TAOConfig.from_dict(apply_overrides({}, overrides))
-
-
 def run_tune(args: argparse.Namespace, extra: Sequence[str]) -> int:
     from tao_engine.distributed.context import DistributedContext, destroy_process_group, init_process_group
+    from tao_engine.rl.tao_config import load_tao_config
 
     config = load_tao_config(args.config, extra)
     ctx = DistributedContext.from_env(config.distributed)

@@ -32,7 +32,7 @@ def run_flywheel_command(args: argparse.Namespace, extra: Sequence[str]) -> int:
     from tao_engine.flywheel.loop import FlywheelConfig, run_flywheel
     from tao_engine.flywheel.reload_client import ReloadError
     from tao_engine.output_paths import check_output_dir
-    from tao_engine.tune_cli import load_tao_config
+    from tao_engine.rl.tao_config import load_tao_config
 
     if not args.quiet:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -202,6 +202,35 @@ class TAOConfig:
         return out
 
 
+def split_overrides(extra: Sequence[str]) -> list[str]:
+    """`--a.b value` / `--a.b=value` pairs -> ["a.b=value", ...]; anything else is an error naming it."""
+    out: list[str] = []
+    i = 0
+    while i < len(extra):
+        item = extra[i]
+        if not item.startswith("--") or "." not in item.split("=", 1)[0]:
+            raise ValueError(f"tune: unexpected argument {item!r}; config flags look like --section.field value")
+        key = item[2:]
+        if "=" in key:
+            out.append(key)
+            i += 1
+            continue
+        if i + 1 >= len(extra):
+            raise ValueError(f"tune: flag {item} needs a value")
+        out.append(f"{key}={extra[i + 1]}")
+        i += 2
+    return out
+
+
+def load_tao_config(path: str | None, extra: Sequence[str]) -> TAOConfig:
+    """The TAOConfig of `--config path` (or the defaults) with the `--section.field value` flags applied: what
+    `tune`, `probe` and `flywheel` read."""
+    overrides = split_overrides(extra)
+    if path:
+        return TAOConfig.from_toml(path, overrides)
+    return TAOConfig.from_dict(apply_overrides({}, overrides))
+
+
 def apply_overrides(table: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
     """`section.field=value` strings (values in TOML syntax; bare words are strings) applied onto a config table."""
     out = {k: dict(v) if isinstance(v, Mapping) else v for k, v in table.items()}

@@ -128,8 +128,7 @@ def test_prompt_tasks_are_read_and_unconfigured_ones_name_the_task_and_line(tmp_
 
 
 def test_strategies_are_selectable_from_flags():
-    from tao_engine.rl.tao_config import apply_overrides
-    from tao_engine.tune_cli import split_overrides
+    from tao_engine.rl.tao_config import apply_overrides, split_overrides
 
     flags = ["--exploration.strategy", "mixed", "--exploration.mixed", '[{strategy = "reason", n = 3}, '
              '{strategy = "plain", temperature = 0.5, n = 1}]', "--exploration.tokens_budget_per_prompt=512",

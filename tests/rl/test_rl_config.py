@@ -9,8 +9,7 @@ import pytest
 
 from tao_engine.rl.algorithms import ALGORITHMS, AlgorithmConfig
 from tao_engine.rl.prompt_data import PromptCursor, contexts_by_key, load_prompts
-from tao_engine.rl.tao_config import TAOConfig, apply_overrides, parse_value
-from tao_engine.tune_cli import split_overrides
+from tao_engine.rl.tao_config import TAOConfig, apply_overrides, parse_value, split_overrides
 
 
 @pytest.mark.parametrize("name", ALGORITHMS)

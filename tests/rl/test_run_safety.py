@@ -146,7 +146,7 @@ def test_a_failure_mid_run_writes_a_checkpoint_before_it_stops(model_dir, tmp_pa
 
 
 def test_skip_failed_is_set_from_toml_and_the_command_line(tmp_path):
-    from tao_engine.tune_cli import load_tao_config
+    from tao_engine.rl.tao_config import load_tao_config
 
     assert load_tao_config(None, ["--data.skip_failed", "true"]).data.skip_failed is True
     toml = tmp_path / "tao.toml"
