@@ -25,7 +25,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))  # bench/common.py, as every bench script
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: the bench.quality package
+if __package__ in (None, ""):  # run as a script: the repository root makes the bench.quality package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # (imported by tests, `bench` is registered already)
 from common import machine, print_json_line  # noqa: E402
 
 from bench.quality.suite_profiles import SUITE_METHODS, SUITE_PROFILES  # noqa: E402

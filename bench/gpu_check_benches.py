@@ -40,6 +40,7 @@ NOT_OP_BENCHES = (
     "bench_tao_step.py",  # end to end: one TAO step against TRL
     "bench_quality.py",  # end to end: hours of tuning
     "bench_distributed.py",  # data-parallel TAO steps on the CPU (gloo)
+    "bench_tune_memory.py",  # end to end: a tuning run's peak memory
 )
 
 

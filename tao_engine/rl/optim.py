@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.autograd.graph import increment_version
 
 from tao_engine.config_dict import dataclass_from_dict
 from tao_engine.rl.master_weights import MasterWeights
@@ -220,6 +221,11 @@ class GuardedStep:
             self.scaler.update()
         else:
             self.optimizer.step()
+        if self.optimizer.defaults.get("fused"):
+            # The fused kernel writes the parameters without bumping their version counters, by which an Engine
+            # sharing these weights sees an update (its prompt KV of the old weights would be reused otherwise).
+            for p in params:
+                increment_version(p)
         if self.scheduler is not None:
             self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)

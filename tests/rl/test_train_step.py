@@ -11,6 +11,7 @@ import torch
 
 from tao_engine.engine import Engine, EngineConfig, SamplingParams
 from tao_engine.rl.algorithms import AlgorithmConfig
+from tao_engine.rl.optim import OptimConfig, build_optimizer
 from tao_engine.rl.reference import frozen_copy
 from tao_engine.rl.rollouts import rollout
 from tao_engine.rl.trainer import TrainConfig, train_step
@@ -113,15 +114,27 @@ def test_micro_batches_accumulate_to_the_whole_batch_gradient():
     assert all(not torch.equal(results[0][k], initial[k]) for k in results[0])  # the update is not trivially zero
 
 
-def test_the_engine_samples_from_the_updated_module():
+@pytest.mark.parametrize("optimizer_kind", ["torch", "build_optimizer"])
+def test_the_engine_samples_from_the_updated_module(optimizer_kind):
+    # build_optimizer's fused AdamW writes the weights without bumping their version counters, by which the engine
+    # sees an update; GuardedStep bumps them, so a user's own Engine drops its prompt KV of the old weights.
     model = _model()
     engine = _engine(model)
     ro = _scored(engine, seed=1)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-2)
+    if optimizer_kind == "torch":
+        optimizer = torch.optim.AdamW(model.parameters(), lr=5e-2)
+    else:
+        optimizer = build_optimizer(model, OptimConfig(lr=5e-2))
+        assert optimizer.defaults.get("fused")
     before = _scored(engine, seed=99).raw_logprobs
     train_step(model, ro, optimizer, TrainConfig())
-    after = _scored(engine, seed=99).raw_logprobs
-    assert before[0][0][0] != after[0][0][0]  # first token's log-prob under new weights, no copy, no sync
+    after = _scored(engine, seed=99)
+    assert before[0][0][0] != after.raw_logprobs[0][0][0]  # first token's log-prob under new weights, no copy, no sync
+    # ... and all of it under the new weights: a fresh engine on the updated module samples the same tokens with the
+    # same log-probs (the same computation, bit for bit), where prompt KV of the old weights would shift them.
+    fresh = _scored(_engine(model), seed=99)
+    assert after.completion_token_ids == fresh.completion_token_ids
+    assert after.raw_logprobs == fresh.raw_logprobs
 
 
 def test_non_finite_rewards_and_missing_inputs_are_clear_errors():
