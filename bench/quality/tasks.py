@@ -4,7 +4,7 @@ gold completion that SFT trains on, and the label-free scorer specs that TAO tra
 SQL  - correct: the extracted query's result equals the gold query's (quality.sql_eval.execution_match).
        label-free reward: the "sql" verifier's executes + returns-rows parts, the "sql_agreement" result-set
        majority over the group, and a format rule (one ```sql block).
-math - correct: the extracted final number equals the answer (tao_engine.rl.evaluation answers_match).
+math - correct: the extracted final number equals the answer (tao_engine.rl.evaluators answers_match).
        label-free reward: "majority_vote" over the final numbers (TTRL) and a format rule (a final "Answer: <n>").
 """
 
@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from tao_engine.rl.evaluation import answers_match, extract_answer
+from tao_engine.rl.evaluators import answers_match, extract_answer
 
 TASKS = ("sql", "math")
 MATH_EXTRACTOR = "boxed_or_last_number"

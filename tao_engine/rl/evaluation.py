@@ -9,30 +9,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from tao_engine.engine.sampling_params import SamplingParams
+from tao_engine.rl.evaluators import NumericEvaluator
 from tao_engine.rl.prompt_data import PromptRecord, contexts_by_key
 from tao_engine.rl.rollouts import rollout
 from tao_engine.rl.score_rollouts import score
-
-
-def extract_answer(text: str, extractor: str) -> str | None:
-    from tao_engine.scoring import extract
-
-    if extractor == "exact":
-        return text.strip()
-    fn = getattr(extract, extractor, None)
-    if fn is None:
-        raise ValueError(f"evaluate: unknown extractor {extractor!r}")
-    return fn(text)
-
-
-def answers_match(predicted: str | None, expected: Any) -> bool:
-    if predicted is None or expected is None:
-        return False
-    a, b = str(predicted).strip().replace(",", ""), str(expected).strip().replace(",", "")
-    try:
-        return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-9)
-    except ValueError:
-        return a == b
 
 
 def evaluate(
@@ -46,8 +26,6 @@ def evaluate(
     """Greedy answers to the eval prompts: {"score": the mean label-free reward the run's scorers give them (what
     training maximizes, not whether they are right), "accuracy": the mean of `evaluator`'s verdicts against the
     labels (tao_engine.rl.evaluators; default "numeric" with `extractor`), over the prompts that carry one}."""
-    from tao_engine.rl.evaluators import NumericEvaluator
-
     evaluator = evaluator if evaluator is not None else NumericEvaluator(extractor)
     sampling = SamplingParams(n=1, temperature=0.0, max_tokens=max_tokens)
     contexts = contexts_by_key(records)

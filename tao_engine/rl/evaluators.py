@@ -45,6 +45,27 @@ def _number(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
+def extract_answer(text: str, extractor: str) -> str | None:
+    from tao_engine.scoring import extract
+
+    if extractor == "exact":
+        return text.strip()
+    fn = getattr(extract, extractor, None)
+    if fn is None:
+        raise ValueError(f"evaluate: unknown extractor {extractor!r}")
+    return fn(text)
+
+
+def answers_match(predicted: str | None, expected: Any) -> bool:
+    if predicted is None or expected is None:
+        return False
+    a, b = str(predicted).strip().replace(",", ""), str(expected).strip().replace(",", "")
+    try:
+        return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-9)
+    except ValueError:
+        return a == b
+
+
 @dataclass(frozen=True)
 class NumericEvaluator:
     name: ClassVar[str] = "numeric"
@@ -58,8 +79,6 @@ class NumericEvaluator:
         return None if _number(answer) is not None else f'"answer" {answer!r} is not a number (evaluator "numeric")'
 
     def score(self, reply: str, context: Mapping[str, Any]) -> float:
-        from tao_engine.rl.evaluation import extract_answer
-
         got, want = _number(extract_answer(reply, self.extractor)), _number(context["answer"])
         return float(got is not None and want is not None and math.isclose(got, want, rel_tol=1e-9, abs_tol=1e-9))
 
@@ -188,8 +207,6 @@ def evaluators_for(run_evaluator: str, extractor: str, tasks: Mapping[str, Any])
 def check_eval_labels(records: Sequence[Any], path: Any, evaluators: Mapping[str | None, Any]) -> None:
     """Every eval line carries the label its evaluator needs (single task); with tasks, some line does (a task without
     labels, such as open chat, reports its label-free score only). Errors name the file line and the missing key."""
-    from tao_engine.rl.prompt_data import check_eval_answers
-
     if set(evaluators) == {None}:
         check_eval_answers(records, path, every=True, evaluator=evaluators[None])
         return
@@ -200,6 +217,24 @@ def check_eval_labels(records: Sequence[Any], path: Any, evaluators: Mapping[str
         raise ValueError(f"[data] eval {path}: no line has the label its task's evaluator needs ({record.source or '?'}"
                          f": {why}, evaluator {evaluator.name!r}); give eval prompts their labels, or leave [data] "
                          "eval out")
+
+
+def check_eval_answers(records: Sequence[Any], path: Any, every: bool, evaluator: Any = None) -> None:
+    """An eval file is a labeled probe: without labels its eval_score would be only the label-free reward of greedy
+    answers, reported as if it measured something. The labels are what `evaluator` needs (tao_engine.rl.evaluators;
+    None: a numeric "answer"). `every`: each line needs them (a single-task run, where a missing label would count as
+    a miss); otherwise (per-task evals) at least one line."""
+    if evaluator is None:
+        evaluator = NumericEvaluator()
+    problems = [(r.source or "?", evaluator.problem(r.context)) for r in records]
+    missing = [(where, why) for where, why in problems if why is not None]
+    if len(missing) == len(records):
+        raise ValueError(f"[data] eval {path}: no line has the label evaluator {evaluator.name!r} needs ("
+                         f"{missing[0][0]}: {missing[0][1]}); give each eval prompt its label, or leave [data] eval "
+                         "out")
+    if every and missing:
+        raise ValueError(f"{missing[0][0]}: this eval prompt lacks its label: {missing[0][1]} ({len(missing)} of "
+                         f"{len(records)} lines); give each eval prompt its label for evaluator {evaluator.name!r}")
 
 
 def explain_eval(evaluators: Mapping[str | None, Any]) -> dict[str, str]:

@@ -187,23 +187,3 @@ def keep_runnable(records: Sequence[PromptRecord], engine: Any, max_tokens: int,
     if not kept:
         raise ValueError(f"every {what} was skipped as unable to run; the first: {skipped[0]}")
     return kept, skipped
-
-
-def check_eval_answers(records: Sequence[PromptRecord], path: str | Path, every: bool, evaluator: Any = None) -> None:
-    """An eval file is a labeled probe: without labels its eval_score would be only the label-free reward of greedy
-    answers, reported as if it measured something. The labels are what `evaluator` needs (tao_engine.rl.evaluators;
-    None: a numeric "answer"). `every`: each line needs them (a single-task run, where a missing label would count as
-    a miss); otherwise (per-task evals) at least one line."""
-    if evaluator is None:
-        from tao_engine.rl.evaluators import NumericEvaluator
-
-        evaluator = NumericEvaluator()
-    problems = [(r.source or "?", evaluator.problem(r.context)) for r in records]
-    missing = [(where, why) for where, why in problems if why is not None]
-    if len(missing) == len(records):
-        raise ValueError(f"[data] eval {path}: no line has the label evaluator {evaluator.name!r} needs ("
-                         f"{missing[0][0]}: {missing[0][1]}); give each eval prompt its label, or leave [data] eval "
-                         "out")
-    if every and missing:
-        raise ValueError(f"{missing[0][0]}: this eval prompt lacks its label: {missing[0][1]} ({len(missing)} of "
-                         f"{len(records)} lines); give each eval prompt its label for evaluator {evaluator.name!r}")

@@ -12,15 +12,12 @@ Scorers may expose `metrics() -> dict[str, float]`: counters or means since the 
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
-import inspect
 import math
 from collections.abc import Awaitable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from tao_engine.scoring.scorer_process import ScorerTimeout
+from tao_engine.scoring.scorer_process import resolve
 
 Scores = list[float | None]
 
@@ -80,29 +77,6 @@ def check_scorer(scorer: object) -> None:
     if not is_group_scorer(scorer) and not callable(getattr(scorer, "score", None)):
         raise TypeError(f"scorer {name!r} needs a `score(prompts, completions, **context)` or "
                         f"`score_groups(prompts, groups, **context)` method")
-
-
-def resolve(value: Any, timeout_s: float | None = None) -> Any:
-    """Await `value` when it is awaitable (asyncio.run, or a worker thread's loop when a loop already runs here)."""
-    if not inspect.isawaitable(value):
-        return value
-
-    async def _wait() -> Any:
-        if timeout_s is None:
-            return await value
-        try:
-            return await asyncio.wait_for(value, timeout_s)
-        except TimeoutError:
-            raise ScorerTimeout(f"the scorer's coroutine ran past timeout_s={timeout_s}s and was cancelled") from None
-
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(_wait())
-    # Called from inside a running loop (a notebook, an async server): that loop cannot be re-entered, so the
-    # coroutine gets its own loop on a worker thread while this call blocks.
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(asyncio.run, _wait()).result()
 
 
 def check_scores(values: Any, expected: int, what: str) -> Scores:

@@ -16,6 +16,8 @@ frames on stdin and answers on a private copy of stdout (the scorer's own prints
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import inspect
 import io
 import os
@@ -46,6 +48,29 @@ def is_async_scorer(scorer: object) -> bool:
     """Whether the scorer's scoring method is a coroutine function (a FunctionScorer: its wrapped function)."""
     method = getattr(scorer, "score_groups", None) or getattr(scorer, "score", None)
     return inspect.iscoroutinefunction(method) or inspect.iscoroutinefunction(getattr(scorer, "fn", None))
+
+
+def resolve(value: Any, timeout_s: float | None = None) -> Any:
+    """Await `value` when it is awaitable (asyncio.run, or a worker thread's loop when a loop already runs here)."""
+    if not inspect.isawaitable(value):
+        return value
+
+    async def _wait() -> Any:
+        if timeout_s is None:
+            return await value
+        try:
+            return await asyncio.wait_for(value, timeout_s)
+        except TimeoutError:
+            raise ScorerTimeout(f"the scorer's coroutine ran past timeout_s={timeout_s}s and was cancelled") from None
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(_wait())
+    # Called from inside a running loop (a notebook, an async server): that loop cannot be re-entered, so the
+    # coroutine gets its own loop on a worker thread while this call blocks.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, _wait()).result()
 
 
 class _CheckingPickler(pickle.Pickler):
@@ -267,8 +292,6 @@ def main() -> None:
         _answer(reply, "error", f"{type(exc).__name__}: {exc}")
         return
     _answer(reply, "ok", None)
-    from tao_engine.scoring.base import resolve
-
     while True:
         try:
             method, args, kwargs = pickle.loads(_read_frame(requests, None))

@@ -31,10 +31,10 @@ from tao_engine.serve.asgi_generation import GenerationResponse
 from tao_engine.serve.errors import AUTHENTICATION, NOT_FOUND, SERVER_ERROR, APIError, bad_request
 from tao_engine.serve.json_body import decode_json_body
 from tao_engine.serve.request_models import ChatCompletionRequest, CompletionRequest
-from tao_engine.serve.server import InferenceServer
+from tao_engine.serve.service import InferenceService
 
 
-def create_app(server: InferenceServer) -> FastAPI:
+def create_app(server: InferenceService) -> FastAPI:
     app = FastAPI(title="tao-engine", docs_url=None, redoc_url=None)
     config = server.config
 

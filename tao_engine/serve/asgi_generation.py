@@ -21,7 +21,7 @@ from tao_engine.serve.engine_loop import ERROR_INVALID, Update
 from tao_engine.serve.errors import SERVER_ERROR, APIError
 from tao_engine.serve.http_server import PEER_EOF
 from tao_engine.serve.openai_responses import Choices, ChunkWriter, ResponseHead, chat_completion, text_completion
-from tao_engine.serve.server import InferenceServer, PreparedRequest
+from tao_engine.serve.service import InferenceService, PreparedRequest
 
 
 class _Updates:
@@ -86,7 +86,7 @@ async def send_json(send: Send, status: int, body: dict[str, Any]) -> None:
 class GenerationResponse(Response):
     """The answer to one prepared /v1/chat/completions or /v1/completions request (JSON or server-sent events)."""
 
-    def __init__(self, server: InferenceServer, prepared: PreparedRequest) -> None:
+    def __init__(self, server: InferenceService, prepared: PreparedRequest) -> None:
         super().__init__(status_code=200)
         self.server, self.prepared = server, prepared
         self.start = time.perf_counter()

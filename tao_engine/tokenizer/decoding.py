@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from tao_engine.tokenizer.tokenizer import Tokenizer
+
+class DecodingTokenizer(Protocol):
+    """What the decoder reads of a tokenizer (tao_engine.tokenizer.Tokenizer has it)."""
+
+    @property
+    def backend(self) -> Any: ...  # the `tokenizers` library's Tokenizer
+
+    @property
+    def clean_up_tokenization_spaces(self) -> bool: ...
 
 # transformers' clean_up_tokenization, applied in this order
 _CLEANUP_REPLACEMENTS = (
@@ -34,7 +41,7 @@ class IncrementalDecoder:
     can still change it.
     """
 
-    def __init__(self, tokenizer: Tokenizer, skip_special_tokens: bool = False) -> None:
+    def __init__(self, tokenizer: DecodingTokenizer, skip_special_tokens: bool = False) -> None:
         self._backend = tokenizer.backend
         self._skip = skip_special_tokens
         self._clean_up = tokenizer.clean_up_tokenization_spaces
