@@ -87,12 +87,17 @@ def diagnostics(res: SuiteResults, task: str, n: int) -> dict[str, Any]:
         values = [h[key] for h in rows if isinstance(h.get(key), (int, float)) and not math.isnan(h[key])]
         return sum(values) / len(values) if values else math.nan
 
+    def reply_tokens(rows) -> float:  # mean tokens of the greedy test replies: a collapse to short answers shows here
+        evals = [r["eval"] for r in rows if r.get("eval") and r["eval"].get("total")]
+        return sum(e["completion_tokens"] / e["total"] for e in evals) / len(evals) if evals else math.nan
+
     firsts = [r["history"][0] for r in cells if r.get("history")]
     lasts = [r["history"][-1] for r in cells if r.get("history")]
     return {"pass_rate": mean("pass_rate"), "reward_pair_acc": mean("reward_pair_acc"),
             "reward_top_correct": mean("reward_top_correct"), "zero_variance_frac": mean("zero_variance_frac"),
             "entropy_first": mean("entropy", firsts), "entropy_last": mean("entropy", lasts),
             "pass_rate_first": mean("pass_rate", firsts), "pass_rate_last": mean("pass_rate", lasts),
+            "reply_tokens_base": reply_tokens(res.cells(task, "base", 1)), "reply_tokens_tao": reply_tokens(cells),
             "best_steps": [r.get("best_step") for r in cells], "stopped": [r.get("stopped") for r in cells]}
 
 
@@ -134,16 +139,18 @@ def render(res: SuiteResults, profile: SuiteProfile, header: str, plots: Sequenc
               "often the label-free reward ranks a right answer above a wrong one of the same group (0.5 = no "
               "signal); top right = groups whose top-rewarded answer is right; zero-var = groups with all rewards "
               "equal (no gradient); entropy = mean -log p of the sampled tokens, first step -> last; best step = "
-              "the held-out label-free score's pick (final model), per seed.", "",
-              "| task | pass rate | pair acc | top right | zero-var | entropy | best step | stopped early |",
-              "|---|---|---|---|---|---|---|---|"]
+              "the held-out label-free score's pick (final model), per seed; reply tokens = mean length of the greedy "
+              "test replies, base -> TAO (a collapse to short answers that game the reward shows here).", "",
+              "| task | pass rate | pair acc | top right | zero-var | entropy | reply tokens | best step | stopped "
+              "early |", "|---|---|---|---|---|---|---|---|---|"]
     for task in res.tasks:
         d = diagnostics(res, task, n)
         stopped = [s for s in d["stopped"] if s]
         lines.append(f"| {task} | {_num(d['pass_rate_first'])} -> {_num(d['pass_rate_last'])} | "
                      f"{_num(d['reward_pair_acc'])} | {_num(d['reward_top_correct'])} | "
                      f"{_num(d['zero_variance_frac'])} | {_num(d['entropy_first'], 2)} -> "
-                     f"{_num(d['entropy_last'], 2)} | {', '.join(str(b) for b in d['best_steps']) or '-'} | "
+                     f"{_num(d['entropy_last'], 2)} | {_num(d['reply_tokens_base'], 1)} -> "
+                     f"{_num(d['reply_tokens_tao'], 1)} | {', '.join(str(b) for b in d['best_steps']) or '-'} | "
                      f"{'; '.join(stopped) if stopped else '-'} |")
     lines += ["", "## The readiness probe, per task (labeled probe split, before any training)", ""]
     for task in res.tasks:

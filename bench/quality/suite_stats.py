@@ -85,7 +85,8 @@ def targets(res: SuiteResults, n: int, samples: Sequence[int]) -> list[tuple[str
     rows.append(("TAO reaches at least half of SFT's gain over base on every task", len(half) == len(competence),
                  ", ".join(f"{t} TAO {gains[t]:+.3f} vs SFT {sft[t]['mean'] - base[t]['mean']:+.3f}"
                            for t in competence)))
-    match = [t for t in competence if tao[t]["mean"] >= sft[t]["mean"] or not beyond(tao[t], sft[t])]
+    measured_both = [t for t in competence if not (math.isnan(tao[t]["mean"]) or math.isnan(sft[t]["mean"]))]
+    match = [t for t in measured_both if tao[t]["mean"] >= sft[t]["mean"] or not beyond(tao[t], sft[t])]
     rows.append(("TAO matches SFT (within 2 sd) or beats it on at least two tasks", len(match) >= 2,
                  ", ".join(match) or "none"))
     rising = []
@@ -104,10 +105,12 @@ def targets(res: SuiteResults, n: int, samples: Sequence[int]) -> list[tuple[str
     verdicts = {t: (res.probe(t) or {}).get("verdict") for t in res.tasks}
     agree = []
     for t in res.tasks:
-        gained = beyond(tao[t], base[t]) and tao[t]["mean"] > base[t]["mean"]
-        if verdicts[t] is None or math.isnan(tao[t]["mean"]):
+        if verdicts[t] is None:
             continue
-        agree.append((verdicts[t] == "go") == gained if t not in CONTRAST_TASKS else verdicts[t] != "go")
+        if t in CONTRAST_TASKS:  # below the model's competence by construction: any "go" is wrong
+            agree.append(verdicts[t] != "go")
+        elif not math.isnan(tao[t]["mean"]):
+            agree.append((verdicts[t] == "go") == (beyond(tao[t], base[t]) and tao[t]["mean"] > base[t]["mean"]))
     rows.append(("The probe's verdict matches the outcome", all(agree) if agree else None,
                  ", ".join(f"{t}: {verdicts[t]}" for t in res.tasks)))
     ratios = {t: (res.speed(t) or {}).get("tok_s_ratio") for t in competence}
