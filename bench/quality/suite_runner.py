@@ -12,6 +12,7 @@ import gc
 import json
 import multiprocessing
 import os
+import site
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +22,8 @@ from typing import Any
 from bench.quality.cells import write_atomic
 from bench.quality.suite_cells import SuiteCell, plan_suite_cells, run_suite_cell
 from bench.quality.suite_profiles import SuiteProfile
+
+REPO_ROOT = Path(__file__).resolve().parents[2]  # the folder holding the `bench` package
 
 
 @dataclass
@@ -84,7 +87,11 @@ def _run_pool(cells: Sequence[SuiteCell], workers: int, threads: int, profile: S
               paths: Mapping[str, Path], model_path: str, work_dir: Path, result: SuiteResult,
               log: Callable[[str], None]) -> None:
     context = multiprocessing.get_context("spawn")  # a fresh interpreter per worker: no torch state inherited
-    with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+    # A worker unpickles _in_worker by importing `bench.quality`: the repository root is appended to its sys.path
+    # (after site-packages, where an installed PyPI `kernels` stays first). The parent may not have it there: tests
+    # register `bench` without the root on sys.path (tests/bench_quality/conftest.py).
+    with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=site.addsitedir,
+                                                initargs=(str(REPO_ROOT),)) as pool:
         started = {pool.submit(_in_worker, threads, cell, profile, paths, model_path, work_dir): (cell, time.time())
                    for cell in cells}
         for future in concurrent.futures.as_completed(started):

@@ -37,6 +37,8 @@ def test_baseline_isa_kernels_pass_the_cpp_cases():
         """
     )
     env = {**os.environ, "ATEN_CPU_CAPABILITY": "default"}
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
+    # -P: the working directory (the repository root) stays off sys.path, as tests/conftest.py requires
+    done = subprocess.run([sys.executable, "-P", "-c", code], capture_output=True, text=True, timeout=600, env=env,
+                          cwd=ROOT)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     assert " passed" in done.stdout

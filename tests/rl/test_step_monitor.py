@@ -5,10 +5,10 @@ seconds and peak memory beside it."""
 from __future__ import annotations
 
 import json
+import mmap
 import time
 
 import pytest
-import torch
 
 from tao_engine.cli import main
 from tao_engine.rl.step_monitor import PeakMemory, StepMonitor
@@ -20,8 +20,11 @@ def test_each_phase_reports_its_own_peak_and_time():
     monitor = StepMonitor(1, 0, show=False)
     monitor.start_step()
     with monitor.phase("generate"):
-        big = torch.ones(64 * 2**20 // 4)  # 64 MiB, freed before the next phase
-        del big
+        # 64 MiB of fresh anonymous pages, touched, then unmapped before the next phase (an allocator could serve a
+        # tensor from memory a long test session already holds resident, and the peak would not move)
+        big = mmap.mmap(-1, 64 * 2**20)
+        big.write(b"\x01" * len(big))
+        big.close()
     with monitor.phase("update"):
         time.sleep(0.05)
     out = monitor.step_metrics()
