@@ -84,7 +84,6 @@ def shared_prefix_attention_reference(
     # By completion skips the masked sibling blocks (for n completions of length C after a prompt of P, it computes
     # C (P + C) scores per completion instead of C (P + nC)) but gathers each prompt's K/V once per completion, so
     # it is taken while that holds at most twice the rows (short prompts); long prompts keep the group layout.
-    owner_of = torch.tensor(owners, device=device)
     comp_seqs = [i for i, owner in enumerate(owners) if owner != i]
     per_completion_rows = sum(bounds[owners[j] + 1] - bounds[owners[j]] + bounds[j + 1] - bounds[j] for j in comp_seqs)
     per_group_rows = sum(bounds[e] - bounds[p] for p, e in zip(prompts, ends, strict=True))
@@ -92,6 +91,7 @@ def shared_prefix_attention_reference(
         seq_start = torch.tensor(bounds[:-1], device=device)
         seq_len = torch.tensor(bounds, device=device).diff()
         comp_index = torch.tensor(comp_seqs, device=device)
+        owner_of = torch.tensor(owners, device=device)
         out_comp = _by_completion(q, k, v, seq_start[comp_index], seq_len[comp_index],
                                   seq_start[owner_of[comp_index]], seq_len[owner_of[comp_index]], scale)
     else:
@@ -125,6 +125,7 @@ def _by_group(
     same_completion = seq_of_row[q_rows][:, :, None] == seq_of_row[k_rows][:, None, :]  # [G, Cmax, Kmax]
     causal = k_rows[:, None, :] <= q_rows[:, :, None]
     in_prompt = (k_rows < comp_start[:, None])[:, None, :]
+    # Padded queries see the prompt (never empty), so no row is fully masked and no NaN reaches the backward.
     mask = k_valid[:, None, :] & (in_prompt | (same_completion & causal))  # [G, Cmax, Kmax]
     if c_max == 0:  # every completion is empty
         return q.new_empty(0, q.shape[1], q.shape[2])
@@ -154,6 +155,7 @@ def _by_completion(
     k_rows = torch.cat([(prompt_start[:, None] + steps_p).where(p_valid, 0), q_rows], dim=1)  # [J, Pmax + Cmax]
     causal = steps_c[None, :] <= steps_c[:, None]  # [Cmax, Cmax]: own key s visible from query t when s <= t
     own = causal[None] & q_valid[:, None, :]  # [J, Cmax, Cmax]
+    # Padded queries (t >= comp_len) still see their prompt: no row is fully masked, no NaN reaches the backward.
     mask = torch.cat([p_valid[:, None, :].expand(-1, c_max, -1), own], dim=2)  # [J, Cmax, Pmax + Cmax]
     qg = q[q_rows].transpose(1, 2)  # [J, Hq, Cmax, D]
     kg, vg = k[k_rows].transpose(1, 2), v[k_rows].transpose(1, 2)  # [J, Hkv, Pmax + Cmax, D]

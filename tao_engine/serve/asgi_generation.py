@@ -61,8 +61,9 @@ class _Client:
             self.lost()
 
     async def _disconnect(self) -> None:
+        # The body was read before the answer began: any other message until the disconnect carries nothing.
         while (await self.receive())["type"] != "http.disconnect":
-            pass
+            continue
 
     def lost(self) -> None:
         if not self.gone:
