@@ -2,7 +2,7 @@
 in the op docstrings (tao_engine/ops/advantages.py, tao_engine/ops/policy_loss.py). Gradients come from central
 finite differences of the loss value, never from autograd or from the kernels' analytic formulas.
 
-Shared by tests/ops/test_advantages.py, tests/ops/test_policy_loss.py and their tests/kernels/ Triton twins.
+Shared by tests/ops/test_advantages.py and tests/ops/test_policy_loss.py.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
-"""policy_loss: the torch reference and the `cpp` backend (csrc/cpu/policy_loss.cpp) against a plain-math fp64
-implementation (values) and its central finite differences (gradients), tests/ops/rl_plain_math.py. Every ratio
-level, aggregation, KL estimator, dual clip, token weights, float masks, per-token advantages, empty sequences;
-opcheck and torch.compile of the compiled op; errors naming the field."""
+"""policy_loss: every backend (torch reference, `cpp` csrc/cpu/policy_loss.cpp, `triton` kernels/policy_loss.py)
+against a plain-math fp64 implementation (values) and its central finite differences (gradients),
+tests/ops/rl_plain_math.py. Every ratio level, aggregation, KL estimator, dual clip, token weights, float masks,
+per-token advantages, empty sequences, strided inputs; opcheck and torch.compile of the compiled op; errors naming
+the field."""
 
 from __future__ import annotations
 
@@ -9,35 +10,30 @@ import pytest
 import torch
 
 from tao_engine import ops
-from tao_engine.ops.extension import extension_status, load_extension
+from tao_engine.ops.extension import load_extension
 from tao_engine.ops.policy_loss_args import LOSS_AGGS
 from tao_engine.ops.registry import BackendUnavailableError, all_ops
 from tests.error_bounds import assert_within_bound
+from tests.ops.conftest import backends
 from tests.ops.policy_loss_cases import CASES, METRICS, case_options, check_against_plain, make_inputs, run_backend
+from tests.ops.rl_plain_math import plain_policy_loss
 from tests.tolerances import bound, check
 
-BACKENDS = ["torch", pytest.param("cpp", marks=pytest.mark.ext)]
-
-
-@pytest.fixture(autouse=True)
-def _needs_extension(request: pytest.FixtureRequest) -> None:
-    if request.node.get_closest_marker("ext") is not None:
-        loaded, why = extension_status()
-        if not loaded:
-            pytest.skip(f"tao_engine._C is not built: {why}")
+BACKENDS = backends("torch", "cpp", "triton")
 
 
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_matches_plain_math(backend, case):
+def test_matches_plain_math(backend, device, case):
     inputs, options = case_options(case)
-    check_against_plain(make_inputs(5, 7, seed=case["seed"], **inputs), backend, **options)
+    check_against_plain(make_inputs(5, 7, seed=case["seed"], device=device, **inputs), backend, **options)
 
 
-@pytest.mark.parametrize(("batch", "time"), [(1, 1), (7, 33), (129, 17)])
+# 1500 tokens: more than one of the Triton kernel's 1024-token chunks
+@pytest.mark.parametrize(("batch", "time"), [(1, 1), (7, 33), (129, 17), (3, 1500)])
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_odd_shapes(backend, batch, time):
-    inputs = make_inputs(batch, time, seed=batch + time, weights=True)
+def test_odd_shapes(backend, device, batch, time):
+    inputs = make_inputs(batch, time, seed=batch + time, weights=True, device=device)
     options = dict(kl_coef=0.1, dual_clip=3.0, clip_high=0.28)
     check_against_plain(inputs, backend, with_grad=batch * time <= 300, **options)
     check_against_plain(inputs, backend, with_grad=False, ratio_level="sequence", loss_agg="seq_mean_token_mean")
@@ -80,23 +76,33 @@ def test_first_step_on_policy_gradient(backend, loss_agg):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_empty_sequences_and_batches(backend):
-    inputs = make_inputs(3, 5, seed=6)
-    inputs["mask"] = torch.zeros(3, 5, dtype=torch.bool)
+def test_empty_sequences_and_batches(backend, device):
+    inputs = make_inputs(3, 5, seed=6, device=device)
+    inputs["mask"] = torch.zeros(3, 5, dtype=torch.bool, device=device)
     for loss_agg in LOSS_AGGS:
         out, grad = run_backend(inputs, backend, loss_agg=loss_agg, max_tokens=4, kl_coef=0.1)
         assert out.loss.item() == 0.0 and (grad == 0).all() and (out.per_token_loss == 0).all()
         assert all(getattr(out, name).item() == 0.0 for name in METRICS)
     for shape in ((0, 5), (3, 0)):
-        empty = {k: torch.zeros(shape) for k in ("logprobs", "old_logprobs")}
-        empty["advantages"] = torch.zeros(shape[:1])
-        out, grad = run_backend({**empty, "mask": torch.ones(shape, dtype=torch.bool)}, backend)
+        empty = {k: torch.zeros(shape, device=device) for k in ("logprobs", "old_logprobs")}
+        empty["advantages"] = torch.zeros(shape[:1], device=device)
+        out, grad = run_backend({**empty, "mask": torch.ones(shape, dtype=torch.bool, device=device)}, backend)
         assert out.loss.item() == 0.0 and grad.shape == shape and out.per_token_loss.shape == shape
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_gradient_reaches_logprobs_only_and_scales_with_upstream(backend):
-    inputs = make_inputs(5, 7, seed=7, per_token_adv=True, weights=True)
+def test_no_grad_matches_plain_math(backend, device):
+    inputs = make_inputs(4, 6, seed=7, device=device)
+    with torch.no_grad():
+        out = ops.policy_loss(**inputs, backend=backend)
+    assert not out.loss.requires_grad
+    plain = torch.tensor(plain_policy_loss(**inputs, with_grad=False)["loss"], dtype=torch.float64)
+    check("policy_loss", out.loss, plain, **inputs)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_gradient_reaches_logprobs_only_and_scales_with_upstream(backend, device):
+    inputs = make_inputs(5, 7, seed=7, per_token_adv=True, weights=True, device=device)
     inputs = {k: v.nan_to_num(0.0, 0.0, 0.0) if v is not None else None for k, v in inputs.items()}
     leaves = {k: v.clone().requires_grad_() for k, v in inputs.items() if v is not None and v.dtype.is_floating_point}
     out = ops.policy_loss(**{**inputs, **leaves}, kl_coef=0.1, backend=backend)
@@ -114,8 +120,8 @@ def test_gradient_reaches_logprobs_only_and_scales_with_upstream(backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_bad_input_names_the_field(backend):
-    x = make_inputs(3, 4, seed=8, ref=False)
+def test_bad_input_names_the_field(backend, device):
+    x = make_inputs(3, 4, seed=8, ref=False, device=device)
     call = lambda **kw: ops.policy_loss(**{**x, **kw}, backend=backend)  # noqa: E731
     with pytest.raises(ValueError, match="kl_coef = 0.1 adds a KL penalty.*ref_logprobs is None"):
         call(kl_coef=0.1)
@@ -134,7 +140,7 @@ def test_bad_input_names_the_field(backend):
     with pytest.raises(ValueError, match=r"old_logprobs must have shape \[B, T\]"):
         call(old_logprobs=x["old_logprobs"][:, :3])
     with pytest.raises(ValueError, match=r"advantages must have shape \[B\]"):
-        call(advantages=torch.zeros(4))
+        call(advantages=torch.zeros(4, device=device))
     with pytest.raises(ValueError, match="mask must be a bool or floating-point tensor"):
         call(mask=x["mask"].long())
     with pytest.raises(ValueError, match=r"logprobs must be a 2-D \[B, T\] tensor"):
@@ -143,15 +149,21 @@ def test_bad_input_names_the_field(backend):
         call(clip_ratio=0.2)
 
 
-@pytest.mark.ext
-def test_cpp_reads_strided_inputs_in_place():
-    inputs = make_inputs(6, 9, seed=9, per_token_adv=True, weights=True, float_mask=True)
+@pytest.mark.parametrize("loss_agg", ["token_mean", "seq_mean_token_sum"])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_strided_inputs(backend, device, loss_agg):
+    inputs = make_inputs(6, 9, seed=9, per_token_adv=True, weights=True, float_mask=True, device=device)
     strided = {k: v.t().contiguous().t() if v is not None else None for k, v in inputs.items()}
     assert not strided["old_logprobs"].is_contiguous()
-    expected, grad = run_backend(inputs, "cpp", kl_coef=0.2, kl_type="k2")
-    got, strided_grad = run_backend(strided, "cpp", kl_coef=0.2, kl_type="k2")
-    assert got.loss.item() == expected.loss.item()
-    torch.testing.assert_close(strided_grad, grad, atol=0, rtol=0)
+    options = dict(kl_coef=0.2, kl_type="k2", loss_agg=loss_agg)
+    expected, grad = run_backend(inputs, backend, **options)
+    got, strided_grad = run_backend(strided, backend, **options)
+    plain = plain_policy_loss(**inputs, **options)
+    check("policy_loss", got.loss, torch.tensor(plain["loss"], dtype=torch.float64), **inputs, **options)
+    check("policy_loss_grad", strided_grad, plain["grad"], **inputs, **options)
+    if backend != "torch":  # the kernels read the strides in place, in the same order: bit for bit the same
+        assert got.loss.item() == expected.loss.item()
+        assert torch.equal(strided_grad, grad)
 
 
 @pytest.mark.ext
