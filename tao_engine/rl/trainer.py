@@ -4,11 +4,12 @@
 policy is the very module the engine generates with: after the optimizer step the engine's next `generate` samples
 from the new weights, with no copy and no sync.
 
-Every forward goes through `completion_logprobs` (the prompt of a group is forwarded once for its n completions, and
-log-probs come from `ops.linear_logprobs`, never a [tokens, vocab] tensor); the loss through `ops.policy_loss` and
-the advantages through `ops.group_advantages`. Groups are split into `num_minibatches` optimizer steps, and each
-minibatch into micro-batches of at most `max_tokens_per_forward` tokens whose gradients accumulate; micro-batch
-losses are weighted so that the accumulated gradient equals the whole minibatch's.
+Every forward (old, reference, new) goes through one `PolicyForward`, with one autocast, into `completion_logprobs`
+(the prompt of a group is forwarded once for its n completions, and log-probs come from `ops.linear_logprobs`, never
+a [tokens, vocab] tensor); the loss through `ops.policy_loss` and the advantages through `ops.group_advantages`.
+Groups are split into `num_minibatches` optimizer steps, and each minibatch into micro-batches of at most
+`max_tokens_per_forward` tokens whose gradients accumulate; micro-batch losses are weighted so that the accumulated
+gradient equals the whole minibatch's.
 """
 
 from __future__ import annotations
@@ -26,9 +27,9 @@ from torch import nn
 from tao_engine import ops
 from tao_engine.rl.algorithms import AlgorithmConfig
 from tao_engine.rl.batching import Minibatch, plan_minibatches
-from tao_engine.rl.logprobs import completion_logprobs
 from tao_engine.rl.lora import has_lora, lora_disabled
 from tao_engine.rl.optim import GuardedStep
+from tao_engine.rl.policy_forward import PolicyForward
 from tao_engine.rl.preference import best_and_worst, dpo_loss, sft_nll
 from tao_engine.rl.rewards import advantage_scale_tensor, comparable_sampler_logprobs, kl_per_token, rewards_tensor
 
@@ -43,7 +44,8 @@ class TrainConfig:
     max_tokens_per_forward: int = 8192  # micro-batch budget: gradient accumulation by tokens
     max_grad_norm: float | None = 1.0  # None = no clipping (the norm is still measured)
     gradient_checkpointing: bool = False  # recompute layer activations in the backward: less memory, one more forward
-    bf16_autocast: bool = True  # on CUDA, run the update's forward under bf16 autocast (no effect on CPU)
+    bf16_autocast: bool = True  # run every forward of the update under bf16 autocast on `autocast_devices`
+    autocast_devices: tuple[str, ...] = ("cuda",)  # ("cuda", "cpu"): CPU too (real there, but slower than fp32)
     seed: int = 0  # minibatch shuffling
 
     def __post_init__(self) -> None:
@@ -55,6 +57,10 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.max_tokens_per_forward must be >= 1, got {self.max_tokens_per_forward}")
         if self.max_grad_norm is not None and self.max_grad_norm <= 0:
             raise ValueError(f"TrainConfig.max_grad_norm must be > 0 (or None), got {self.max_grad_norm}")
+
+    def policy_forward(self, temperature: float) -> PolicyForward:
+        """The settings of every forward of one update (old, reference and new log-probs alike)."""
+        return PolicyForward(temperature, self.shared_prompt, self.bf16_autocast, self.autocast_devices)
 
 
 @dataclass
@@ -103,14 +109,14 @@ def train_step(
     if algo.name == "bon_sft":  # the loss reads each group's best completion only: forward nothing else
         rollouts = rollouts.pick(best_and_worst(rewards)[0].tolist())
         rewards = rewards_tensor(rollouts)  # [P, 1]
-    temperature = _loss_temperature(rollouts, config)
+    forward = config.policy_forward(_loss_temperature(rollouts, config))
     stats = StepStats()
     timings = {"logprob_s": 0.0, "update_s": 0.0}
     start = time.perf_counter()
 
     needs_old = algo.old_logprobs == "trainer" and (algo.epochs * algo.num_minibatches > 1 or algo.kl_in_reward)
-    old_all = _forward_all(policy, rollouts, temperature, config, data_parallel) if needs_old else None
-    ref_all = (_reference_logprobs(policy, reference, rollouts, temperature, config, data_parallel)
+    old_all = _forward_all(policy, rollouts, forward, config, data_parallel) if needs_old else None
+    ref_all = (_reference_logprobs(policy, reference, rollouts, forward, config, data_parallel)
                if algo.needs_reference else None)
     if algo.kl_in_reward:
         assert old_all is not None and ref_all is not None
@@ -129,7 +135,7 @@ def train_step(
         local_advantages = local_advantages * scale
         advantages = local_advantages if shard is None else advantages
     keep = _groups_to_train(algo, rewards, zero_variance)
-    sampler_lp = comparable_sampler_logprobs(rollouts, temperature)  # [B, T] or None
+    sampler_lp = comparable_sampler_logprobs(rollouts, forward.temperature)  # [B, T] or None
     if algo.old_logprobs == "sampler" and sampler_lp is None:
         raise ValueError(
             "train_step: old_logprobs='sampler' needs the sampled distribution to be the trainer's: sample with "
@@ -159,7 +165,7 @@ def train_step(
                 if not mine:
                     continue
                 minibatch_loss += _micro_step(
-                    policy, rollouts, mine, minibatch, algo, config, temperature, local_advantages, local_rewards,
+                    policy, rollouts, mine, minibatch, algo, config, forward, local_advantages, local_rewards,
                     old_all, ref_all, sampler_lp, accum, first_pass=epoch == 0,
                 )
                 ran += 1
@@ -169,7 +175,7 @@ def train_step(
                 # FSDP2: forwards and backwards are collectives, so a rank with fewer micro-batches idles in step.
                 idle = max(0, data_parallel.lockstep_micro_steps(minibatch.micro_batches, shard) - ran)
                 for _ in range(idle):
-                    _idle_micro_step(policy, config, temperature)
+                    _idle_micro_step(policy, config, forward)
                 accum.add("idle_micro_steps", float(idle), mean=False)  # work lost to imbalance across ranks
                 minibatch_loss = data_parallel.sync_gradients(optimizer, minibatch_loss)
             accum.add("loss", minibatch_loss)
@@ -195,22 +201,19 @@ def train_step(
 
 def _micro_step(
     policy, rollouts, micro: Sequence[int], minibatch: Minibatch, algo: AlgorithmConfig, config: TrainConfig,
-    temperature: float, advantages: torch.Tensor, rewards: torch.Tensor, old_all, ref_all, sampler_lp,
+    forward: PolicyForward, advantages: torch.Tensor, rewards: torch.Tensor, old_all, ref_all, sampler_lp,
     accum: _Accumulator, first_pass: bool,
 ) -> float:
     """Forward + backward of one micro-batch (whole groups `micro`); returns its weighted loss."""
     rows = _rows_of_groups(rollouts, micro)  # completion rows, group by group
-    with _update_autocast(policy, config):
-        out = completion_logprobs(
-            policy,
-            [rollouts.prompt_token_ids[g] for g in micro],
-            [rollouts.completion_token_ids[g] for g in micro],
-            temperature,
-            shared_prompt=config.shared_prompt,
-            return_entropy=algo.entropy_coef > 0,
-            max_tokens_per_forward=None,  # the micro-batch already fits the budget
-            gradient_checkpointing=config.gradient_checkpointing,
-        )
+    out = forward.logprobs(
+        policy,
+        [rollouts.prompt_token_ids[g] for g in micro],
+        [rollouts.completion_token_ids[g] for g in micro],
+        max_tokens_per_forward=None,  # the micro-batch already fits the budget
+        return_entropy=algo.entropy_coef > 0,
+        gradient_checkpointing=config.gradient_checkpointing,
+    )
     mask = out.mask
     lp = out.logprobs
     ref = None if ref_all is None else _take(ref_all.logprobs, rows, lp.shape[1])
@@ -254,19 +257,11 @@ def _micro_step(
     return float(weighted.detach())
 
 
-def _idle_micro_step(policy, config: TrainConfig, temperature: float) -> None:
+def _idle_micro_step(policy, config: TrainConfig, forward: PolicyForward) -> None:
     """A forward and backward of one token with a zero loss: the collectives of a real micro-step (every unit's
     all-gather and reduce-scatter, recomputation included), adding exact zeros to the gradients."""
-    with _update_autocast(policy, config):
-        out = completion_logprobs(policy, [[0]], [[[0]]], temperature, shared_prompt=config.shared_prompt,
-                                  gradient_checkpointing=config.gradient_checkpointing)
+    out = forward.logprobs(policy, [[0]], [[[0]]], gradient_checkpointing=config.gradient_checkpointing)
     (out.logprobs.sum() * 0.0).backward()
-
-
-def _update_autocast(policy, config: TrainConfig) -> torch.autocast:
-    """bf16 autocast of the update's forwards on CUDA when configured (a no-op block on CPU)."""
-    device = next(policy.parameters()).device
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16_autocast and device.type == "cuda")
 
 
 def _optimizer_step(guarded: GuardedStep, stats: StepStats, accum: _Accumulator, loss: float) -> None:
@@ -307,25 +302,20 @@ def _groups_to_train(algo: AlgorithmConfig, rewards: torch.Tensor, zero_variance
     return has_reward
 
 
-def _forward_all(module, rollouts, temperature: float, config: TrainConfig, data_parallel=None):
+def _forward_all(module, rollouts, forward: PolicyForward, config: TrainConfig, data_parallel=None):
+    """[B, T] log-probs of every completion without grad (old or reference), computed as the update's are."""
     # Sharded (FSDP2) modules forward with their full weights here: ranks pack different numbers of forwards.
     weights = data_parallel.full_weights(module, "update: log-probs") if data_parallel is not None else nullcontext()
     with torch.no_grad(), weights:
-        return completion_logprobs(
-            module,
-            rollouts.prompt_token_ids,
-            rollouts.completion_token_ids,
-            temperature,
-            shared_prompt=config.shared_prompt,
-            max_tokens_per_forward=config.max_tokens_per_forward,
-        )
+        return forward.logprobs(module, rollouts.prompt_token_ids, rollouts.completion_token_ids,
+                                max_tokens_per_forward=config.max_tokens_per_forward)
 
 
-def _reference_logprobs(policy, reference, rollouts, temperature: float, config: TrainConfig, data_parallel=None):
+def _reference_logprobs(policy, reference, rollouts, forward: PolicyForward, config: TrainConfig, data_parallel=None):
     if reference is not None:
-        return _forward_all(reference, rollouts, temperature, config, data_parallel)
+        return _forward_all(reference, rollouts, forward, config, data_parallel)
     with lora_disabled(policy):  # under LoRA the frozen base weights are the reference: no copy needed
-        return _forward_all(policy, rollouts, temperature, config, data_parallel)
+        return _forward_all(policy, rollouts, forward, config, data_parallel)
 
 
 def _rows_of_groups(rollouts, groups: Sequence[int]) -> list[int]:

@@ -11,6 +11,7 @@ import torch
 
 from tao_engine.engine import Engine, EngineConfig, SamplingParams
 from tao_engine.rl.algorithms import AlgorithmConfig
+from tao_engine.rl.logprobs import completion_logprobs
 from tao_engine.rl.optim import OptimConfig, build_optimizer
 from tao_engine.rl.reference import frozen_copy
 from tao_engine.rl.rollouts import rollout
@@ -179,3 +180,35 @@ def test_gradient_checkpointing_gives_the_same_update():
         results.append({k: v.detach().clone() for k, v in model.named_parameters()})
     _assert_same_update(results, train)
     assert any(not torch.equal(results[0][k], _model().state_dict()[k]) for k in results[0])
+
+
+class _LinearPolicy(torch.nn.Module):
+    """Embeddings through one Linear into the LM head, a policy whose forward bf16 autocast changes (the decoder's
+    add_rms_norm refuses autocast's mix of a bf16 sublayer output and an fp32 residual, so the tiny model cannot)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = torch.nn.Embedding(VOCAB, 16)
+        self.proj = torch.nn.Linear(16, 16)
+        self.lm_head = torch.nn.Linear(16, VOCAB, bias=False)
+
+    def forward(self, ids: torch.Tensor, batch) -> torch.Tensor:
+        return torch.tanh(self.proj(self.embed(ids)))  # [N, 16]
+
+
+def test_the_first_pass_ratio_is_exactly_one_under_autocast():
+    # The old log-probs (a no-grad forward of the whole batch) and the update's come from the same weights, so the
+    # ratio is exactly 1 only when autocast wraps both forwards alike. CPU autocast stands in for CUDA's here.
+    torch.manual_seed(0)
+    policy = _LinearPolicy()
+    sampling = SamplingParams(n=4, temperature=1.0, max_tokens=6, ignore_eos=True, seed=1)
+    ro = _random_rewards(rollout(_engine(_model()), PROMPTS, sampling), seed=0)
+    config = TrainConfig(algorithm=AlgorithmConfig(name="grpo", epochs=2), autocast_devices=("cuda", "cpu"))
+    with torch.no_grad():  # autocast does change this policy's log-probs: the test can tell
+        fp32 = completion_logprobs(policy, ro.prompt_token_ids, ro.completion_token_ids).logprobs
+        bf16 = config.policy_forward(1.0).logprobs(policy, ro.prompt_token_ids, ro.completion_token_ids).logprobs
+    assert not torch.equal(fp32, bf16)
+    optimizer = torch.optim.SGD(policy.parameters(), lr=0.0)  # the weights stay: every pass sees the old policy
+    stats = train_step(policy, ro, optimizer, config)  # 2 epochs: the old log-probs come from the trainer
+    assert stats.metrics["ratio_mean"] == 1.0
+    assert stats.metrics["clip_fraction"] == 0.0

@@ -9,7 +9,7 @@ Off-policy choice. The candidates were not sampled from pi(. | inference prompt)
 pi(y | x_inference) / q(y) has no usable q (the transform discards the reasoning), and pi(y | x_inference) /
 pi(y | x_exploration) is a product over tokens of ratios that span orders of magnitude, so we do not use it. Instead
 the "old" log-probs are the policy's own log-probs of y under the inference-time prompt, computed here at collection
-time with no grad (temperature 1, `completion_logprobs`). The policy-gradient losses then use the ratio
+time with no grad (temperature 1, the trainer's `PolicyForward`). The policy-gradient losses then use the ratio
 pi_theta(y | x_inf) / pi_collect(y | x_inf), clipped by the algorithm's [1 - clip_low, 1 + clip_high]: it is 1 on
 the first pass and keeps later epochs and minibatches (PPO) near the collection-time policy. The effect: the update is
 an advantage-weighted likelihood step toward the better responses (as best-of-N SFT is, weighted by their group
@@ -33,7 +33,7 @@ from torch import nn
 from tao_engine.engine.prompts import PromptLike, encode_prompt
 from tao_engine.engine.sampling_params import SamplingParams
 from tao_engine.rl.exploration.candidate import Candidate
-from tao_engine.rl.logprobs import completion_logprobs
+from tao_engine.rl.policy_forward import PolicyForward
 from tao_engine.rl.rollouts import Rollouts, RolloutTiming
 
 
@@ -104,12 +104,9 @@ def collection_logprobs(
     bf16_autocast: bool = True,
 ) -> list[list[list[float]]]:
     """[P][n][T_k] log p(token) of each completion under the current policy at temperature 1 (no grad)."""
-    device = model.lm_head.weight.device
-    # The same autocast as the trainer's forward, so that old and new log-probs are computed alike.
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16_autocast and device.type == "cuda"):
-        out = completion_logprobs(
-            model, prompt_ids, completion_ids, 1.0, shared_prompt=True, max_tokens_per_forward=max_tokens_per_forward
-        )
+    # The trainer's forward (autocast included), so that old and new log-probs are computed alike.
+    forward = PolicyForward(temperature=1.0, shared_prompt=True, bf16_autocast=bf16_autocast)
+    out = forward.logprobs(model, prompt_ids, completion_ids, max_tokens_per_forward=max_tokens_per_forward)
     rows = out.logprobs.float().cpu()  # [P*n, T], 0 at padding
     lengths = out.lengths.tolist()
     result: list[list[list[float]]] = []
