@@ -1,8 +1,9 @@
 """How a rollout batch is cut for the update: whole groups into minibatches (one optimizer step each), and each
 minibatch into micro-batches that fit a token budget (one forward + backward each, gradients accumulated).
 
-A group never splits: with the shared-prompt forward its n completions attend to one prompt forward. Micro-batch
-losses are weighted by `Minibatch.share`, so the accumulated gradient equals the gradient of the whole minibatch's
+A group never splits: with the shared-prompt forward its n completions attend to one prompt forward. `pack` is the
+one greedy token-budget packer (micro-batches here, forwards in `completion_logprobs`). Micro-batch losses are
+weighted by `Minibatch.share`, so the accumulated gradient equals the gradient of the whole minibatch's
 loss under its aggregation mode.
 """
 
@@ -59,7 +60,8 @@ class MinibatchPlan:
             out.append(
                 Minibatch(
                     groups=groups,
-                    micro_batches=_pack(groups, self.group_tokens, self.max_tokens),
+                    micro_batches=[[groups[i] for i in chunk]
+                                   for chunk in pack([self.group_tokens[g] for g in groups], self.max_tokens)],
                     num_tokens=sum(lengths),
                     num_sequences=sum(1 for n in lengths if n > 0),
                 )
@@ -73,23 +75,27 @@ def plan_minibatches(
     """keep [P] bool: the groups to train on (others are dropped, e.g. zero-variance groups under DAPO)."""
     groups = [g for g in range(len(rollouts.completion_token_ids)) if bool(keep[g])]
     completion_tokens = {g: [len(c) for c in rollouts.completion_token_ids[g]] for g in groups}
-    group_tokens = {}
-    for g in groups:
-        prompt = len(rollouts.prompt_token_ids[g])
-        comps = completion_tokens[g]
-        group_tokens[g] = prompt + sum(comps) if shared_prompt else sum(prompt + c for c in comps)
-    return MinibatchPlan(groups, num_minibatches, max_tokens, seed, group_tokens, completion_tokens)
+    sizes = {g: group_tokens(len(rollouts.prompt_token_ids[g]), completion_tokens[g], shared_prompt) for g in groups}
+    return MinibatchPlan(groups, num_minibatches, max_tokens, seed, sizes, completion_tokens)
 
 
-def _pack(groups: list[int], tokens: dict[int, int], budget: int) -> list[list[int]]:
-    # Greedy in order: a group that alone exceeds the budget still runs, alone.
-    out: list[list[int]] = []
+def group_tokens(prompt_len: int, completion_lens: Sequence[int], shared_prompt: bool) -> int:
+    """Tokens a group puts through the forward: its prompt once (shared) or once per completion, and its completions;
+    an empty completion is not forwarded."""
+    live = [n for n in completion_lens if n]
+    return prompt_len + sum(live) if shared_prompt else prompt_len * len(live) + sum(live)
+
+
+def pack(sizes: Sequence[int], budget: int | None) -> list[list[int]]:
+    """Consecutive items (indices into `sizes`) per chunk, greedily in order, each chunk within `budget` tokens (None:
+    no limit); an item that alone exceeds the budget still runs, alone."""
+    chunks: list[list[int]] = []
     used = 0
-    for g in groups:
-        if out and used + tokens[g] <= budget:
-            out[-1].append(g)
-            used += tokens[g]
+    for i, size in enumerate(sizes):
+        if chunks and (budget is None or used + size <= budget):
+            chunks[-1].append(i)
+            used += size
         else:
-            out.append([g])
-            used = tokens[g]
-    return out
+            chunks.append([i])
+            used = size
+    return chunks

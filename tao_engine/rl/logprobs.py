@@ -19,6 +19,7 @@ from torch import nn
 
 from tao_engine import ops
 from tao_engine.forward_batch import ForwardBatch
+from tao_engine.rl.batching import group_tokens, pack
 
 
 @dataclass
@@ -57,10 +58,10 @@ def completion_logprobs(
     mask = torch.arange(t, device=device)[None, :] < torch.tensor(lengths, device=device, dtype=torch.long)[:, None]
     # Groups with at least one token to score, and their sizes in the forward.
     groups = [g for g, comps in enumerate(completion_ids) if any(comps)]
-    sizes = [_group_tokens(len(prompt_ids[g]), completion_ids[g], shared_prompt) for g in groups]
+    sizes = [group_tokens(len(prompt_ids[g]), [len(c) for c in completion_ids[g]], shared_prompt) for g in groups]
     pieces: list[torch.Tensor] = []
     entropies: list[torch.Tensor] = []
-    for chunk in _pack(sizes, max_tokens_per_forward):
+    for chunk in pack(sizes, max_tokens_per_forward):
         chunk_groups = [groups[i] for i in chunk]
         ids, batch, rows, targets = _build(
             [prompt_ids[g] for g in chunk_groups], [completion_ids[g] for g in chunk_groups], shared_prompt, device
@@ -101,25 +102,6 @@ def _check_inputs(prompt_ids, completion_ids, temperature: float, max_tokens_per
         raise ValueError(
             f"completion_logprobs: max_tokens_per_forward must be >= 1 or None, got {max_tokens_per_forward}"
         )
-
-
-def _group_tokens(prompt_len: int, comps: Sequence[Sequence[int]], shared: bool) -> int:
-    live = [len(c) for c in comps if len(c)]
-    return prompt_len + sum(live) if shared else prompt_len * len(live) + sum(live)
-
-
-def _pack(sizes: list[int], budget: int | None) -> list[list[int]]:
-    """Consecutive groups per forward, greedily, each forward within `budget` tokens unless one group exceeds it."""
-    chunks: list[list[int]] = []
-    used = 0
-    for i, size in enumerate(sizes):
-        if chunks and (budget is None or used + size <= budget):
-            chunks[-1].append(i)
-            used += size
-        else:
-            chunks.append([i])
-            used = size
-    return chunks
 
 
 def _build(
