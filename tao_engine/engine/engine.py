@@ -144,6 +144,12 @@ class Engine:
 
     def add_request(self, prompt: PromptLike, params: SamplingParams, request_id: str | None = None) -> RequestOutput:
         """Queue one prompt; returns its output object, filled in place as steps run (final when `.finished`)."""
+        return self._add_encoded(encode_prompt(prompt, self.tokenizer), params, request_id)
+
+    def _add_encoded(
+        self, encoded: tuple[str | None, list[int]], params: SamplingParams, request_id: str | None = None
+    ) -> RequestOutput:
+        """Queue a prompt already encoded by `encode_prompt`: (its text or None, its token ids)."""
         if not self._requests and self._current_weights_version() != self._weights_version:
             self.weights_updated()
         if not isinstance(params, SamplingParams):
@@ -151,7 +157,7 @@ class Engine:
         request_id = request_id if request_id is not None else f"req-{next(self._ids)}"
         if request_id in self._requests:
             raise ValueError(f"Engine.add_request: request id {request_id!r} is already in use")
-        text, ids = encode_prompt(prompt, self.tokenizer)
+        text, ids = encoded
         seed = resolve_seed(params, self.generator)
         samples = [SampleOutput(index=i) for i in range(params.n)]
         metrics = RequestMetrics(time.perf_counter(), num_prompt_tokens=len(ids))
@@ -405,7 +411,9 @@ class Engine:
         params = [sampling] * len(items) if isinstance(sampling, SamplingParams) else list(sampling)
         if len(params) != len(items):
             raise ValueError(f"sampling: {len(params)} SamplingParams for {len(items)} prompts; give one or one each")
-        return [self.add_request(p, sp) for p, sp in zip(items, params, strict=True)]
+        # Every prompt encoded before any is queued, so that an error names its index and leaves nothing queued.
+        encoded = [encode_prompt(p, self.tokenizer, index=i) for i, p in enumerate(items)]
+        return [self._add_encoded(e, sp) for e, sp in zip(encoded, params, strict=True)]
 
     # ---- stats ----------------------------------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 
 from tao_engine.engine.outputs import FINISH_LENGTH, FINISH_STOP
-from tao_engine.engine.prompts import PromptLike, as_prompt_list, encode_prompt
+from tao_engine.engine.prompts import PromptLike, as_prompt_list
 from tao_engine.engine.sampling_params import SamplingParams
 
 if TYPE_CHECKING:
@@ -204,10 +204,9 @@ def rollout(
     if not sampling.logprobs:
         sampling = dataclasses.replace(sampling, logprobs=True)
     items = as_prompt_list(prompts)
-    # Encoded here, not by the engine, so that an error names the prompt's index.
-    encoded = [encode_prompt(p, engine.tokenizer, index=i) for i, p in enumerate(items)]
     start = time.perf_counter()
-    outputs = engine.generate([ids for _, ids in encoded], sampling, progress=progress, on_progress=on_progress)
+    # The engine encodes the prompts (an error names the prompt's index) and returns their text and ids.
+    outputs = engine.generate(items, sampling, progress=progress, on_progress=on_progress)
     seconds = time.perf_counter() - start
 
     kept: list[int] = []
@@ -228,7 +227,7 @@ def rollout(
     completion_ids = [[s.token_ids for s in ss] for ss in samples]
     return Rollouts(
         prompts=[items[i] for i in kept],
-        prompt_texts=[encoded[i][0] for i in kept],
+        prompt_texts=[out.prompt for out in kept_outputs],
         prompt_token_ids=[out.prompt_token_ids for out in kept_outputs],
         completion_token_ids=completion_ids,
         completion_texts=[[s.text for s in ss] for ss in samples],

@@ -86,3 +86,10 @@ def test_failed_step_reports_the_error_on_the_output():
     # A new request runs normally on the same engine.
     out = engine.generate([list(range(3, 9))], params)[0]
     assert out.error is None and all(len(s.token_ids) == 5 for s in out.samples)
+
+
+def test_a_prompt_that_cannot_be_encoded_is_named_by_its_index_and_nothing_is_queued():
+    engine = _engine(helpers.tiny_model(0, eos_token_id=VOCAB - 1))
+    with pytest.raises(ValueError, match=r"prompts\[1\]"):
+        engine.generate([[1, 2, 3], "text without a tokenizer"], SamplingParams(max_tokens=2))
+    assert not engine.has_unfinished()
