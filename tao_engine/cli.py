@@ -23,34 +23,9 @@ def _cmd_import_gguf(args: argparse.Namespace) -> int:
 
 
 def _cmd_chat(args: argparse.Namespace) -> int:
-    from tao_engine.chat import ChatSession
+    from tao_engine.chat import run_chat
 
-    prompts = args.prompt or []
-    interactive = not prompts
-    if interactive and (sys.stdin is None or sys.stdin.closed):
-        raise ValueError("chat: stdin is closed; pass the messages with --prompt TEXT (repeatable)")
-    session = ChatSession.open(args.model, dtype=args.dtype, system=args.system)
-    if interactive:
-        print("chat with the model; an empty line ends the session", file=sys.stderr)
-    while True:
-        if interactive:
-            try:
-                text = input("you> ")
-            except EOFError:
-                break
-            if not text.strip():
-                break
-        elif prompts:
-            text = prompts.pop(0)
-            print(f"you> {text}")
-        else:
-            break
-        print("model> ", end="", flush=True)
-        for piece in session.reply(text, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                                   top_p=args.top_p, seed=args.seed):
-            print(piece, end="", flush=True)
-        print(f"\n[{session.last_stats}]", file=sys.stderr)
-    return 0
+    return run_chat(args)
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
@@ -134,36 +109,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_import_gguf)
 
     p = sub.add_parser("chat", help="chat with a model directory (default: the bundled SmolLM2)")
-    p.add_argument("--model", default=None, help="HF-layout model directory; default: bundled SmolLM2-135M-Instruct")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-    p.add_argument("--system", default=None, help="system message")
-    p.add_argument("--prompt", action="append", help="a user message (repeatable); none: read from stdin")
-    p.add_argument("--max-new-tokens", type=int, default=128)
-    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=0)
+    from tao_engine.chat import add_chat_arguments
+
+    add_chat_arguments(p)
     p.set_defaults(func=_cmd_chat)
 
     p = sub.add_parser("generate", help="sample completions for a JSONL file of prompts with the paged engine")
-    p.add_argument("--model", default=None, help="HF-layout model directory; default: bundled SmolLM2-135M-Instruct")
-    p.add_argument("--input", required=True, help="JSONL, one object a line: prompt (text: one user turn of the "
-                   "chat template) | messages (a chat) | prompt_token_ids")
-    p.add_argument("--no-chat-template", dest="chat_template", action="store_false", help="send a plain \"prompt\" "
-                   "as raw text instead of one user turn of the model's chat template")
-    p.add_argument("--output", required=True, help="JSONL file to write (atomically)")
-    p.add_argument("--n", type=int, default=1, help="samples per prompt")
-    p.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--top-k", type=int, default=0)
-    p.add_argument("--min-p", type=float, default=0.0)
-    p.add_argument("--max-tokens", type=int, default=128)
-    p.add_argument("--stop", action="append", help="stop string (repeatable)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--logprobs", action="store_true", help="write per-token log-probs")
-    p.add_argument("--dtype", default=None, choices=["float32", "bfloat16"])
-    p.add_argument("--block-size", type=int, default=16)
-    p.add_argument("--max-num-seqs", type=int, default=64)
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    from tao_engine.generate_cli import add_generate_arguments
+
+    add_generate_arguments(p)
     p.set_defaults(func=_cmd_generate)
 
     p = sub.add_parser(

@@ -10,12 +10,14 @@ samples, the others are served, and the command exits 1 saying how many failed.
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from tao_engine.cli_flags import DataclassFlags
 from tao_engine.engine import Engine, EngineConfig, SamplingParams
 from tao_engine.engine.prompt_fit import prompt_problem
 from tao_engine.engine.prompts import as_user_turn, plain_prompt_rendering
@@ -23,6 +25,24 @@ from tao_engine.output_paths import check_output_file
 from tao_engine.text_lines import utf8_lines
 
 _PROMPT_KEYS = ("prompt", "messages", "prompt_token_ids")
+# A command run writes answers (128 tokens, not the 16 of OpenAI's legacy completions that SamplingParams keeps) and
+# the same file gives the same samples run after run (seed 0, not a seed drawn per request).
+SAMPLING = DataclassFlags(SamplingParams(max_tokens=128, seed=0),
+                          ("n", "temperature", "top_p", "top_k", "min_p", "max_tokens", "stop", "seed"))
+ENGINE = DataclassFlags(EngineConfig(), ("dtype", "block_size", "max_num_seqs"))
+
+
+def add_generate_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None, help="HF-layout model directory; default: bundled SmolLM2-135M-Instruct")
+    p.add_argument("--input", required=True, help="JSONL, one object a line: prompt (text: one user turn of the "
+                   "chat template) | messages (a chat) | prompt_token_ids")
+    p.add_argument("--no-chat-template", dest="chat_template", action="store_false", help="send a plain \"prompt\" "
+                   "as raw text instead of one user turn of the model's chat template")
+    p.add_argument("--output", required=True, help="JSONL file to write (atomically)")
+    p.add_argument("--logprobs", action="store_true", help="write per-token log-probs")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    SAMPLING.add_to(p)
+    ENGINE.add_to(p)
 
 
 def read_prompts(path: Path) -> list[tuple[str, Any]]:
@@ -56,11 +76,7 @@ def read_prompts(path: Path) -> list[tuple[str, Any]]:
 def run_generate(args: Any) -> int:
     items = read_prompts(Path(args.input))
     out_path = check_output_file(args.output, "--output")  # before the model loads, not after the work is done
-    sampling = SamplingParams(
-        n=args.n, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, min_p=args.min_p,
-        max_tokens=args.max_tokens, seed=args.seed, stop=tuple(args.stop or ()),
-    )
-    config = EngineConfig(dtype=args.dtype, max_num_seqs=args.max_num_seqs, block_size=args.block_size)
+    sampling, config = SAMPLING.build(args), ENGINE.build(args)
     from tao_engine.bundled import smollm2_dir
 
     engine = Engine(args.model if args.model is not None else smollm2_dir(), config)
@@ -69,7 +85,7 @@ def run_generate(args: Any) -> int:
     prompts = [as_user_turn(prompt, engine.tokenizer, args.chat_template) for _, prompt in items]
     # A prompt that cannot run (bad token ids, too long for prompt + max_tokens) gets its error on its own line;
     # the others are served.
-    problems = [prompt_problem(engine, prompt, args.max_tokens) for prompt in prompts]
+    problems = [prompt_problem(engine, prompt, sampling.max_tokens) for prompt in prompts]
     runnable = [i for i, problem in enumerate(problems) if problem is None]
     start = time.perf_counter()
     outputs = engine.generate([prompts[i] for i in runnable], sampling, progress=not args.quiet) if runnable else []
@@ -92,7 +108,7 @@ def run_generate(args: Any) -> int:
         raise
     stats = engine.stats()
     print(
-        f"{len(items)} prompts x {args.n} samples: {generated} tokens in {elapsed:.1f}s "
+        f"{len(items)} prompts x {sampling.n} samples: {generated} tokens in {elapsed:.1f}s "
         f"({generated / max(elapsed, 1e-9):.1f} tok/s; prefill {stats['prefill_tok/s']:.0f} tok/s, decode "
         f"{stats['decode_tok/s']:.0f} tok/s) -> {out_path}",
         file=sys.stderr,
