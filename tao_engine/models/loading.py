@@ -7,6 +7,7 @@ allocated once (no random init followed by a copy).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import torch
@@ -112,36 +113,43 @@ def load_model(
     if config.tie_word_embeddings:
         expected.pop("lm_head.weight", None)
 
+    skip_head = config.tie_word_embeddings  # a tied head may still be stored: it is the embedding, not read
+    assign_weights(model, model_dir, weight_files(model_dir), expected, device, target_dtype,
+                   f"for {config.architectures[0]}", skip=lambda name: skip_head and name == "lm_head.weight")
+    model.tie_weights()
+    return model.eval()
+
+
+def assign_weights(model: nn.Module, model_dir: Path, files: Iterable[str], expected: Mapping[str, torch.Size],
+                   device: torch.device | str, dtype: torch.dtype, what: str,
+                   skip: Callable[[str], bool] = lambda name: False) -> None:
+    """Assign each tensor of the safetensors `files` in place into `model` (built on the meta device) in `dtype` on
+    `device`: every name in `expected` with its shape, none else (`what` says what the names should belong to, e.g.
+    "for LlamaForCausalLM"), none missing; `skip` names tensors stored but not loaded."""
     loaded: set[str] = set()
-    for shard in weight_files(model_dir):
+    for shard in files:
         path = model_dir / shard
+        tensors = {}
         try:
             with safe_open(str(path), framework="pt", device="cpu") as f:
-                names = list(f.keys())
-                tensors = {}
-                for name in names:
-                    if name.endswith(IGNORED_SUFFIXES) or (config.tie_word_embeddings and name == "lm_head.weight"):
+                for name in f.keys():
+                    if name.endswith(IGNORED_SUFFIXES) or skip(name):
                         continue
                     if name not in expected:
-                        raise ModelLoadError(
-                            f"{path}: unexpected tensor {name!r} for {config.architectures[0]} "
-                            f"(is config.json the right one for these weights?)"
-                        )
+                        raise ModelLoadError(f"{path}: unexpected tensor {name!r} {what} (is config.json the right "
+                                             "one for these weights?)")
                     tensor = f.get_tensor(name)
                     if tuple(tensor.shape) != tuple(expected[name]):
                         raise ModelLoadError(
                             f"{path}: tensor {name!r} has shape {tuple(tensor.shape)}, but config.json implies "
                             f"{tuple(expected[name])}"
                         )
-                    tensors[name] = tensor.to(device=device, dtype=target_dtype)
+                    tensors[name] = tensor.to(device=device, dtype=dtype)
         except SafetensorError as exc:
             raise ModelLoadError(f"{path}: corrupt or unreadable safetensors file ({exc})") from exc
         model.load_state_dict(tensors, strict=False, assign=True)
         loaded.update(tensors)
-
     missing = sorted(set(expected) - loaded)
     if missing:
         shown = ", ".join(missing[:8]) + (" ..." if len(missing) > 8 else "")
         raise ModelLoadError(f"{model_dir}: {len(missing)} weight tensors are missing from the safetensors: {shown}")
-    model.tie_weights()
-    return model.eval()

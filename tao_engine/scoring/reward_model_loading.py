@@ -18,7 +18,13 @@ from torch import nn
 from tao_engine.forward_batch import ForwardBatch
 from tao_engine.models.config import ModelConfig
 from tao_engine.models.decoder import DecoderModel
-from tao_engine.models.loading import IGNORED_SUFFIXES, ModelLoadError, read_config, resolve_dtype, weight_files
+from tao_engine.models.loading import (
+    ModelLoadError,
+    assign_weights,
+    read_config,
+    resolve_dtype,
+    weight_files,
+)
 from tao_engine.models.registry import get_model_class
 
 # Sequence-classification architecture -> the causal LM whose decoder it shares (same `model.*` weights and flags).
@@ -140,34 +146,6 @@ def load_reward_model(
         model = DecoderForSequenceClassification(config, num_labels)
     expected = {name: p.shape for name, p in model.state_dict().items()}
 
-    loaded: set[str] = set()
-    for shard in files:
-        path = model_dir / shard
-        tensors = {}
-        try:
-            with safe_open(str(path), framework="pt", device="cpu") as f:
-                for name in f.keys():
-                    if name.endswith(IGNORED_SUFFIXES):
-                        continue
-                    if name not in expected:
-                        raise ModelLoadError(
-                            f"{path}: unexpected tensor {name!r} for {arch} (the head must be {SCORE_WEIGHT!r} "
-                            "without bias; is config.json the right one for these weights?)"
-                        )
-                    tensor = f.get_tensor(name)
-                    if tuple(tensor.shape) != tuple(expected[name]):
-                        raise ModelLoadError(
-                            f"{path}: tensor {name!r} has shape {tuple(tensor.shape)}, but config.json implies "
-                            f"{tuple(expected[name])}"
-                        )
-                    tensors[name] = tensor.to(device=device, dtype=target_dtype)
-        except SafetensorError as exc:
-            raise ModelLoadError(f"{path}: corrupt or unreadable safetensors file ({exc})") from exc
-        model.load_state_dict(tensors, strict=False, assign=True)
-        loaded.update(tensors)
-
-    missing = sorted(set(expected) - loaded)
-    if missing:
-        shown = ", ".join(missing[:8]) + (" ..." if len(missing) > 8 else "")
-        raise ModelLoadError(f"{model_dir}: {len(missing)} weight tensors are missing from the safetensors: {shown}")
+    assign_weights(model, model_dir, files, expected, device, target_dtype,
+                   f"for {arch} (the head must be {SCORE_WEIGHT!r} without bias)")
     return model.eval()
