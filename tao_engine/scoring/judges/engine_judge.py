@@ -122,6 +122,31 @@ class EngineJudge:
         return out
 
 
+class RatingJudge(EngineJudge):
+    """A judge whose answers rate on the scale [min_score, max_score] (pointwise and group judges)."""
+
+    def __init__(
+        self,
+        model: str | Path | None = None,
+        engine: JudgeEngine | None = None,
+        *,
+        rubric: str | None = None,
+        min_score: float = 0,  # the low end of the rating scale
+        max_score: float = 10,  # the high end of the rating scale
+        max_tokens: int = 256,
+        samples: int = 1,
+        temperature: float | None = None,
+        seed: int = 0,
+        max_response_chars: int | None = 8000,
+        engine_config: Mapping[str, Any] | None = None,
+    ) -> None:
+        check_scale(self.name, min_score, max_score)
+        super().__init__(model, engine, rubric=rubric, max_tokens=max_tokens, samples=samples,
+                         temperature=temperature, seed=seed, max_response_chars=max_response_chars,
+                         engine_config=engine_config)
+        self.min_score, self.max_score = min_score, max_score
+
+
 def mean_or_none(values: Sequence[float | None]) -> float | None:
     present = [v for v in values if v is not None and math.isfinite(v)]
     return sum(present) / len(present) if present else None

@@ -3,17 +3,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+from collections.abc import Sequence
+from functools import partialmethod
 from typing import Any
 
 from tao_engine.scoring.chat_context import per_item, task_text
-from tao_engine.scoring.judges.engine_judge import EngineJudge, JudgeEngine, check_scale, mean_or_none
+from tao_engine.scoring.judges.engine_judge import RatingJudge, mean_or_none
 from tao_engine.scoring.judges.parsing import parse_group_scores
 from tao_engine.scoring.judges.prompts import group_prompt, truncate_middle
 
 
-class GroupJudge(EngineJudge):
+class GroupJudge(RatingJudge):
     """Group scorer: each candidate's score in [min_score, max_score] (mean over `samples` answers); None for a
     candidate no answer scored. An answer with no readable score at all is a parse failure; candidates left out of
     an otherwise readable answer count in `missing_scores`."""
@@ -21,26 +21,9 @@ class GroupJudge(EngineJudge):
     name = "judge_group"
     extra_counters = ("missing_scores",)
 
-    def __init__(
-        self,
-        model: str | Path | None = None,
-        engine: JudgeEngine | None = None,
-        *,
-        rubric: str | None = None,
-        min_score: float = 0,  # the low end of the rating scale
-        max_score: float = 10,  # the high end of the rating scale
-        max_tokens: int = 512,
-        samples: int = 1,
-        temperature: float | None = None,
-        seed: int = 0,
-        max_response_chars: int | None = 4000,
-        engine_config: Mapping[str, Any] | None = None,
-    ) -> None:
-        check_scale(self.name, min_score, max_score)
-        super().__init__(model, engine, rubric=rubric, max_tokens=max_tokens, samples=samples,
-                         temperature=temperature, seed=seed, max_response_chars=max_response_chars,
-                         engine_config=engine_config)
-        self.min_score, self.max_score = min_score, max_score
+    # Every candidate of a prompt in one judge prompt: each reply is shown shorter (4000 characters, not 8000) and
+    # the answer holds n scores (512 tokens, not 256).
+    __init__ = partialmethod(RatingJudge.__init__, max_tokens=512, max_response_chars=4000)
 
     def prompt_for(self, prompt: str, candidates: Sequence[str]) -> str:
         ids = candidate_ids(len(candidates))

@@ -2,42 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 from tao_engine.scoring.chat_context import per_item, task_text
-from tao_engine.scoring.judges.engine_judge import EngineJudge, JudgeEngine, check_scale, mean_or_none
+from tao_engine.scoring.judges.engine_judge import RatingJudge, mean_or_none
 from tao_engine.scoring.judges.parsing import parse_score
 from tao_engine.scoring.judges.prompts import pointwise_prompt, truncate_middle
 
 
-class PointwiseJudge(EngineJudge):
+class PointwiseJudge(RatingJudge):
     """Pointwise scorer: the judge's score in [min_score, max_score] (mean over `samples` answers), None when no
     answer can be read. Candidates of one prompt arrive together, so their judge prompts share a cached prefix."""
 
     name = "judge_pointwise"
-
-    def __init__(
-        self,
-        model: str | Path | None = None,
-        engine: JudgeEngine | None = None,
-        *,
-        rubric: str | None = None,
-        min_score: float = 0,  # the low end of the rating scale
-        max_score: float = 10,  # the high end of the rating scale
-        max_tokens: int = 256,
-        samples: int = 1,
-        temperature: float | None = None,
-        seed: int = 0,
-        max_response_chars: int | None = 8000,
-        engine_config: Mapping[str, Any] | None = None,
-    ) -> None:
-        check_scale(self.name, min_score, max_score)
-        super().__init__(model, engine, rubric=rubric, max_tokens=max_tokens, samples=samples,
-                         temperature=temperature, seed=seed, max_response_chars=max_response_chars,
-                         engine_config=engine_config)
-        self.min_score, self.max_score = min_score, max_score
 
     def prompt_for(self, prompt: str, completion: str) -> str:
         response = truncate_middle(completion, self.max_response_chars)
