@@ -181,26 +181,11 @@ def _cut_at_tag(rendered: str, final_text: str) -> str:
     return rendered[:at] if rendered[at : at + len(_CONTINUE_TAG)] == _CONTINUE_TAG else rendered[:at].rstrip()
 
 
-def render_chat_template(
-    template: str | ChatTemplate,
-    messages: Sequence[Mapping[str, Any]],
-    *,
-    add_generation_prompt: bool = False,
-    tools: Sequence[Mapping[str, Any]] | None = None,
-    documents: Sequence[Mapping[str, Any]] | None = None,
-    continue_final_message: bool | str = False,
-    **variables: Any,
-) -> str:
-    """Render `messages` with a chat template (source text or compiled) as transformers would, to a string."""
+def render_chat_template(template: str | ChatTemplate, messages: Sequence[Mapping[str, Any]], **options: Any) -> str:
+    """Render `messages` with a chat template (source text or compiled) as transformers would, to a string;
+    `options` are ChatTemplate.render's (add_generation_prompt, tools, documents, continue_final_message, variables)."""
     compiled = template if isinstance(template, ChatTemplate) else ChatTemplate(template)
-    return compiled.render(
-        messages,
-        add_generation_prompt=add_generation_prompt,
-        tools=tools,
-        documents=documents,
-        continue_final_message=continue_final_message,
-        **variables,
-    )
+    return compiled.render(messages, **options)
 
 
 def normalize_messages(messages: Any) -> list[dict[str, Any]]:
