@@ -23,6 +23,14 @@ def _strings(value: Any, what: str) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _needles(value: Any, where: str, case_sensitive: bool) -> tuple[str, ...]:
+    """The strings a string scorer looks for (case-folded when it compares case-folded); at least one."""
+    needles = _strings(value, f"{where}: strings")
+    if not needles:
+        raise ValueError(f"{where}: strings must not be empty")
+    return needles if case_sensitive else tuple(s.casefold() for s in needles)
+
+
 @dataclass
 class RegexScorer:
     """1.0 when `pattern` matches the completion (re.search / re.match / re.fullmatch), else 0.0; `negate` flips."""
@@ -115,11 +123,7 @@ class RequiredStringsScorer:
     partial_credit: bool = False  # the fraction of the strings that occur, instead of all or nothing
 
     def __post_init__(self) -> None:
-        self._needles = _strings(self.strings, "required_strings: strings")
-        if not self._needles:
-            raise ValueError("required_strings: strings must not be empty")
-        if not self.case_sensitive:
-            self._needles = tuple(s.casefold() for s in self._needles)
+        self._needles = _needles(self.strings, "required_strings", self.case_sensitive)
 
     def score(self, prompts: Sequence[str], completions: Sequence[str], **context: Any) -> Scores:
         out: Scores = []
@@ -139,11 +143,7 @@ class ForbiddenStringsScorer:
     case_sensitive: bool = True  # false: compare case-folded
 
     def __post_init__(self) -> None:
-        self._needles = _strings(self.strings, "forbidden_strings: strings")
-        if not self._needles:
-            raise ValueError("forbidden_strings: strings must not be empty")
-        if not self.case_sensitive:
-            self._needles = tuple(s.casefold() for s in self._needles)
+        self._needles = _needles(self.strings, "forbidden_strings", self.case_sensitive)
 
     def score(self, prompts: Sequence[str], completions: Sequence[str], **context: Any) -> Scores:
         texts = completions if self.case_sensitive else [c.casefold() for c in completions]
