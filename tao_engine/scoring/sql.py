@@ -7,7 +7,7 @@ naming what the question asks about, and penalize the shapes that game those rew
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -72,14 +72,11 @@ class SqlVerifier:
         self._extract = get_extractor(self.extract)
 
     def score_groups(self, prompts: Sequence[str], groups: Sequence[Sequence[str]], **context: Any) -> list[Scores]:
-        db_paths = context.get("db_path")
         questions = context.get("question")
         messages = context.get("prompt_messages")
         out = []
-        for i, group in enumerate(groups):
-            db = db_paths[i] if db_paths is not None else self.db_path
-            if db is None:
-                raise ValueError("sql: no database: set the scorer's db_path or pass context db_path=[...]")
+        for i, (db, group) in enumerate(zip(group_databases(context, len(groups), self.db_path, "sql"), groups,
+                                            strict=True)):
             question = questions[i] if questions is not None else question_of(
                 prompts[i], messages[i] if messages is not None else None)
             out.append(self._score_group(db, group, question))
@@ -164,6 +161,15 @@ class SqlVerifier:
             out["relevance"] = c["relevance_sum"] / c["relevance_n"]
         self._counts.clear()
         return out
+
+
+def group_databases(context: Mapping[str, Any], count: int, default: str | None, where: str) -> list[str]:
+    """Each group's database: the context's db_path[i] (the prompt's own) when given, else the scorer's db_path."""
+    db_paths = context.get("db_path")
+    dbs = [db_paths[i] if db_paths is not None else default for i in range(count)]
+    if any(db is None for db in dbs):
+        raise ValueError(f"{where}: no database: set the scorer's db_path or pass context db_path=[...]")
+    return dbs
 
 
 def check_limits(where: str, time_limit_s: Any, max_rows: Any, max_result_bytes: Any) -> None:

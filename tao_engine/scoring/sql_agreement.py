@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 
 from tao_engine.scoring.base import Scores
 from tao_engine.scoring.extract import get_extractor
-from tao_engine.scoring.sql import check_limits
+from tao_engine.scoring.sql import check_limits, group_databases
 from tao_engine.scoring.sql_exec import DEFAULT_MAX_RESULT_BYTES, QueryResult, execute_readonly
 from tao_engine.scoring.sql_shape import SHAPE_FLAGS, ShapeChecker
 
@@ -69,23 +69,16 @@ class SqlAgreementScorer:
                     **context: Any) -> list[list[Hashable | None]]:
         """[P][n] each candidate's result-set digest (None: no SQL, failed, too few rows or a rejected shape): the
         clusters the agreement counts. Runs the queries again; the counters of `metrics()` are left as they are."""
-        db_paths = context.get("db_path")
+        dbs = group_databases(context, len(groups), self.db_path, "sql_agreement")
         saved = self._counts.copy()
         try:
-            return [[self._result_key(db_paths[i] if db_paths is not None else self.db_path, c) for c in group]
-                    for i, group in enumerate(groups)]
+            return [[self._result_key(db, c) for c in group] for db, group in zip(dbs, groups, strict=True)]
         finally:
             self._counts = saved
 
     def score_groups(self, prompts: Sequence[str], groups: Sequence[Sequence[str]], **context: Any) -> list[Scores]:
-        db_paths = context.get("db_path")
-        out = []
-        for i, group in enumerate(groups):
-            db = db_paths[i] if db_paths is not None else self.db_path
-            if db is None:
-                raise ValueError("sql_agreement: no database: set the scorer's db_path or pass context db_path=[...]")
-            out.append(self.score_group(db, group))
-        return out
+        dbs = group_databases(context, len(groups), self.db_path, "sql_agreement")
+        return [self.score_group(db, group) for db, group in zip(dbs, groups, strict=True)]
 
     def score_group(self, db: str, group: Sequence[str]) -> Scores:
         keys = [self._result_key(db, completion) for completion in group]  # None = no cluster
