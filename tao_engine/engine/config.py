@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from tao_engine.config_checks import check_positive_ints
 from tao_engine.config_dict import dataclass_from_dict
 
 _DTYPES = ("float32", "bfloat16", "float16", "auto")
@@ -36,10 +37,7 @@ class EngineConfig:
     compile_decode: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("block_size", "max_num_seqs", "max_num_batched_tokens"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"EngineConfig.{name} must be an int >= 1, got {value!r}")
+        check_positive_ints(self, ("block_size", "max_num_seqs", "max_num_batched_tokens"))
         if self.kv_cache_bytes is not None and self.kv_cache_memory_fraction is not None:
             raise ValueError("EngineConfig: give kv_cache_bytes or kv_cache_memory_fraction, not both")
         if self.kv_cache_bytes is not None and (not isinstance(self.kv_cache_bytes, int) or self.kv_cache_bytes < 1):

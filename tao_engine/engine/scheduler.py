@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from tao_engine.config_checks import check_positive_ints
 from tao_engine.config_dict import dataclass_from_dict
 from tao_engine.engine.block_manager import BlockManager
 from tao_engine.engine.sequence import ScheduledSeq, SchedulerOutput, Sequence, SequenceGroup, SequenceStatus
@@ -35,10 +36,7 @@ class SchedulerConfig:
     enable_prefix_caching: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("max_model_len", "max_num_seqs", "max_num_batched_tokens"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"SchedulerConfig.{name} must be an int >= 1, got {value!r}")
+        check_positive_ints(self, ("max_model_len", "max_num_seqs", "max_num_batched_tokens"))
         for name in ("enable_chunked_prefill", "enable_prefix_caching"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"SchedulerConfig.{name} must be true or false, got {getattr(self, name)!r}")

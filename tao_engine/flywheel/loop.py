@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tao_engine.config_checks import check_positive_ints
 from tao_engine.flywheel.manifest import RoundRecord
 from tao_engine.flywheel.reload_client import request_reload
 from tao_engine.flywheel.rounds import round_from_table
@@ -37,12 +38,8 @@ class FlywheelConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.table, str) or not self.table:
             raise ValueError("FlywheelConfig.table must be the path of the inference table (serve --table)")
-        for name in ("every", "max_rounds", "max_prompts"):
-            value = getattr(self, name)
-            if value is None and name != "every":
-                continue
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"FlywheelConfig.{name} must be an int >= 1, got {value!r}")
+        limits = [n for n in ("max_rounds", "max_prompts") if getattr(self, n) is not None]  # None: no limit
+        check_positive_ints(self, ("every", *limits))
         if self.max_prompts is not None and self.max_prompts < self.every:
             raise ValueError(f"FlywheelConfig.max_prompts={self.max_prompts} is below every={self.every}: a round "
                              "would never take the prompts that triggered it; raise max_prompts")

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from tao_engine.config_checks import check_positive_ints
 from tao_engine.config_dict import dataclass_from_dict
 
 
@@ -31,11 +32,8 @@ class ServeConfig:
             raise ValueError(f"ServeConfig.port must be an int in [0, 65535] (0 = any free port), got {self.port!r}")
         if self.api_key is not None and (not isinstance(self.api_key, str) or not self.api_key.strip()):
             raise ValueError("ServeConfig.api_key must be a non-empty string or None (no authentication)")
-        for name in ("max_request_bytes", "max_tokens_cap", "completion_default_max_tokens", "max_n",
-                     "max_queued_requests"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"ServeConfig.{name} must be an int >= 1, got {value!r}")
+        check_positive_ints(self, ("max_request_bytes", "max_tokens_cap", "completion_default_max_tokens", "max_n",
+                                   "max_queued_requests"))
         if self.completion_default_max_tokens > self.max_tokens_cap:
             raise ValueError(
                 f"ServeConfig.completion_default_max_tokens={self.completion_default_max_tokens} is above "
