@@ -42,3 +42,9 @@ def device(request: pytest.FixtureRequest) -> torch.device:
             pytest.skip("needs a CUDA device")
         return torch.device("cuda")
     return torch.device("cpu")
+
+
+def cases(backend: str, *params: tuple) -> list:
+    """Parameter sets that belong to one backend (sizes its kernel runs in test time: triton's interpreter runs a
+    row in tens of milliseconds), each `(backend, *case)` with the backend's markers."""
+    return [pytest.param(backend, *case, marks=MARKS[backend]) for case in params]
