@@ -339,20 +339,11 @@ class TAO:
         return sum(exchange(self.dist, count, "dynamic sampling: count useful groups"))
 
     def _rollout_and_score(self, records: list[PromptRecord], indices: list[int]) -> Rollouts:
-        chosen = [records[i] for i in indices]
-        if self.routing.active:  # exploration strategies or several tasks: their scoring counts as generate
-            with self.monitor.phase("generate", "exploring"):
-                return self.routing.rollout_and_score(self.engine, self.model, chosen)
-        try:
-            with self.monitor.phase("generate", "generating"):
-                out = rollout(self.engine, [r.prompt for r in chosen], self.config.sampling,
-                              skip_failed=self.config.data.skip_failed,
-                              on_progress=self.monitor.samples if self.monitor.shows_progress else None)
-        except RolloutError as exc:  # name the prompt by file:line, not by its place in the batch
-            where = chosen[exc.index].source if exc.index is not None else None
-            raise RolloutError(f"{where}: {exc}" if where else str(exc), exc.index) from None
-        with self.monitor.phase("score", "scoring"):
-            return score(out, self.scorer, contexts_by_key(chosen))
+        # One path for every run: routing samples a single plain task with `rollout`, the others by exploration.
+        return self.routing.rollout_and_score(
+            self.engine, self.model, [records[i] for i in indices], skip_failed=self.config.data.skip_failed,
+            on_progress=self.monitor.samples if self.monitor.shows_progress else None, phase=self.monitor.phase,
+        )
 
     def _evaluate(self, eval_records: list[PromptRecord]) -> dict[str, float]:
         run = self.config.run

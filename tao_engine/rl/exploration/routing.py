@@ -1,7 +1,9 @@
 """`TaskRouting`: the TAO loop's generate-and-score stage when exploration or multi-task is configured.
 
-Each prompt's `task` (None when no tasks are configured) selects its exploration and its scorer. A run whose tasks
-all explore `plain` takes today's path unchanged (`rollout`: the engine's sampler log-probs); otherwise every prompt
+Each prompt's `task` (None when no tasks are configured) selects its exploration and its scorer. A single task that
+explores `plain` (the default run) is sampled by `rollout` and scored as it is: generation and scoring timed apart,
+prompts that cannot run skipped when asked, no exploration metrics. A run whose tasks all explore `plain` also samples
+with `rollout` (the engine's sampler log-probs); otherwise every prompt
 is explored by its task's strategy and the candidates become one `Rollouts` under the inference-time prompts
 (`candidates_to_rollouts`, whose docstring gives the off-policy choice). The choice is per run, not per batch, so
 that batches joined by DAPO's refill always carry log-probs of the same kind. Rewards are computed task by task
@@ -19,7 +21,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from tao_engine.engine.sampling_params import SamplingParams
@@ -28,7 +31,7 @@ from tao_engine.rl.exploration.config import ExplorationConfig
 from tao_engine.rl.exploration.explore import explore
 from tao_engine.rl.exploration.tasks import TaskConfig, check_record_tasks
 from tao_engine.rl.exploration.to_rollouts import candidates_to_rollouts
-from tao_engine.rl.rollouts import Rollouts, rollout
+from tao_engine.rl.rollouts import RolloutError, Rollouts, rollout
 from tao_engine.rl.score_rollouts import score
 
 
@@ -91,8 +94,36 @@ class TaskRouting:
     def check_records(self, records: Sequence[Any], what: str = "prompts") -> None:
         check_record_tasks(records, {t: True for t in self.tasks}, what)
 
-    def rollout_and_score(self, engine: Any, model: Any, records: Sequence[Any]) -> Rollouts:
-        """Explore every record's prompt by its task's strategy, then score each task's prompts with its scorer."""
+    def rollout_and_score(
+        self, engine: Any, model: Any, records: Sequence[Any], skip_failed: bool = False,
+        on_progress: Callable[[int, int], None] | None = None,
+        phase: Callable[[str, str], AbstractContextManager[Any]] | None = None,
+    ) -> Rollouts:
+        """Explore every record's prompt by its task's strategy, then score each task's prompts with its scorer.
+
+        phase(name, label): a context that times a stage (the loop's monitor): "generate" for exploring and its
+        scoring, or, for a single plain task, "generate" and then "score". skip_failed, on_progress: `rollout`'s, for
+        a single plain task."""
+        phase = phase or _untimed
+        if not self.active:
+            return self._plain(engine, records, skip_failed, on_progress, phase)
+        with phase("generate", "exploring"):
+            return self._explore_and_score(engine, model, records)
+
+    def _plain(self, engine: Any, records: Sequence[Any], skip_failed: bool, on_progress: Any, phase: Any) -> Rollouts:
+        try:
+            with phase("generate", "generating"):
+                out = rollout(engine, [r.prompt for r in records], self.sampling, skip_failed=skip_failed,
+                              on_progress=on_progress)
+        except RolloutError as exc:  # name the prompt by file:line, not by its place in the batch
+            where = getattr(records[exc.index], "source", None) if exc.index is not None else None
+            raise RolloutError(f"{where}: {exc}" if where else str(exc), exc.index) from None
+        from tao_engine.rl.prompt_data import contexts_by_key
+
+        with phase("score", "scoring"):
+            return score(out, self.scorers[None], contexts_by_key(records))
+
+    def _explore_and_score(self, engine: Any, model: Any, records: Sequence[Any]) -> Rollouts:
         self.check_records(records)
         tasks = [getattr(r, "task", None) for r in records]
         prompts = [r.prompt for r in records]
@@ -177,6 +208,10 @@ class TaskRouting:
                 out[key] = total / weight
         out.setdefault("score", math.nan)
         return out
+
+
+def _untimed(name: str, label: str) -> AbstractContextManager[None]:
+    return nullcontext()
 
 
 def select_groups(batch: Rollouts, rows: Sequence[int]) -> Rollouts:
