@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from tao_engine.engine.sampling_params import SamplingParams
+from tao_engine.scoring.chat_context import per_item, task_text
 from tao_engine.scoring.judges.prompts import DEFAULT_RUBRIC
 
 DEFAULT_SAMPLED_TEMPERATURE = 0.7
@@ -106,6 +107,14 @@ class EngineJudge:
             self._counters["judge_outputs"] += len(texts)
             answers.append(texts)
         return answers
+
+    def task_texts(self, prompts: Sequence[str], items: Sequence[Any], what: str,
+                   context: Mapping[str, Any]) -> list[str]:
+        """The task each prompt shows the judge (see module docstring), one per item (a completion or a group)."""
+        if len(prompts) != len(items):
+            raise ValueError(f"{self.name}: {len(prompts)} prompts but {len(items)} {what}")
+        return [task_text(p, m, self.name) for p, m in zip(prompts, per_item(context, len(prompts), self.name),
+                                                           strict=True)]
 
     def count_parse_failure(self, count: int = 1) -> None:
         self._counters["parse_failures"] += count

@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from functools import partialmethod
 from typing import Any
 
-from tao_engine.scoring.chat_context import per_item, task_text
 from tao_engine.scoring.judges.engine_judge import RatingJudge, mean_or_none
 from tao_engine.scoring.judges.parsing import parse_group_scores
 from tao_engine.scoring.judges.prompts import group_prompt, truncate_middle
@@ -33,10 +32,7 @@ class GroupJudge(RatingJudge):
     def score_groups(
         self, prompts: Sequence[str], groups: Sequence[Sequence[str]], **context: Any
     ) -> list[list[float | None]]:
-        if len(prompts) != len(groups):
-            raise ValueError(f"{self.name}: {len(prompts)} prompts but {len(groups)} groups")
-        tasks = [task_text(p, m, self.name) for p, m in zip(prompts, per_item(context, len(prompts), self.name),
-                                                              strict=True)]
+        tasks = self.task_texts(prompts, groups, "groups", context)
         judged = [g for g, group in enumerate(groups) if len(group) > 0]
         answers = self.run([self.prompt_for(tasks[g], groups[g]) for g in judged])
         out: list[list[float | None]] = [[] for _ in groups]

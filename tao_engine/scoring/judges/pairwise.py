@@ -14,7 +14,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from tao_engine.scoring.chat_context import per_item, task_text
 from tao_engine.scoring.judges.bradley_terry import fit_bradley_terry
 from tao_engine.scoring.judges.engine_judge import EngineJudge, JudgeEngine
 from tao_engine.scoring.judges.parsing import parse_preference
@@ -80,10 +79,7 @@ class PairwiseJudge(EngineJudge):
     def score_groups(
         self, prompts: Sequence[str], groups: Sequence[Sequence[str]], **context: Any
     ) -> list[list[float | None]]:
-        if len(prompts) != len(groups):
-            raise ValueError(f"{self.name}: {len(prompts)} prompts but {len(groups)} groups")
-        tasks = [task_text(p, m, self.name) for p, m in zip(prompts, per_item(context, len(prompts), self.name),
-                                                              strict=True)]
+        tasks = self.task_texts(prompts, groups, "groups", context)
         requests: list[tuple[int, int, int]] = []  # (group, candidate shown as A, candidate shown as B)
         for g, group in enumerate(groups):
             rng = random.Random(f"{self.seed}:{g}:{prompts[g]}")  # str seeds are stable across processes

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from tao_engine.scoring.chat_context import per_item, task_text
 from tao_engine.scoring.judges.engine_judge import RatingJudge, mean_or_none
 from tao_engine.scoring.judges.parsing import parse_score
 from tao_engine.scoring.judges.prompts import pointwise_prompt, truncate_middle
@@ -22,10 +21,7 @@ class PointwiseJudge(RatingJudge):
         return pointwise_prompt(prompt, response, self.rubric, self.min_score, self.max_score)
 
     def score(self, prompts: Sequence[str], completions: Sequence[str], **context: Any) -> list[float | None]:
-        if len(prompts) != len(completions):
-            raise ValueError(f"{self.name}: {len(prompts)} prompts but {len(completions)} completions")
-        tasks = [task_text(p, m, self.name) for p, m in zip(prompts, per_item(context, len(prompts), self.name),
-                                                              strict=True)]
+        tasks = self.task_texts(prompts, completions, "completions", context)
         answers = self.run([self.prompt_for(t, c) for t, c in zip(tasks, completions, strict=True)])
         scores: list[float | None] = []
         for texts in answers:
