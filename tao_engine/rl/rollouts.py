@@ -129,6 +129,26 @@ class Rollouts:
                                          for per, j in zip(self.scorer_rewards, samples, strict=True)]
         return dataclasses.replace(self, sampling=dataclasses.replace(self.sampling, n=1), **changes)
 
+    def put_scores(self, parts: Sequence[tuple[Sequence[int], Rollouts]]) -> Rollouts:
+        """This batch with the scores of `parts`, each (rows, that `select(rows)` scored): every scored field from
+        them, in this batch's order. A field no part set stays None; rows of a part without it get no scores."""
+        changes: dict[str, Any] = {}
+        for name in self.SCORED:
+            values: list[Any] = [None] * self.num_prompts
+            for rows, part in parts:
+                got = getattr(part, name)
+                for k, g in enumerate(rows):
+                    values[g] = None if got is None else got[k]
+            if all(v is None for v in values):
+                changes[name] = None
+                continue
+            changes[name] = [v if v is not None else self._unscored(name, g) for g, v in enumerate(values)]
+        return dataclasses.replace(self, **changes)
+
+    def _unscored(self, name: str, group: int) -> Any:
+        # A scored field's value for a group no scorer saw: no scorer's scores, or None for each completion.
+        return {} if name == "scorer_rewards" else [None] * len(self.completion_texts[group])
+
     def without_scores(self) -> Rollouts:
         """The same candidates with rewards, per-scorer scores, answers, advantage scales and metrics cleared."""
         return dataclasses.replace(self, reward_metrics=None, **{name: None for name in self.SCORED})

@@ -4,6 +4,8 @@ shared module changes the very next rollout (no weight copy)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -158,3 +160,15 @@ def test_chat_prompts_keep_the_rendered_text_and_decoded_completions(tmp_path):
     assert ro.completion_token_ids == [[s.token_ids for s in o.samples] for o in outs]
     assert ro.completion_texts == [[s.text for s in o.samples] for o in outs]
     assert any(text for text in ro.flat_completion_texts())
+
+
+def test_put_scores_puts_each_scored_part_back_in_its_rows():
+    ro = rollout(_engine(_model()), _prompts([4, 6, 5]), SamplingParams(n=2, max_tokens=3, seed=1))
+    voted = dataclasses.replace(ro.select([2, 0]), rewards=[[1.0, 0.0], [0.5, None]], answers=[["x", "y"], ["x", None]],
+                                scorer_rewards=[{"a": [1.0, 0.0]}, {"a": [0.5, None]}])
+    unvoted = dataclasses.replace(ro.select([1]), rewards=[[0.2, 0.3]], scorer_rewards=[{"b": [0.2, 0.3]}])
+    out = ro.put_scores([([2, 0], voted), ([1], unvoted)])
+    assert out.rewards == [[0.5, None], [0.2, 0.3], [1.0, 0.0]]
+    assert out.scorer_rewards == [{"a": [0.5, None]}, {"b": [0.2, 0.3]}, {"a": [1.0, 0.0]}]
+    assert out.answers == [["x", None], [None, None], ["x", "y"]]  # a part without answer keys: none in its rows
+    assert out.advantage_scale is None and out.completion_token_ids == ro.completion_token_ids

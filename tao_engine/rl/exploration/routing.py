@@ -161,26 +161,15 @@ class TaskRouting:
         from tao_engine.rl.prompt_data import contexts_by_key
 
         tasks = [getattr(r, "task", None) for r in records]
-
-        parts: dict[str, list[Any]] = {name: [None] * len(records) for name in ("rewards", "scorer_rewards", "answers")}
+        parts: list[tuple[list[int], Rollouts]] = []
         metrics: dict[str, float] = {}
         for task, rows in _rows_by_task(tasks).items():
             scored = score(select_groups(batch, rows), self.scorers[task], contexts_by_key([records[i] for i in rows]))
-            for name, values in parts.items():
-                got = getattr(scored, name)
-                for k, i in enumerate(rows):
-                    values[i] = None if got is None else got[k]
+            parts.append((rows, scored))
             prefix = "" if task is None else f"task/{task}/"
             metrics.update({f"{prefix}{k}": v for k, v in (scored.reward_metrics or {}).items()})
         # A task without a voting scorer has no answer keys: the others' keys stay, its rows get none.
-        answers = parts["answers"]
-        if all(a is None for a in answers):
-            answers = None
-        else:
-            answers = [a if a is not None else [None] * len(batch.completion_texts[i]) for i, a in enumerate(answers)]
-        return dataclasses.replace(batch, rewards=[list(r) for r in parts["rewards"]],
-                                   scorer_rewards=parts["scorer_rewards"], answers=answers, reward_metrics=metrics,
-                                   advantage_scale=None)
+        return dataclasses.replace(batch.put_scores(parts), reward_metrics=metrics)
 
     def evaluate(self, engine: Any, records: Sequence[Any], evaluators: Mapping[str | None, Any],
                  max_tokens: int) -> dict[str, float]:
