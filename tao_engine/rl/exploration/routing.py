@@ -88,7 +88,7 @@ class TaskRouting:
 
     @property
     def active(self) -> bool:
-        """False when the run is single-task plain: the loop then keeps its own rollout-and-score path."""
+        """False for a single plain task: `rollout_and_score` then samples with `rollout` and scores as it is."""
         return bool(self.tasks) or self.explorations[None].strategy != "plain"
 
     def check_records(self, records: Sequence[Any], what: str = "prompts") -> None:

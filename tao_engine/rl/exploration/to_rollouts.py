@@ -107,11 +107,6 @@ def collection_logprobs(
     # The trainer's forward (autocast included), so that old and new log-probs are computed alike.
     forward = PolicyForward(temperature=1.0, shared_prompt=True, bf16_autocast=bf16_autocast)
     out = forward.logprobs(model, prompt_ids, completion_ids, max_tokens_per_forward=max_tokens_per_forward)
-    rows = out.logprobs.float().cpu()  # [P*n, T], 0 at padding
-    lengths = out.lengths.tolist()
-    result: list[list[list[float]]] = []
-    r = 0
-    for group in completion_ids:
-        result.append([rows[r + j, : lengths[r + j]].tolist() for j in range(len(group))])
-        r += len(group)
-    return result
+    rows = out.logprobs.float().cpu().tolist()  # [P*n][T], 0 at padding: one conversion for the whole batch
+    flat = iter(row[:n] for row, n in zip(rows, out.lengths.tolist(), strict=True))
+    return [[next(flat) for _ in group] for group in completion_ids]
