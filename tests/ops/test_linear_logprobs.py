@@ -22,6 +22,8 @@ from tao_engine.ops.registry import BackendUnavailableError, all_ops
 from tao_engine.ops.triton_support import kernel_module
 from tests.error_bounds import assert_within_bound, linear_logprobs_grad_bounds
 from tests.ops.conftest import backends, cases
+from tests.ops.linear_logprobs_cases import inputs as _inputs
+from tests.ops.linear_logprobs_cases import reference64 as _reference64
 from tests.tolerances import check
 
 # (N, V, H). For small N the cpp kernels take the vocabulary in blocks of 8192 rows, so V = 9001 spans two blocks
@@ -33,21 +35,6 @@ BLOCKED_SHAPE = (4097, 1100, 5)
 DTYPES = [torch.float32, torch.bfloat16]
 TEMPERATURES = [0.7, 1.0, 1.3]
 KERNELS = backends("cpp", "triton")
-
-
-def _inputs(rows: int, vocab: int, width: int, dtype: torch.dtype, seed: int, device="cpu", scale: float = 3.0):
-    """hidden [N, H], weight [V, H] (logits of std ~scale) and targets [N], fresh for each seed."""
-    gen = torch.Generator().manual_seed(seed)
-    hidden = torch.randn(rows, width, generator=gen).to(dtype)
-    weight = (torch.randn(vocab, width, generator=gen) * scale / width**0.5).to(dtype)
-    targets = torch.randint(0, vocab, (rows,), generator=gen)
-    return hidden.to(device), weight.to(device), targets.to(device)
-
-
-def _reference64(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, temperature: float):
-    # The specification in fp64 (linear_logprobs_reference itself computes in fp32): (logprobs, entropy).
-    logp = torch.log_softmax(hidden.double() @ weight.double().T / temperature, dim=-1)
-    return logp.gather(-1, targets[:, None]).squeeze(-1), -(logp.exp() * logp).sum(-1)
 
 
 def _assert_values(logprobs, entropy, hidden, weight, targets, temperature):
