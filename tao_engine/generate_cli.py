@@ -22,7 +22,7 @@ from tao_engine.engine import Engine, EngineConfig, SamplingParams
 from tao_engine.engine.prompt_fit import prompt_problem
 from tao_engine.engine.prompts import as_user_turn, plain_prompt_rendering
 from tao_engine.output_paths import check_output_file
-from tao_engine.text_lines import utf8_lines
+from tao_engine.text_lines import json_object_lines
 
 _PROMPT_KEYS = ("prompt", "messages", "prompt_token_ids")
 # A command run writes answers (128 tokens, not the 16 of OpenAI's legacy completions that SamplingParams keeps) and
@@ -51,15 +51,7 @@ def read_prompts(path: Path) -> list[tuple[str, Any]]:
         raise FileNotFoundError(f"--input {path}: no such file" if not path.exists() else
                                 f"--input {path} is not a file; give a JSONL file")
     items: list[tuple[str, Any]] = []
-    for number, line in utf8_lines(path):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
-        if not isinstance(record, dict):
-            raise ValueError(f"{path}:{number}: each line must be a JSON object")
+    for number, record in json_object_lines(path):
         present = [k for k in _PROMPT_KEYS if k in record]
         if len(present) != 1:
             raise ValueError(f"{path}:{number}: give exactly one of {list(_PROMPT_KEYS)}, found {present}")

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 
@@ -17,3 +18,18 @@ def utf8_lines(path: str | Path) -> Iterator[tuple[int, str]]:
             except UnicodeDecodeError as exc:
                 raise ValueError(f"{path}:{number}: not UTF-8 text ({exc.reason} at column {exc.start + 1}); save "
                                  "the file as UTF-8") from None
+
+
+def json_object_lines(path: str | Path, expected: str = "a JSON object") -> Iterator[tuple[int, dict]]:
+    """(line number, object) for each non-blank line of a JSONL file; a line that is not JSON, or not an object, is a
+    ValueError naming file:line (`expected` says what each line must be, for that message)."""
+    for number, line in utf8_lines(path):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
+        if not isinstance(obj, Mapping):
+            raise ValueError(f"{path}:{number}: each line must be {expected}")
+        yield number, dict(obj)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any
 import torch
 
 from tao_engine.engine.prompts import PromptLike, as_user_turn
-from tao_engine.text_lines import utf8_lines
+from tao_engine.text_lines import json_object_lines
 
 
 @dataclass(frozen=True)
@@ -52,16 +51,8 @@ def load_prompts(path: str | Path, system_prompt: str | None = None) -> list[Pro
 
 
 def _read_jsonl(path: Path):
-    for number, line in utf8_lines(path):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
-        if not isinstance(obj, Mapping):
-            raise ValueError(f"{path}:{number}: each line must be a JSON object with 'prompt' or 'messages'")
-        yield _record(dict(obj), f"{path}:{number}")
+    for number, obj in json_object_lines(path, "a JSON object with 'prompt' or 'messages'"):
+        yield _record(obj, f"{path}:{number}")
 
 
 def _read_csv(path: Path):
