@@ -1,13 +1,11 @@
 """Only rank 0 writes (metrics, plots, checkpoints, the final model): the other ranks get a metrics log that keeps
-nothing, so the TAO loop calls it the same way on every rank."""
+nothing, so the TAO loop calls it the same way on every rank (tao_engine.rl.parallel_strategy picks which)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-
-from tao_engine.distributed.context import DistributedContext
 
 
 class NullMetricsLog:
@@ -30,14 +28,3 @@ class NullMetricsLog:
 
     def plot_scorers(self) -> list[Path]:
         return []
-
-
-def writes_outputs(ctx: DistributedContext | None) -> bool:
-    """True in a single process and on rank 0."""
-    return ctx is None or ctx.is_main
-
-
-def metrics_log_for(ctx: DistributedContext | None, run_dir: str | Path):
-    from tao_engine.rl.metrics_log import MetricsLog
-
-    return MetricsLog(run_dir) if writes_outputs(ctx) else NullMetricsLog()
