@@ -1,149 +1,335 @@
-"""paged_decode_attention and paged_prefill_attention (torch backend) against an fp64 dense reference that reads
-each sequence's keys and values token by token through the slot formula."""
+"""paged_decode_attention on every backend (torch reference, `cpp` csrc/cpu/paged_attention*.{h,cpp}, `triton`
+kernels/paged_attention.py, flash-attn on a CUDA host) against the reference evaluated in fp64, itself checked against
+an independent dense fp64 attention: odd batches and context lengths, block sizes, GQA, head dims (fast paths and
+generic), fp32 / bf16 / fp16 caches and a q of another dtype, padding entries pointing at poisoned blocks, shared
+blocks, split contexts and tiles, empty contexts and batches, bad input; the cpp op's per-ISA kernel copies, opcheck
+and resolution; flash-attn's probe and refusals everywhere."""
 
 from __future__ import annotations
+
+import importlib.util
+import itertools
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import pytest
 import torch
 
 from tao_engine import ops
+from tao_engine.ops import paged_attention_flash as flash
+from tao_engine.ops.extension import load_extension
+from tao_engine.ops.registry import BackendUnavailableError, all_ops
+from tao_engine.ops.triton_support import kernel_module
+from tests.ops.conftest import backends, cases
+from tests.ops.paged_attention_cases import (
+    assert_matches,
+    decode_inputs,
+    dense_reference,
+    half_of,
+    paged_inputs,
+    reference64,
+)
 from tests.tolerances import check
 
-CONTEXT_LENS = [1, 7, 33, 129]
-QUERY_LENS = [1, 3, 33, 50]  # prefill: the last q_len tokens of each context (33: the whole context, no prefix)
-BLOCK_SIZES = [1, 4, 16]
-HEADS = [(6, 2), (4, 4)]  # (Hq, Hkv): GQA and plain multi-head
-DTYPES = [torch.float32, torch.bfloat16]
-D = 32
-LEAK = 1e3  # value of every cache row outside the contexts: one attended by mistake wrecks the output
+F32, BF16, F16 = torch.float32, torch.bfloat16, torch.float16
+# (lens, block_size, hq, hkv, d, cache dtype, q dtype) per backend: each backend's own sizes (triton's interpreter is
+# slow), GQA groups, the cpp head-dim fast paths (32, 64, 128) and generic ones, q of another dtype than the cache.
+TORCH_CASES = [(lens, bs, hq, hkv, 32, dt, dt) for lens in ([1, 7, 33, 129],) for bs in (1, 4, 16)
+               for hq, hkv in ((6, 2), (4, 4)) for dt in (F32, BF16)]  # fmt: skip
+CPP_CASES = [
+    *((lens, bs, hq, hkv, d, dt, dt) for lens, bs, (hq, hkv), d, dt in itertools.product(
+        ([300], [1, 16, 129], [1, 15, 16, 17, 129, 300, 7]), (16, 8), ((9, 3), (4, 4), (8, 1)), (64, 32), (F32, BF16))),
+    *(([17, 1, 129], 16, 6, 2, d, dt, F32) for d in (128, 36, 7) for dt in (F32, BF16, F16)),
+    *(([15, 300], 16, 9, 3, 64, cache, q) for q, cache in ((F32, BF16), (BF16, F32), (F16, F32))),
+]  # fmt: skip
+TRITON_CASES = [
+    *((lens, bs, hq, hkv, d, dt, dt) for lens, bs, (hq, hkv), d, dt in itertools.product(
+        ([17], [1, 15, 40]), (4, 16), ((4, 2), (3, 1)), (16, 32), (F32, BF16))),
+    *(([1, 15, 40], 16, 3, 1, 16, cache, q) for q, cache in ((F32, BF16), (F16, F16))),
+    ([15, 17], 4, 4, 2, 24, F32, F32),  # a head dim that is not a power of two
+]  # fmt: skip
+KERNELS = backends("cpp", "triton")
 
 
-def paged_cache(context_lens, block_size, hkv, dtype, seed, extra_width=1):
-    """Random caches, each sequence owning shuffled (non-contiguous) blocks; tables padded with 0."""
-    gen = torch.Generator().manual_seed(seed)
-    needed = [-(-n // block_size) for n in context_lens]
-    num_blocks = sum(needed) + 3  # a few blocks nobody owns
-    order = torch.randperm(num_blocks, generator=gen)
-    width = max(needed) + extra_width  # wider than needed: padding entries must be ignored
-    tables = torch.zeros(len(context_lens), width, dtype=torch.int32)
-    start = 0
-    for row, n in enumerate(needed):
-        tables[row, :n] = order[start : start + n].int()
-        start += n
-    k_cache = torch.full((num_blocks, block_size, hkv, D), LEAK)
-    v_cache = torch.full((num_blocks, block_size, hkv, D), -LEAK)
-    for row, n in enumerate(context_lens):
-        slots = slots_of(tables[row], n, block_size)
-        k_cache.view(-1, hkv, D)[slots] = torch.randn(n, hkv, D, generator=gen)
-        v_cache.view(-1, hkv, D)[slots] = torch.randn(n, hkv, D, generator=gen)
-    return k_cache.to(dtype), v_cache.to(dtype), tables, torch.tensor(context_lens, dtype=torch.int32)
+def _expected(backend, q, k, v, tables, ctx, scale):
+    return reference64(q, k, v, tables, ctx, scale, half=half_of(backend, q, k))
 
 
-def slots_of(table: torch.Tensor, n: int, block_size: int) -> torch.Tensor:
-    p = torch.arange(n)
-    return table.long()[p // block_size] * block_size + p % block_size
+@pytest.mark.parametrize(("backend", "lens", "block_size", "hq", "hkv", "d", "cache_dtype", "q_dtype"),
+                         [*cases("torch", *TORCH_CASES), *cases("cpp", *CPP_CASES), *cases("triton", *TRITON_CASES)])
+def test_matches_fp64_reference(backend, device, lens, block_size, hq, hkv, d, cache_dtype, q_dtype):
+    seed = len(lens) * 1000 + block_size * 100 + hq * 10 + d
+    q, k, v, tables, ctx = decode_inputs(lens, block_size, hq, hkv, d, cache_dtype, q_dtype, seed, device)
+    scale = d**-0.5
+    out = ops.paged_decode_attention(q, k, v, tables, ctx, scale, backend=backend)
+    assert_matches(out, _expected(backend, q, k, v, tables, ctx, scale), f"paged_decode_attention {backend}")
 
 
-def dense_reference(q, k_cache, v_cache, tables, context_lens, query_lens, scale):
-    """fp64; q packed [N, Hq, D], query j of sequence b at position ctx_b - q_len_b + j, causal."""
-    hq, hkv, bs = q.shape[1], k_cache.shape[2], k_cache.shape[1]
-    out, row = [], 0
-    for b, (n, t) in enumerate(zip(context_lens.tolist(), query_lens, strict=True)):
-        slots = slots_of(tables[b], n, bs)
-        keys = k_cache.reshape(-1, hkv, D)[slots].double().repeat_interleave(hq // hkv, dim=1)  # [n, Hq, D]
-        values = v_cache.reshape(-1, hkv, D)[slots].double().repeat_interleave(hq // hkv, dim=1)
-        qs = q[row : row + t].double()  # [t, Hq, D]
-        scores = torch.einsum("thd,nhd->htn", qs, keys) * scale
-        q_pos = torch.arange(n - t, n)
-        scores = scores.masked_fill(torch.arange(n)[None, :] > q_pos[:, None], float("-inf"))
-        out.append(torch.einsum("htn,nhd->thd", scores.softmax(-1), values))
-        row += t
-    return torch.cat(out)
+@pytest.mark.parametrize("block_size", [1, 4, 16])
+@pytest.mark.parametrize("query_lens", [[1, 1, 1, 1], [1, 3, 33, 50]], ids=["decode", "prefill"])
+def test_reference_matches_dense_fp64(block_size, query_lens):
+    # The reference is the specification: in fp64 it matches attention written out token by token.
+    seqs = list(zip([1, 7, 33, 129], query_lens, strict=True))
+    q, k, v, cu, tables, ctx = paged_inputs(seqs, block_size, 6, 2, 32, torch.float64, torch.float64, seed=block_size)
+    prefill = query_lens != [1] * 4
+    value = reference64(q, k, v, tables, ctx, 0.3, cu=cu if prefill else None, max_q=max(query_lens))[0]
+    expected = dense_reference(q, k, v, tables, ctx, query_lens, 0.3)
+    check("fp64_recomputation", value, expected)
 
 
-def random_q(n: int, hq: int, dtype: torch.dtype, seed: int) -> torch.Tensor:
-    # Non-contiguous, as q is when it comes out of a fused projection.
-    return torch.randn(n, hq, 2 * D, generator=torch.Generator().manual_seed(seed))[..., :D].to(dtype)
+@pytest.mark.parametrize("backend", backends("torch", "cpp", "triton"))
+def test_int64_tables_and_lens(backend, device):
+    q, k, v, tables, ctx = decode_inputs([129, 16, 1], 8, 4, 4, 32, F32, F32, seed=4, device=device,
+                                         index=torch.int64)  # fmt: skip
+    out = ops.paged_decode_attention(q, k, v, tables, ctx, 0.2, backend=backend)
+    assert_matches(out, _expected(backend, q, k, v, tables, ctx, 0.2))
 
 
-def assert_matches(out: torch.Tensor, expected: torch.Tensor, q, k_cache, v_cache, tables, lens, query_lens, scale):
-    """Within the derived attention bound; the torch reference runs a half cache's attention through SDPA in that
-    dtype, whose fp32 accumulation rounds the weights to it for the P x V product."""
-    assert out.dtype == q.dtype and out.shape == expected.shape
-    half = None if k_cache.dtype == torch.float32 else k_cache.dtype
-    check("paged_attention", out, expected, q=q, k_cache=k_cache, v_cache=v_cache, tables=tables, lens=lens,
-          q_lens=query_lens, scale=scale, output=q.dtype, half=half)
+@pytest.mark.parametrize("backend", backends("triton"))
+def test_padding_entries_are_never_read(backend, device):
+    # Padding entries may hold anything, even ids past the cache: they must never be loaded. (The reference and cpp
+    # read them, as index_select does, and refuse ids past the cache.)
+    q, k, v, tables, ctx = decode_inputs([1, 15, 17], 4, 4, 2, 16, F32, F32, seed=11, device=device)
+    expected = _expected(backend, q, k, v, tables, ctx, 0.25)
+    for row, n in enumerate(ctx.tolist()):
+        tables[row, -(-n // 4) :] = 10**9
+    assert_matches(ops.paged_decode_attention(q, k, v, tables, ctx, 0.25, backend=backend), expected)
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize(("hq", "hkv"), HEADS)
-@pytest.mark.parametrize("block_size", BLOCK_SIZES)
-def test_decode_matches_dense_reference(block_size, hq, hkv, dtype):
-    seed = block_size * 100 + hq
-    k_cache, v_cache, tables, lens = paged_cache(CONTEXT_LENS, block_size, hkv, dtype, seed)
-    q = random_q(len(CONTEXT_LENS), hq, dtype, seed + 1)
-    scale = D**-0.5
-    out = ops.paged_decode_attention(q, k_cache, v_cache, tables, lens, scale, backend="torch")
-    expected = dense_reference(q, k_cache, v_cache, tables, lens, [1] * len(CONTEXT_LENS), scale)
-    assert_matches(out, expected, q, k_cache, v_cache, tables, lens, [1] * len(CONTEXT_LENS), scale)
+@pytest.mark.parametrize("backend", backends("torch", "cpp", "triton"))
+def test_empty_context_gives_zeros_like_the_reference(backend, device):
+    q, k, v, tables, ctx = decode_inputs([5, 17], 8, 4, 2, 32, F32, F32, seed=6, device=device)
+    ctx[0] = 0
+    expected = _expected(backend, q, k, v, tables, ctx, 0.5)
+    assert torch.equal(expected[0][0], torch.zeros_like(expected[0][0]))
+    out = ops.paged_decode_attention(q, k, v, tables, ctx, 0.5, backend=backend)
+    assert torch.equal(out[0], torch.zeros_like(out[0]))
+    assert_matches(out, expected)
+    if backend == "triton":  # and with the context split: every partition of the empty sequence is empty
+        out = kernel_module("paged_attention").paged_decode_attention(q, k, v, tables, ctx, 0.5, num_splits=3)
+        assert_matches(out, expected)
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize(("hq", "hkv"), HEADS)
-@pytest.mark.parametrize("block_size", BLOCK_SIZES)
-def test_prefill_matches_dense_reference(block_size, hq, hkv, dtype):
-    seed = block_size * 100 + hq + 7
-    k_cache, v_cache, tables, lens = paged_cache(CONTEXT_LENS, block_size, hkv, dtype, seed)
-    q = random_q(sum(QUERY_LENS), hq, dtype, seed + 1)
-    cu = torch.tensor([0, *torch.tensor(QUERY_LENS).cumsum(0).tolist()], dtype=torch.int32)
-    scale = 0.3
-    out = ops.paged_prefill_attention(
-        q, k_cache, v_cache, cu, tables, lens, max(QUERY_LENS), max(CONTEXT_LENS), scale, backend="torch"
+@pytest.mark.parametrize("backend", backends("torch", "cpp", "triton"))
+def test_empty_batch(backend, device):
+    q, k, v, tables, ctx = decode_inputs([3], 8, 4, 2, 32, F32, F32, seed=7, device=device)
+    out = ops.paged_decode_attention(q[:0], k, v, tables[:0], ctx[:0], 0.5, backend=backend)
+    assert out.shape == (0, 4, 32) and out.dtype == torch.float32
+
+
+@pytest.mark.parametrize("backend", backends("torch", "cpp", "triton"))
+def test_bad_shapes_raise_the_references_errors(backend, device):
+    q, k, v, tables, ctx = decode_inputs([3, 5], 4, 6, 2, 32, F32, F32, seed=9, device=device)
+    bad = [
+        ((q[:, :5], k, v, tables, ctx), "q must be|Hq a multiple of Hkv"),
+        ((q, k, v, tables, ctx[:1]), "context_lens must be"),
+        ((q, k, v[:, :2].contiguous(), tables, ctx), "k_cache and v_cache must both be"),
+        ((q, k, v[:, :, :1].contiguous(), tables, ctx), "k_cache and v_cache must both be"),
+        ((q, k, v, tables.float(), ctx), "block_tables must be"),
+        ((q[:1], k, v, tables, ctx), "one query per sequence"),
+    ]
+    for args, message in bad:
+        with pytest.raises(ValueError, match=message):
+            ops.paged_decode_attention(*args, 1.0, backend=backend)
+
+
+# ---- triton: split-K partitions, tiles, refusals
+
+
+@pytest.mark.parametrize("num_splits", [2, 3, 7])
+@pytest.mark.parametrize("cache_dtype", [F32, BF16])
+@pytest.mark.parametrize("backend", backends("triton"))
+def test_triton_split_k_matches_fp64_reference(backend, device, num_splits, cache_dtype):
+    # 7 splits of a 48-token table leave late partitions empty for the short sequences (and 1-token ones).
+    q, k, v, tables, ctx = decode_inputs([1, 15, 40], 4, 4, 2, 16, cache_dtype, cache_dtype, seed=7, device=device)
+    out = kernel_module("paged_attention").paged_decode_attention(q, k, v, tables, ctx, 0.25, num_splits=num_splits)
+    assert_matches(out, _expected(backend, q, k, v, tables, ctx, 0.25))
+
+
+@pytest.mark.parametrize("num_splits", [1, 2])
+@pytest.mark.parametrize("cache_dtype", [F32, BF16])
+@pytest.mark.parametrize("backend", backends("triton"))
+def test_triton_contexts_spanning_several_tiles(backend, device, num_splits, cache_dtype):
+    # 16-token tiles: the 40-token context spans three of them (two per partition when split), so the running max
+    # and sum are rescaled between tiles; the largest scores sit in the last tile to make that rescale matter.
+    q, k, v, tables, ctx = decode_inputs([1, 15, 40], 4, 4, 2, 16, cache_dtype, cache_dtype, seed=17, device=device)
+    last = tables[2, 9] * 4  # flat slot of position 36 of sequence 2
+    k.view(-1, 2, 16)[last : last + 4] += q[2].view(2, 2, 16).sum(1).to(cache_dtype)  # align keys with the queries
+    out = kernel_module("paged_attention").paged_decode_attention(
+        q, k, v, tables, ctx, 0.5, num_splits=num_splits, block_n=16
     )
-    expected = dense_reference(q, k_cache, v_cache, tables, lens, QUERY_LENS, scale)
-    assert_matches(out, expected, q, k_cache, v_cache, tables, lens, QUERY_LENS, scale)
+    assert_matches(out, _expected(backend, q, k, v, tables, ctx, 0.5))
 
 
-def test_prefill_of_whole_contexts_equals_varlen_attention():
-    # With no cached prefix, reading K/V back from the cache must give what attending over them directly gives.
-    lens = [7, 33, 1]
-    k_cache, v_cache, tables, context_lens = paged_cache(lens, 4, 2, torch.float32, seed=5)
-    slots = torch.cat([slots_of(tables[b], n, 4) for b, n in enumerate(lens)])
-    k, v = k_cache.view(-1, 2, D)[slots], v_cache.view(-1, 2, D)[slots]
-    q = random_q(sum(lens), 6, torch.float32, seed=6)
-    cu = torch.tensor([0, 7, 40, 41], dtype=torch.int32)
-    paged = ops.paged_prefill_attention(q, k_cache, v_cache, cu, tables, context_lens, 33, 33, 0.2, backend="torch")
-    dense = ops.varlen_causal_attention(q, k, v, cu, 33, 0.2, backend="torch")
-    expected = dense_reference(q, k_cache, v_cache, tables, context_lens, lens, 0.2)
-    assert_matches(paged, expected, q, k_cache, v_cache, tables, context_lens, lens, 0.2)
-    assert_matches(dense, expected, q, k_cache, v_cache, tables, context_lens, lens, 0.2)
+@pytest.mark.triton
+def test_triton_choose_num_splits():
+    module = kernel_module("paged_attention")
+    assert module.choose_num_splits(1, 2, 32, target=264) == 1  # short context: never split
+    assert module.choose_num_splits(64, 8, 4096, target=264) == 1  # enough programs already
+    assert module.choose_num_splits(1, 2, 4096, target=264) == 4096 // module.MIN_PARTITION  # >= MIN_PARTITION each
+    assert module.choose_num_splits(2, 8, 32768, target=264) == 17  # enough splits to fill the device, no more
+    assert module.choose_num_splits(1, 1, 10**7, target=10**4) == module.MAX_SPLITS
+    assert module.choose_num_splits(4, 2, 10**5, target=1) == 1  # the interpreter's target
 
 
-def test_decode_equals_prefill_of_one_token():
-    lens = [5, 18]
-    k_cache, v_cache, tables, context_lens = paged_cache(lens, 4, 2, torch.float32, seed=8)
-    q = random_q(2, 6, torch.float32, seed=9)
-    cu = torch.tensor([0, 1, 2], dtype=torch.int32)
-    decode = ops.paged_decode_attention(q, k_cache, v_cache, tables, context_lens, 0.25, backend="torch")
-    prefill = ops.paged_prefill_attention(q, k_cache, v_cache, cu, tables, context_lens, 1, 18, 0.25, backend="torch")
-    expected = dense_reference(q, k_cache, v_cache, tables, context_lens, [1, 1], 0.25)
-    for out in (decode, prefill):  # two fp32 computations of the same thing, each within the bound of fp64
-        assert_matches(out, expected, q, k_cache, v_cache, tables, context_lens, [1, 1], 0.25)
+@pytest.mark.parametrize("backend", backends("triton"))
+def test_triton_kernel_arguments_and_refusals(backend, device):
+    q, k, v, tables, ctx = decode_inputs([15, 17], 4, 4, 2, 16, F32, F32, seed=2, device=device)
+    with pytest.raises(ValueError, match="num_splits must be >= 1"):
+        kernel_module("paged_attention").paged_decode_attention(q, k, v, tables, ctx, 0.25, num_splits=0)
+    with pytest.raises(ValueError, match="block_n must be a power of two"):
+        kernel_module("paged_attention").paged_decode_attention(q, k, v, tables, ctx, 0.25, block_n=24)
+    with pytest.raises(BackendUnavailableError, match="k_cache has dtype torch.float64"):
+        ops.paged_decode_attention(q, k.double(), v.double(), tables, ctx, 0.25, backend=backend)
+    with pytest.raises(BackendUnavailableError, match="share one dtype"):
+        ops.paged_decode_attention(q, k, v.bfloat16(), tables, ctx, 0.25, backend=backend)
+    with pytest.raises(BackendUnavailableError, match="context_lens must be an integer tensor"):
+        ops.paged_decode_attention(q, k, v, tables, ctx.float(), 0.25, backend=backend)
 
 
-def test_bad_inputs_raise_clear_errors():
-    k_cache, v_cache, tables, lens = paged_cache([3, 5], 4, 2, torch.float32, seed=10)
-    q = random_q(2, 6, torch.float32, seed=11)
-    with pytest.raises(ValueError, match="q must be"):
-        ops.paged_decode_attention(q[:, :5], k_cache, v_cache, tables, lens, 1.0, backend="torch")
-    with pytest.raises(ValueError, match="context_lens"):
-        ops.paged_decode_attention(q, k_cache, v_cache, tables, lens[:1], 1.0, backend="torch")
-    with pytest.raises(ValueError, match="k_cache and v_cache"):
-        ops.paged_decode_attention(q, k_cache, v_cache[:, :2], tables, lens, 1.0, backend="torch")
-    with pytest.raises(ValueError, match="block_tables"):
-        ops.paged_decode_attention(q, k_cache, v_cache, tables.float(), lens, 1.0, backend="torch")
-    cu = torch.tensor([0, 1, 2], dtype=torch.int32)
-    with pytest.raises(ValueError, match="max_seqlen_k"):
-        ops.paged_prefill_attention(q, k_cache, v_cache, cu, tables, lens, 1, 1000, 1.0, backend="torch")
-    with pytest.raises(ValueError, match="cu_seqlens_q"):
-        ops.paged_prefill_attention(q, k_cache, v_cache, cu[:2], tables, lens, 1, 5, 1.0, backend="torch")
+# ---- cpp: split contexts over threads, per-ISA copies, the compiled op
+
+
+@pytest.mark.parametrize("cache_dtype", [F32, BF16])
+@pytest.mark.parametrize("backend", backends("cpp"))
+def test_cpp_split_contexts_match(backend, cache_dtype):
+    # With few sequences per thread the kernel splits each context into ranges of blocks merged afterwards; 4 threads
+    # make that happen on any machine. Lengths cover splits that end mid-block and splits left empty.
+    q, k, v, tables, ctx = decode_inputs([2000, 300, 1], 16, 8, 2, 64, cache_dtype, F32, seed=5)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(4)
+    try:
+        split = ops.paged_decode_attention(q, k, v, tables, ctx, 0.125, backend=backend)
+        single = ops.paged_decode_attention(q[:1], k, v, tables[:1], ctx[:1], 0.125, backend=backend)
+    finally:
+        torch.set_num_threads(threads)
+    expected = _expected(backend, q, k, v, tables, ctx, 0.125)
+    assert_matches(split, expected)
+    assert_matches(single, (expected[0][:1], expected[1][:1], expected[2]))
+
+
+@pytest.mark.ext
+def test_cpp_baseline_isa_kernels_match_reference():
+    # ATEN_CPU_CAPABILITY=default makes csrc/cpu/paged_attention.cpp pick the baseline-ISA copy of the kernels; the
+    # rest of this file runs the AVX2 copy wherever the CPU has AVX2.
+    code = textwrap.dedent(
+        """
+        import torch
+        from tao_engine import ops
+        from tests.ops.paged_attention_cases import assert_matches, decode_inputs, reference64
+        assert torch.backends.cpu.get_cpu_capability() == "DEFAULT"
+        for cache_dtype, d in ((torch.float32, 64), (torch.bfloat16, 128), (torch.float32, 36)):
+            q, k, v, tables, ctx = decode_inputs([1, 17, 129], 16, 9, 3, d, cache_dtype, torch.float32, seed=d)
+            out = ops.paged_decode_attention(q, k, v, tables, ctx, 0.125, backend="cpp")
+            assert_matches(out, reference64(q, k, v, tables, ctx, 0.125))
+        print("ok")
+        """
+    )
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": "default", "PYTHONPATH": str(root)}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env, cwd=root
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
+
+
+@pytest.mark.ext
+@pytest.mark.parametrize("cache_dtype", [F32, BF16])
+def test_cpp_opcheck(cache_dtype):
+    load_extension()
+    q, k, v, tables, ctx = decode_inputs([17, 3], 8, 6, 2, 32, cache_dtype, cache_dtype, seed=8)
+    torch.library.opcheck(torch.ops.tao_engine.paged_decode_attention.default, (q, k, v, tables, ctx, 0.3))
+
+
+@pytest.mark.ext
+def test_cpp_bad_values_raise_clear_errors():
+    op = torch.ops.tao_engine.paged_decode_attention
+    load_extension()
+    q, k, v, tables, ctx = decode_inputs([3, 5], 4, 6, 2, 32, F32, F32, seed=10)
+    blocks, width = k.shape[0], tables.shape[1]
+    bad = tables.clone()
+    bad[1, -1] = blocks  # a padding entry, as the reference's index_select reads those too
+    with pytest.raises(IndexError, match=rf"block_tables\[1, {width - 1}\] = {blocks} is out of range for a cache "
+                                         rf"of {blocks} blocks"):  # fmt: skip
+        op(q, k, v, bad, ctx, 1.0)
+    bad[1, -1] = -1
+    with pytest.raises(IndexError, match=rf"block_tables\[1, {width - 1}\] = -1"):
+        op(q, k, v, bad, ctx, 1.0)
+    too_long = ctx.clone()
+    too_long[0] = width * 4 + 1
+    with pytest.raises(ValueError, match=rf"context_lens\[0\] = {width * 4 + 1} does not fit"):
+        op(q, k, v, tables, too_long, 1.0)
+    with pytest.raises(ValueError, match="must be contiguous"):
+        op(q, k.transpose(0, 1), v.transpose(0, 1), tables, ctx, 1.0)
+    with pytest.raises(RuntimeError, match="float32, bfloat16 or float16"):
+        op(q.double(), k, v, tables, ctx, 1.0)
+    with pytest.raises(RuntimeError, match="one dtype"):
+        op(q, k, v.bfloat16(), tables, ctx, 1.0)
+
+
+@pytest.mark.ext
+def test_cpp_supports_and_automatic_resolution():
+    q, k, v, tables, ctx = decode_inputs([3, 5], 4, 6, 2, 32, F32, F32, seed=11)
+    assert all_ops()["paged_decode_attention"].describe("cpu") == "cpp"
+    with pytest.raises(BackendUnavailableError, match="float32, bfloat16 or float16"):
+        ops.paged_decode_attention(q.double(), k, v, tables, ctx, 1.0, backend="cpp")
+    with pytest.raises(BackendUnavailableError, match="contiguous"):
+        ops.paged_decode_attention(q, k[::2], v[::2], tables // 2, ctx, 1.0, backend="cpp")
+    # Automatic resolution runs cpp on supported calls and quietly falls back to the reference on the others.
+    expected = reference64(q, k, v, tables, ctx, 1.0)
+    assert_matches(ops.paged_decode_attention(q, k, v, tables, ctx, 1.0), expected)
+    fallback = ops.paged_decode_attention(q.double(), k, v, tables, ctx, 1.0)
+    assert fallback.dtype == torch.float64
+    # The reference attends in the cache's dtype: q is rounded to fp32 and the math is fp32, the output fp64.
+    check("paged_attention", fallback, expected[0], q=q.double(), k_cache=k, v_cache=v, tables=tables,
+          lens=ctx, q_lens=[1] * q.shape[0], scale=1.0, output=torch.float64, half=torch.float32)
+
+
+# ---- flash-attn (tao_engine/ops/paged_attention_flash.py): on a CUDA host with flash_attn, refusals everywhere
+
+needs_flash_attn = pytest.mark.skipif(
+    importlib.util.find_spec("flash_attn") is None or not torch.cuda.is_available(),
+    reason="needs flash_attn and a CUDA device",
+)
+FLASH_BLOCK = 256  # flash-attn 2's paged KV takes multiples of 256 only
+
+
+@needs_flash_attn
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [BF16, F16])
+def test_flash_decode_matches_fp64_reference(dtype):
+    q, k, v, tables, lens = decode_inputs([1, 300, 520], FLASH_BLOCK, 6, 2, 64, dtype, dtype, seed=2, device="cuda")
+    out = flash.decode(q, k, v, tables, lens, 0.125)
+    assert_matches(out, reference64(q, k, v, tables, lens, 0.125, half=dtype), "flash_attn decode")
+
+
+def test_flash_probe_says_why_it_cannot_run_here():
+    ok, why = flash.flash_attn_probe()
+    if importlib.util.find_spec("flash_attn") is None:
+        assert not ok and "flash_attn is not installed" in why
+    elif not torch.cuda.is_available():
+        assert not ok and "CUDA" in why
+
+
+def test_flash_supports_refuses_what_flash_attn_cannot_run():
+    # Checked on CPU tensors of the right shapes: each refusal names its reason before any flash_attn call.
+    q, k, v, cu, tables, lens = paged_inputs([(13, 13), (300, 7)], FLASH_BLOCK, 6, 2, 64, BF16, BF16, seed=3)
+    ok, why = flash.prefill_supports(q, k, v, cu, tables, lens, 13, 300, 0.125)
+    assert not ok and "CUDA device" in why
+    ok, why = flash.decode_supports(q[:2], k, v, tables, lens, 0.125)
+    assert not ok and "CUDA device" in why
+    if not torch.cuda.is_available():
+        return
+    q, k, v, cu, tables, lens = (t.cuda() for t in (q, k, v, cu, tables, lens))
+    args = (cu, tables, lens, 13, 300, 0.125)
+    assert flash.prefill_supports(q, k, v, *args) == (True, "")
+    ok, why = flash.prefill_supports(q.float(), k, v, *args)
+    assert not ok and "share one dtype" in why
+    ok, why = flash.prefill_supports(q, k[:, :16].contiguous(), v[:, :16].contiguous(), *args)
+    assert not ok and "multiple of 256" in why
+    ok, why = flash.prefill_supports(q[..., :60], k[..., :60], v[..., :60], *args)
+    assert not ok and "multiple of 8" in why
