@@ -1,6 +1,6 @@
-"""Shared by the policy_loss tests (tests/ops/test_policy_loss.py, tests/kernels/test_triton_policy_loss.py): random
-inputs, the option cases that cover every ratio level, aggregation and KL estimator, and the check of one backend
-against the plain-math fp64 reference (tests/ops/rl_plain_math.py)."""
+"""For tests/ops/test_policy_loss.py, whose tests run each case on every backend: random inputs, the option cases
+that cover every ratio level, aggregation and KL estimator, and the check of one backend against the plain-math fp64
+reference (tests/ops/rl_plain_math.py)."""
 
 from __future__ import annotations
 
