@@ -16,8 +16,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import print_json_line, print_table  # noqa: E402
-from op_bench import TOLERANCES, add_common_args, op_providers, run_providers, speedups  # noqa: E402
+from op_bench import TOLERANCES, Report, add_common_args, op_providers, run_providers  # noqa: E402
 
 MODES = ("mean_std", "mean_batch_std")
 
@@ -38,9 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     reps = 2 if args.quick else args.reps
 
     providers = op_providers("group_advantages", args.device, args.providers)
-    rows: list[dict[str, object]] = []
-    ratios: dict[str, float] = {}
-    passed = True
+    report = Report("group_advantages")
     for prompts, n in shapes:
         rewards = make_rewards(prompts, n, args.device)
         for mode in MODES:
@@ -53,13 +50,8 @@ def main(argv: list[str] | None = None) -> int:
             label = {"shape": f"[{prompts}, {n}]", "mode": mode}
             section, ok = run_providers(providers, make, expected, TOLERANCES[torch.float32], args.device, reps,
                                         label, nbytes=nbytes)
-            rows += section
-            ratios.update(speedups(section, f"group_advantages [{prompts}, {n}] {mode}"))
-            passed &= ok
-    print(f"group_advantages on {args.device}, fp32 rewards, median of {reps}")
-    print_table(rows)
-    print_json_line("group_advantages", rows, ratios)
-    return 0 if passed else 1
+            report.add(section, ok, f"group_advantages [{prompts}, {n}] {mode}")
+    return report.finish(f"group_advantages on {args.device}, fp32 rewards, median of {reps}")
 
 
 if __name__ == "__main__":

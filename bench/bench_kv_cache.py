@@ -19,15 +19,14 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import print_json_line, print_table  # noqa: E402
 from op_bench import (  # noqa: E402
     TOLERANCES,
+    Report,
     add_common_args,
     dtype_name,
     op_providers,
     parse_dtypes,
     run_providers,
-    speedups,
 )
 
 BLOCK_SIZE = 16
@@ -74,7 +73,7 @@ def _write_section(name: str, heads: Heads, tokens: int, dtype: torch.dtype, arg
     label = {"op": "write_kv_cache", "shape": f"{name} {tokens} tokens {heads.kv_heads}x{heads.head_dim}",
              "dtype": dtype_name(dtype)}
     rows, ok = run_providers(providers, make, expected, TOLERANCES[dtype], dev, reps, label, nbytes=nbytes)
-    return rows, speedups(rows, f"write_kv_cache {name} {tokens} {dtype_name(dtype)}"), ok
+    return rows, ok, f"write_kv_cache {name} {tokens} {dtype_name(dtype)}"
 
 
 def _copy_section(name: str, heads: Heads, copies: int, dtype: torch.dtype, args: argparse.Namespace,
@@ -104,7 +103,7 @@ def _copy_section(name: str, heads: Heads, copies: int, dtype: torch.dtype, args
     label = {"op": "copy_blocks", "shape": f"{name} {copies} blocks x {heads.layers} layers",
              "dtype": dtype_name(dtype)}
     rows, ok = run_providers(providers, make, expected, TOLERANCES[dtype], dev, reps, label, nbytes=nbytes)
-    return rows, speedups(rows, f"copy_blocks {name} {dtype_name(dtype)}"), ok
+    return rows, ok, f"copy_blocks {name} {dtype_name(dtype)}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -122,21 +121,14 @@ def main(argv: list[str] | None = None) -> int:
     write_tokens = (5, 33) if args.quick else (64, 4096)
     copies = 3 if args.quick else 64
 
-    rows: list[dict[str, object]] = []
-    ratios: dict[str, float] = {}
-    passed = True
+    report = Report("kv_cache")
     for name in names:
         for dtype in dtypes:
             sections = [_write_section(name, HEADS[name], n, dtype, args, reps) for n in write_tokens]
             sections.append(_copy_section(name, HEADS[name], copies, dtype, args, reps))
-            for section_rows, section_ratios, ok in sections:
-                rows += section_rows
-                ratios.update(section_ratios)
-                passed &= ok
-    print(f"KV cache writes on {args.device}, block {BLOCK_SIZE}, median of {reps}")
-    print_table(rows)
-    print_json_line("kv_cache", rows, ratios)
-    return 0 if passed else 1
+            for section in sections:
+                report.add(*section)
+    return report.finish(f"KV cache writes on {args.device}, block {BLOCK_SIZE}, median of {reps}")
 
 
 if __name__ == "__main__":

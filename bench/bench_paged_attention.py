@@ -24,13 +24,13 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import print_json_line, print_table  # noqa: E402
 from op_bench import (  # noqa: E402
     TOLERANCES,
+    Report,
     add_common_args,
     copy_bandwidth,
     dtype_name,
     op_providers,
     parse_dtypes,
     run_providers,
-    speedups,
 )
 
 BLOCK_SIZE = 16
@@ -87,9 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"paged_decode_attention on {args.device}, block {BLOCK_SIZE}, median of {reps}; copy bandwidth "
           f"{copy_bps / 1e9:.1f} GB/s ({copy_bytes >> 20} MiB tensor copy, read + write)")
 
-    rows: list[dict[str, object]] = []
-    ratios: dict[str, float] = {"copy bandwidth GB/s": copy_bps / 1e9}
-    passed = True
+    report = Report("paged_decode_attention", ratios={"copy bandwidth GB/s": copy_bps / 1e9})
     providers = op_providers("paged_decode_attention", args.device, args.providers)
     for name in shape_names:
         shape = SHAPES[name]
@@ -106,28 +104,26 @@ def main(argv: list[str] | None = None) -> int:
                               f"{shape.head_dim}", "dtype": dtype_name(dtype)}
             section, ok = run_providers(providers, make, expected, TOLERANCES[dtype], args.device, reps, label,
                                         nbytes=kv_bytes)
-            passed &= ok
             for row in section:
                 gbps = row["GB/s"]
                 row["% of copy BW"] = None if gbps is None else 100 * gbps * 1e9 / copy_bps
                 row["note"] = row.pop("note")  # the note last: it may be long
                 if gbps is not None and row["provider"] not in ("torch", "torch.compile"):
-                    ratios[f"{name} {dtype_name(dtype)} {row['provider']} fraction of copy bandwidth"] = (
+                    report.ratios[f"{name} {dtype_name(dtype)} {row['provider']} fraction of copy bandwidth"] = (
                         gbps * 1e9 / copy_bps
                     )
-            rows += section
-            ratios.update(speedups(section, f"{name} {dtype_name(dtype)}"))
+            report.add(section, ok, f"{name} {dtype_name(dtype)}")
             del q, k_cache, v_cache
-    print_table(rows)
+    print_table(report.rows)
     if args.device == "cuda" and TARGET_SHAPE in shape_names:
-        for row in rows:
+        for row in report.rows:
             if row["shape"].startswith(TARGET_SHAPE) and row["provider"] in ("cuda", "triton") and row["ms"]:
                 share = row["% of copy BW"] / 100
                 verdict = "PASS" if share >= TARGET_FRACTION else "MISS"
                 print(f"target {row['provider']} {row['dtype']} {TARGET_SHAPE}: {share:.0%} of copy bandwidth "
                       f"(goal >= {TARGET_FRACTION:.0%}): {verdict}")
-    print_json_line("paged_decode_attention", rows, ratios)
-    return 0 if passed else 1
+    print_json_line(report.name, report.rows, report.ratios)
+    return 0 if report.passed else 1
 
 
 if __name__ == "__main__":

@@ -23,16 +23,15 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import print_json_line, print_table  # noqa: E402
 from op_bench import (  # noqa: E402
     TOLERANCES,
     Provider,
+    Report,
     add_common_args,
     dtype_name,
     op_providers,
     parse_dtypes,
     run_providers,
-    speedups,
     time_ms,
 )
 
@@ -137,12 +136,10 @@ def main(argv: list[str] | None = None) -> int:
     workloads = WORKLOADS["quick" if args.quick else args.device]
 
     providers = op_providers("paged_prefill_attention", args.device, args.providers)
-    rows: list[dict[str, object]] = []
-    ratios: dict[str, float] = {}
-    passed = True
+    report = Report("paged_prefill_attention")
     for dtype in dtypes:
         ceiling = matmul_tflops(dtype, args.device, reps)
-        ratios[f"matmul TFLOP/s {dtype_name(dtype)}"] = ceiling
+        report.ratios[f"matmul TFLOP/s {dtype_name(dtype)}"] = ceiling
         print(f"dense matmul ceiling on {args.device} in {dtype_name(dtype)}: {ceiling:.2f} TFLOP/s")
         for name in shape_names:
             for workload, (prompts, samples, prompt_len, q_len) in workloads.items():
@@ -159,20 +156,15 @@ def main(argv: list[str] | None = None) -> int:
                 label = {"workload": f"{workload} {name} {shape.prompts}x{shape.samples} ctx {inputs[-1]} "
                                      f"q {shape.q_len}", "dtype": dtype_name(dtype)}
                 section, ok = run_providers(everyone, make, expected, TOLERANCES[dtype], args.device, reps, label)
-                passed &= ok
                 flops = causal_flops(shape, inputs[-1])
                 for row in section:
                     tflops = None if row["ms"] is None else flops / (row["ms"] / 1e3) / 1e12
                     row["TFLOP/s"] = tflops
                     row["% of matmul"] = None if tflops is None else 100 * tflops / ceiling
                     row["note"] = row.pop("note")  # the note last: it may be long
-                rows += section
-                ratios.update(speedups(section, f"{workload} {name} {dtype_name(dtype)}"))
+                report.add(section, ok, f"{workload} {name} {dtype_name(dtype)}")
                 del inputs, expected
-    print(f"paged_prefill_attention on {args.device}, block {args.block_size}, median of {reps}")
-    print_table(rows)
-    print_json_line("paged_prefill_attention", rows, ratios)
-    return 0 if passed else 1
+    return report.finish(f"paged_prefill_attention on {args.device}, block {args.block_size}, median of {reps}")
 
 
 if __name__ == "__main__":

@@ -15,15 +15,14 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import print_json_line, print_table  # noqa: E402
 from op_bench import (  # noqa: E402
     TOLERANCES,
+    Report,
     add_common_args,
     dtype_name,
     op_providers,
     parse_dtypes,
     run_providers,
-    speedups,
 )
 
 EPS = 1e-6
@@ -39,9 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     reps = 2 if args.quick else args.reps
 
     providers = op_providers("rms_norm", args.device, args.providers)
-    rows: list[dict[str, object]] = []
-    ratios: dict[str, float] = {}
-    passed = True
+    report = Report("rms_norm")
     for tokens, hidden in shapes:
         for dtype in dtypes:
             gen = torch.Generator().manual_seed(0)
@@ -55,13 +52,8 @@ def main(argv: list[str] | None = None) -> int:
             label = {"shape": f"[{tokens}, {hidden}]", "dtype": dtype_name(dtype)}
             section, ok = run_providers(providers, make, expected, TOLERANCES[dtype], args.device, reps, label,
                                         nbytes=2 * x.numel() * x.element_size())
-            rows += section
-            ratios.update(speedups(section, f"rms_norm [{tokens}, {hidden}] {dtype_name(dtype)}"))
-            passed &= ok
-    print(f"rms_norm on {args.device}, eps {EPS}, median of {reps}")
-    print_table(rows)
-    print_json_line("rms_norm", rows, ratios)
-    return 0 if passed else 1
+            report.add(section, ok, f"rms_norm [{tokens}, {hidden}] {dtype_name(dtype)}")
+    return report.finish(f"rms_norm on {args.device}, eps {EPS}, median of {reps}")
 
 
 if __name__ == "__main__":

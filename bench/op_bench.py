@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from common import print_json_line, print_table
 
 # Relative tolerance (|actual - expected| / max |expected|) of a provider against the reference run in the same
 # dtype: the reference rounds too, so half precision gets a few of its ulps.
@@ -239,3 +240,29 @@ def speedups(rows: list[dict[str, object]], key: str) -> dict[str, float]:
     if not ref:
         return {}
     return {f"{key} speedup torch/{name}": ref / ms for name, ms in times.items() if name != "torch"}
+
+
+@dataclass
+class Report:
+    """A bench's table rows over all its sections, the speedups its JSON line reports, and whether every provider's
+    output matched the reference."""
+
+    name: str
+    rows: list[dict[str, object]] = dataclasses.field(default_factory=list)
+    ratios: dict[str, float] = dataclasses.field(default_factory=dict)
+    passed: bool = True
+
+    def add(self, section: list[dict[str, object]], ok: bool, key: str | None = None) -> None:
+        """One section's rows (from run_providers); `key` names its speedups over the torch reference."""
+        self.rows += section
+        if key is not None:
+            self.ratios.update(speedups(section, key))
+        self.passed &= ok
+
+    def finish(self, title: str | None = None) -> int:
+        """Prints the title, the table and the JSON line; returns the exit code (1: a provider's output was wrong)."""
+        if title is not None:
+            print(title)
+        print_table(self.rows)
+        print_json_line(self.name, self.rows, self.ratios)
+        return 0 if self.passed else 1
