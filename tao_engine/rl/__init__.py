@@ -1,61 +1,56 @@
 """RL on the engine's own module: rollouts, completion log-probs (shared-prompt update), and the trainer built on them.
 
-Imports are lazy: `import tao_engine.rl` loads nothing heavy until a name is used. No submodule is named like a
-function it exports (`rollouts.py` defines `rollout`): importing a submodule binds its name on this package, which
-would otherwise hide the function.
+No submodule is named like a function it exports (`rollouts.py` defines `rollout`): importing a submodule binds its
+name on this package, which would otherwise hide the function.
 """
 
-from __future__ import annotations
+from tao_engine.rl.algorithms import AlgorithmConfig
+from tao_engine.rl.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from tao_engine.rl.evaluation import evaluate
+from tao_engine.rl.logprobs import CompletionLogprobs, completion_logprobs
+from tao_engine.rl.lora import LoraConfig, apply_lora, lora_disabled, merge_lora, unmerge_lora
+from tao_engine.rl.lora_adapter import load_lora_adapter, save_lora_adapter
+from tao_engine.rl.optim import GuardedStep, OptimConfig, build_optimizer, build_scheduler
+from tao_engine.rl.prompt_data import PromptRecord, load_prompts
+from tao_engine.rl.reference import frozen_copy
+from tao_engine.rl.rollouts import RolloutError, Rollouts, RolloutTiming, SkippedPrompt, rollout
+from tao_engine.rl.score_rollouts import score
+from tao_engine.rl.tao import TAO, TAOResult
+from tao_engine.rl.tao_config import TAOConfig
+from tao_engine.rl.trainer import StepStats, TrainConfig, train_step
 
-import importlib
-from typing import Any
-
-# public name -> module that defines it
-_EXPORTS = {
-    "CompletionLogprobs": "tao_engine.rl.logprobs",
-    "completion_logprobs": "tao_engine.rl.logprobs",
-    "RolloutError": "tao_engine.rl.rollouts",
-    "RolloutTiming": "tao_engine.rl.rollouts",
-    "Rollouts": "tao_engine.rl.rollouts",
-    "SkippedPrompt": "tao_engine.rl.rollouts",
-    "rollout": "tao_engine.rl.rollouts",
-    "score": "tao_engine.rl.score_rollouts",
-    "train_step": "tao_engine.rl.trainer",
-    "TrainConfig": "tao_engine.rl.trainer",
-    "StepStats": "tao_engine.rl.trainer",
-    "AlgorithmConfig": "tao_engine.rl.algorithms",
-    "TAO": "tao_engine.rl.tao",
-    "TAOConfig": "tao_engine.rl.tao_config",
-    "TAOResult": "tao_engine.rl.tao",
-    "PromptRecord": "tao_engine.rl.prompt_data",
-    "load_prompts": "tao_engine.rl.prompt_data",
-    "evaluate": "tao_engine.rl.evaluation",
-    "frozen_copy": "tao_engine.rl.reference",
-    "LoraConfig": "tao_engine.rl.lora",
-    "apply_lora": "tao_engine.rl.lora",
-    "merge_lora": "tao_engine.rl.lora",
-    "unmerge_lora": "tao_engine.rl.lora",
-    "lora_disabled": "tao_engine.rl.lora",
-    "save_lora_adapter": "tao_engine.rl.lora_adapter",
-    "load_lora_adapter": "tao_engine.rl.lora_adapter",
-    "OptimConfig": "tao_engine.rl.optim",
-    "build_optimizer": "tao_engine.rl.optim",
-    "build_scheduler": "tao_engine.rl.optim",
-    "GuardedStep": "tao_engine.rl.optim",
-    "save_checkpoint": "tao_engine.rl.checkpoint",
-    "load_checkpoint": "tao_engine.rl.checkpoint",
-    "latest_checkpoint": "tao_engine.rl.checkpoint",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'tao_engine.rl' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__all__ = [
+    "TAO",
+    "AlgorithmConfig",
+    "CompletionLogprobs",
+    "GuardedStep",
+    "LoraConfig",
+    "OptimConfig",
+    "PromptRecord",
+    "RolloutError",
+    "RolloutTiming",
+    "Rollouts",
+    "SkippedPrompt",
+    "StepStats",
+    "TAOConfig",
+    "TAOResult",
+    "TrainConfig",
+    "apply_lora",
+    "build_optimizer",
+    "build_scheduler",
+    "completion_logprobs",
+    "evaluate",
+    "frozen_copy",
+    "latest_checkpoint",
+    "load_checkpoint",
+    "load_lora_adapter",
+    "load_prompts",
+    "lora_disabled",
+    "merge_lora",
+    "rollout",
+    "save_checkpoint",
+    "save_lora_adapter",
+    "score",
+    "train_step",
+    "unmerge_lora",
+]
