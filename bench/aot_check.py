@@ -33,7 +33,7 @@ from aot_cases import all_cases  # noqa: E402
 from aot_compile import TARGETS, Resources, Target, compile_launch  # noqa: E402
 from aot_cuda_sources import cuda_rows, find_nvcc  # noqa: E402
 from aot_standin import Launch, capture_launches  # noqa: E402
-from common import print_json_line, print_table  # noqa: E402
+from common import markdown_table, print_json_line, print_table  # noqa: E402
 
 SHOWN_CASES = 3  # case labels listed per row; the rest are counted
 
@@ -83,16 +83,6 @@ def triton_rows(target: Target, quick: bool, jobs: int, only: str | None = None)
     return sorted(rows, key=lambda r: (str(r["kernel"]), str(r["config"])))
 
 
-def _markdown_table(rows: list[dict[str, object]]) -> str:
-    if not rows:
-        return "(none)\n"
-    keys = list(rows[0])
-    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    for row in rows:
-        lines.append("| " + " | ".join("" if v is None else str(v).replace("|", "/") for v in row.values()) + " |")
-    return "\n".join(lines) + "\n"
-
-
 def tool_versions() -> dict[str, str]:
     import torch
     from triton import knobs
@@ -125,11 +115,11 @@ def write_report(out_dir: Path, target: Target, triton_table: list[dict[str, obj
         "bytes per block (Triton: dynamic + cuobjdump's static; AMD: LDS); LOCAL local memory bytes; spills: bytes "
         "of spill stores + loads from ptxas -v (AMD: spilled VGPRs + SGPRs).\n\n",
         "## Triton kernels (kernels/), at the configurations the launchers choose\n\n",
-        _markdown_table(triton_table),
+        markdown_table(triton_table),
     ]
     if target.backend == "cuda":
         text += [f"\n## CUDA kernels (csrc/cuda/), nvcc -cubin -arch=sm_{target.arch} -Xptxas -v\n\n",
-                 _markdown_table(cuda_table) if cuda_table else "(nvcc not installed: not compiled)\n"]
+                 markdown_table(cuda_table) if cuda_table else "(nvcc not installed: not compiled)\n"]
     path.write_text("".join(text))
     return path
 

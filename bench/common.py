@@ -64,6 +64,18 @@ def print_table(rows: list[dict[str, object]]) -> None:
         print("  ".join(_fmt(row.get(k)).ljust(widths[k]) for k in keys))
 
 
+def markdown_table(rows: list[dict[str, object]]) -> str:
+    """The rows as a Markdown table for a report file; floats to 3 significant digits, None as an empty cell."""
+    if not rows:
+        return "(none)\n"
+    keys = list(rows[0])
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    for row in rows:
+        cells = [f"{v:.3g}" if isinstance(v, float) else ("" if v is None else str(v)) for v in row.values()]
+        lines.append("| " + " | ".join(cell.replace("|", "/") for cell in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def _fmt(value: object) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"

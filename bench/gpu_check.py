@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import print_json_line, print_table  # noqa: E402
+from common import markdown_table, print_json_line, print_table  # noqa: E402
 
 GPU_BACKENDS = ("cuda", "triton")
 
@@ -85,17 +85,6 @@ def run_checks() -> list[dict[str, object]]:
     return rows
 
 
-def _markdown_table(rows: list[dict[str, object]]) -> str:
-    if not rows:
-        return "(none)\n"
-    keys = list(rows[0])
-    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    for row in rows:
-        cells = [f"{v:.3g}" if isinstance(v, float) else ("" if v is None else str(v)) for v in row.values()]
-        lines.append("| " + " | ".join(cell.replace("|", "/") for cell in cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
 def write_report(out_dir: Path, device: str, sections: list[tuple[str, list[dict[str, object]]]],
                  appendix: str = "") -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -103,7 +92,7 @@ def write_report(out_dir: Path, device: str, sections: list[tuple[str, list[dict
     path = out_dir / f"{slug}.md"
     text = [f"# GPU check on {device}\n", f"torch {torch.__version__}, CUDA {torch.version.cuda}\n"]
     for title, rows in sections:
-        text += [f"\n## {title}\n\n", _markdown_table(rows)]
+        text += [f"\n## {title}\n\n", markdown_table(rows)]
     tmp = path.with_suffix(".md.tmp")
     tmp.write_text("".join(text) + appendix)
     tmp.replace(path)  # a reader (or a kill) never sees half a report

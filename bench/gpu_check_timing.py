@@ -4,32 +4,16 @@ and the engine's end-to-end generation on the GPU."""
 
 from __future__ import annotations
 
-import statistics
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from op_bench import time_ms
 
 DEVICE = "cuda"
 VOCAB, HIDDEN, HEADS, KV_HEADS, HEAD_DIM = 49152, 576, 9, 3, 64
-
-
-def cuda_ms(fn: Callable[[], object], reps: int = 20, warmup: int = 3) -> float:
-    """Median milliseconds per call of `fn`, each call timed between two CUDA events."""
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
 
 
 def _workloads() -> list[tuple[str, str, Callable[[str], Callable[[], object]]]]:
@@ -118,7 +102,7 @@ def time_ops(backends_of: Callable[[str], list[str]]) -> list[dict[str, object]]
         timings: dict[str, float | str] = {}
         for backend in ["torch", *backends_of(op)]:
             try:
-                timings[backend] = cuda_ms(make(backend))
+                timings[backend] = time_ms(make(backend), DEVICE, reps=20, warmup=3)
             except Exception as exc:  # a failing backend is reported, the others still run
                 timings[backend] = f"error: {type(exc).__name__}: {exc}"[:120]
         ref = timings.get("torch")
