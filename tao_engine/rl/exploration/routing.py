@@ -1,11 +1,11 @@
-"""`TaskRouting`: the TAO loop's generate-and-score stage when exploration or multi-task is configured.
+"""`TaskRouting`: the TAO loop's generate-and-score stage, for a plain run, exploration strategies and several tasks.
 
 Each prompt's `task` (None when no tasks are configured) selects its exploration and its scorer. A single task that
 explores `plain` (the default run) is sampled by `rollout` and scored as it is: generation and scoring timed apart,
-prompts that cannot run skipped when asked, no exploration metrics. A run whose tasks all explore `plain` also samples
-with `rollout` (the engine's sampler log-probs); otherwise every prompt
-is explored by its task's strategy and the candidates become one `Rollouts` under the inference-time prompts
-(`candidates_to_rollouts`, whose docstring gives the off-policy choice). The choice is per run, not per batch, so
+prompts that cannot run skipped when asked, no exploration metrics. A run whose tasks all explore `plain` also
+samples with `rollout` (the engine's sampler log-probs); otherwise every prompt is explored by its task's strategy
+and the candidates become one `Rollouts` under the inference-time prompts (`candidates_to_rollouts`, whose
+docstring gives the off-policy choice). The choice is per run, not per batch, so
 that batches joined by DAPO's refill always carry log-probs of the same kind. Rewards are computed task by task
 with each task's scorer; failed candidates (transform found nothing, budget skipped) reach the scorers as empty
 completions (so group scorers keep n per prompt) and their rewards are then set to None.
