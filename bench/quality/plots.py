@@ -35,8 +35,8 @@ def write_plots(records: Sequence[dict[str, Any]], report: Path, rules_n: int, j
     report.parent.mkdir(parents=True, exist_ok=True)
     paths = [report.parent / f"{report.stem}_vs_{what}.png" for what in ("steps", "samples")]
 
-    fig, axes = plt.subplots(1, len(res.tasks), figsize=(5.5 * len(res.tasks), 3.8), squeeze=False)
-    for ax, task in zip(axes[0], res.tasks, strict=True):
+    fig, panels = _figure(plt, res)
+    for ax, task in panels:
         base = res.accuracies(task, "base", 1)
         if base:
             ax.axhline(statistics.fmean(base), color="gray", linestyle="--", label=LABELS["base"])
@@ -50,14 +50,10 @@ def write_plots(records: Sequence[dict[str, Any]], report: Path, rules_n: int, j
                 ax.plot(steps, mean, marker="o", label=label)
                 ax.fill_between(steps, low, high, alpha=0.2)
         ax.set(title=task, xlabel="optimizer steps", ylabel="test accuracy")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(paths[0], dpi=100)
-    plt.close(fig)
+    _save(plt, fig, paths[0])
 
-    fig, axes = plt.subplots(1, len(res.tasks), figsize=(5.5 * len(res.tasks), 3.8), squeeze=False)
-    for ax, task in zip(axes[0], res.tasks, strict=True):
+    fig, panels = _figure(plt, res)
+    for ax, task in panels:
         ns = res.ns(task, "tao")
         accs = [res.accuracies(task, "tao", n) for n in ns]
         if ns:
@@ -73,11 +69,7 @@ def write_plots(records: Sequence[dict[str, Any]], report: Path, rules_n: int, j
                 ax.axhline(statistics.fmean(values), color="gray" if method == "base" else "tab:green",
                            linestyle=style, label=LABELS[method])
         ax.set(title=task, xlabel="samples per prompt (n), fixed steps", ylabel="test accuracy")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(paths[1], dpi=100)
-    plt.close(fig)
+    _save(plt, fig, paths[1])
     if has_exploration_cells(res, rules_n):
         paths.append(_exploration_plot(plt, res, report.parent / f"{report.stem}_vs_exploration.png", rules_n))
     return paths
@@ -85,8 +77,8 @@ def write_plots(records: Sequence[dict[str, Any]], report: Path, rules_n: int, j
 
 def _exploration_plot(plt: Any, res: Results, path: Path, rules_n: int) -> Path:
     """Accuracy against the tokens spent exploring per prompt and step, one point per strategy (same steps, same n)."""
-    fig, axes = plt.subplots(1, len(res.tasks), figsize=(5.5 * len(res.tasks), 3.8), squeeze=False)
-    for ax, task in zip(axes[0], res.tasks, strict=True):
+    fig, panels = _figure(plt, res)
+    for ax, task in panels:
         for method, strategy in EXPLORATION_ROWS:
             cells = res.cells(task, method, rules_n)
             if not cells:
@@ -100,6 +92,18 @@ def _exploration_plot(plt: Any, res: Results, path: Path, rules_n: int) -> Path:
         if base:
             ax.axhline(statistics.fmean(base), color="gray", linestyle="--", label=LABELS["base"])
         ax.set(title=task, xlabel="exploration tokens per prompt per step", ylabel="test accuracy (direct answers)")
+    return _save(plt, fig, path)
+
+
+def _figure(plt: Any, res: Results) -> tuple[Any, list[tuple[Any, str]]]:
+    """A figure of one panel per task, side by side: (figure, [(axes, task)])."""
+    fig, axes = plt.subplots(1, len(res.tasks), figsize=(5.5 * len(res.tasks), 3.8), squeeze=False)
+    return fig, list(zip(axes[0], res.tasks, strict=True))
+
+
+def _save(plt: Any, fig: Any, path: Path) -> Path:
+    """Grid and legend on every panel, then the PNG written and the figure closed."""
+    for ax in fig.axes:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
