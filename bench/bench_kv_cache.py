@@ -23,9 +23,12 @@ from op_bench import (  # noqa: E402
     TOLERANCES,
     Report,
     add_common_args,
+    add_dtypes_arg,
+    add_names_arg,
+    chosen_dtypes,
+    chosen_names,
     dtype_name,
     op_providers,
-    parse_dtypes,
     run_providers,
 )
 
@@ -109,14 +112,11 @@ def _copy_section(name: str, heads: Heads, copies: int, dtype: torch.dtype, args
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(parser, reps=20)
-    parser.add_argument("--heads", default="", help=f"comma-separated, from {sorted(HEADS)} (default: per device)")
-    parser.add_argument("--dtypes", default="", help="comma-separated (default: float32 on CPU, bfloat16 on CUDA)")
+    add_names_arg(parser, "--heads", HEADS)
+    add_dtypes_arg(parser)
     args = parser.parse_args(argv)
-    default_heads = "tiny" if args.quick else ("smollm2,llama8b" if args.device == "cuda" else "smollm2")
-    names = [s.strip() for s in (args.heads or default_heads).split(",") if s.strip()]
-    if not names or any(name not in HEADS for name in names):
-        raise SystemExit(f"--heads: choose from {sorted(HEADS)}, got {names}")
-    dtypes = parse_dtypes("--dtypes", args.dtypes or ("bfloat16" if args.device == "cuda" else "float32"))
+    names = chosen_names(args, "--heads", HEADS)
+    dtypes = chosen_dtypes(args)
     reps = 2 if args.quick else args.reps
     write_tokens = (5, 33) if args.quick else (64, 4096)
     copies = 3 if args.quick else 64

@@ -26,10 +26,13 @@ from op_bench import (  # noqa: E402
     TOLERANCES,
     Report,
     add_common_args,
+    add_dtypes_arg,
+    add_names_arg,
+    chosen_dtypes,
+    chosen_names,
     copy_bandwidth,
     dtype_name,
     op_providers,
-    parse_dtypes,
     run_providers,
 )
 
@@ -72,14 +75,11 @@ def _inputs(shape: Shape, dtype: torch.dtype, device: str, ragged: bool) -> tupl
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(parser, reps=20)
-    parser.add_argument("--shapes", default="", help=f"comma-separated, from {sorted(SHAPES)} (default: per device)")
-    parser.add_argument("--dtypes", default="", help="comma-separated (default: float32 on CPU, bfloat16 on CUDA)")
+    add_names_arg(parser, "--shapes", SHAPES)
+    add_dtypes_arg(parser)
     args = parser.parse_args(argv)
-    default_shapes = "tiny" if args.quick else ("smollm2,llama8b" if args.device == "cuda" else "smollm2")
-    shape_names = [s.strip() for s in (args.shapes or default_shapes).split(",") if s.strip()]
-    if not shape_names or any(name not in SHAPES for name in shape_names):
-        raise SystemExit(f"--shapes: choose from {sorted(SHAPES)}, got {shape_names}")
-    dtypes = parse_dtypes("--dtypes", args.dtypes or ("bfloat16" if args.device == "cuda" else "float32"))
+    shape_names = chosen_names(args, "--shapes", SHAPES)
+    dtypes = chosen_dtypes(args)
     reps = 2 if args.quick else args.reps
 
     copy_bytes = (16 << 20) if args.quick else ((1 << 30) if args.device == "cuda" else (256 << 20))

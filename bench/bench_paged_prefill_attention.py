@@ -28,9 +28,12 @@ from op_bench import (  # noqa: E402
     Provider,
     Report,
     add_common_args,
+    add_dtypes_arg,
+    add_names_arg,
+    chosen_dtypes,
+    chosen_names,
     dtype_name,
     op_providers,
-    parse_dtypes,
     run_providers,
     time_ms,
 )
@@ -123,15 +126,12 @@ def matmul_tflops(dtype: torch.dtype, device: str, reps: int) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(parser, reps=10)
-    parser.add_argument("--shapes", default="", help=f"comma-separated, from {sorted(HEADS)} (default: per device)")
-    parser.add_argument("--dtypes", default="", help="comma-separated (default: float32 on CPU, bfloat16 on CUDA)")
+    add_names_arg(parser, "--shapes", HEADS)
+    add_dtypes_arg(parser)
     parser.add_argument("--block-size", type=int, default=16)
     args = parser.parse_args(argv)
-    default_shapes = "tiny" if args.quick else ("smollm2,llama8b" if args.device == "cuda" else "smollm2")
-    shape_names = [s.strip() for s in (args.shapes or default_shapes).split(",") if s.strip()]
-    if not shape_names or any(name not in HEADS for name in shape_names):
-        raise SystemExit(f"--shapes: choose from {sorted(HEADS)}, got {shape_names}")
-    dtypes = parse_dtypes("--dtypes", args.dtypes or ("bfloat16" if args.device == "cuda" else "float32"))
+    shape_names = chosen_names(args, "--shapes", HEADS)
+    dtypes = chosen_dtypes(args)
     reps = 2 if args.quick else args.reps
     workloads = WORKLOADS["quick" if args.quick else args.device]
 

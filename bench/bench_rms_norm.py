@@ -19,9 +19,10 @@ from op_bench import (  # noqa: E402
     TOLERANCES,
     Report,
     add_common_args,
+    add_dtypes_arg,
+    chosen_dtypes,
     dtype_name,
     op_providers,
-    parse_dtypes,
     run_providers,
 )
 
@@ -31,9 +32,9 @@ EPS = 1e-6
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(parser, reps=20)
-    parser.add_argument("--dtypes", default="", help="comma-separated (default: float32 on CPU, bfloat16 on CUDA)")
+    add_dtypes_arg(parser)
     args = parser.parse_args(argv)
-    dtypes = parse_dtypes("--dtypes", args.dtypes or ("bfloat16" if args.device == "cuda" else "float32"))
+    dtypes = chosen_dtypes(args)
     shapes = ((7, 33),) if args.quick else (((4096, 576), (4096, 4096)) if args.device == "cuda" else ((4096, 576),))
     reps = 2 if args.quick else args.reps
 

@@ -20,7 +20,7 @@ import functools
 import math
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,6 +58,29 @@ def parse_dtypes(flag: str, value: str) -> list[torch.dtype]:
     if unknown or not names:
         raise SystemExit(f"{flag}: unknown or no dtypes {unknown}; choose from {sorted(DTYPES)}")
     return [DTYPES[name] for name in names]
+
+
+def add_dtypes_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dtypes", default="", help="comma-separated (default: float32 on CPU, bfloat16 on CUDA)")
+
+
+def chosen_dtypes(args: argparse.Namespace) -> list[torch.dtype]:
+    """--dtypes, or the device's default: float32 on the CPU, bfloat16 on CUDA."""
+    return parse_dtypes("--dtypes", args.dtypes or ("bfloat16" if args.device == "cuda" else "float32"))
+
+
+def add_names_arg(parser: argparse.ArgumentParser, flag: str, known: Iterable[str]) -> None:
+    parser.add_argument(flag, default="", help=f"comma-separated, from {sorted(known)} (default: per device)")
+
+
+def chosen_names(args: argparse.Namespace, flag: str, known: Iterable[str]) -> list[str]:
+    """The named configurations of `flag` (--shapes, --heads); by default `tiny` with --quick, else smollm2 (and
+    llama8b on CUDA)."""
+    default = "tiny" if args.quick else ("smollm2,llama8b" if args.device == "cuda" else "smollm2")
+    names = [s.strip() for s in (getattr(args, flag.removeprefix("--")) or default).split(",") if s.strip()]
+    if not names or any(name not in known for name in names):
+        raise SystemExit(f"{flag}: choose from {sorted(known)}, got {names}")
+    return names
 
 
 def dtype_name(dtype: torch.dtype) -> str:
