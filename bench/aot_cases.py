@@ -52,7 +52,9 @@ def _backend(op: str) -> Callable[..., object]:
     import tao_engine.ops  # noqa: F401  (registers every op)
     from tao_engine.ops.registry import all_ops
 
-    return all_ops()[op].backends["triton"].fn
+    chosen = all_ops()[op]
+    run = chosen.backends["triton"].fn  # takes the call's arguments bound to the op's signature
+    return lambda *args, **kwargs: run(chosen.bind(args, kwargs))
 
 
 def _kernels(name: str):

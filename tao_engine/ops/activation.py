@@ -8,6 +8,8 @@ The `cpp` backend (csrc/cpu/activation.cpp) computes in fp32 and rounds once, wi
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
@@ -25,18 +27,18 @@ def silu_and_mul_reference(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor
 silu_and_mul = define_op("silu_and_mul", silu_and_mul_reference)
 
 
-# --- cpp backend (csrc/cpu/activation.cpp), with a fake kernel and an autograd formula
-# (ops/_C_registrations_layers.py).
+# --- cpp backend (csrc/cpu/activation.cpp), with a fake kernel and an autograd formula (below).
 from tao_engine.ops.extension import cpu_backend_probe  # noqa: E402
 
 _CPP_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
-def _silu_and_mul_cpp(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
-    return torch.ops.tao_engine.silu_and_mul(gate, up)
+def _silu_and_mul_cpp(a: Any) -> torch.Tensor:
+    return torch.ops.tao_engine.silu_and_mul(a.gate, a.up)
 
 
-def _silu_and_mul_cpp_supports(gate: torch.Tensor, up: torch.Tensor) -> tuple[bool, str]:
+def _silu_and_mul_cpp_supports(a: Any) -> tuple[bool, str]:
+    gate, up = a.gate, a.up
     if gate.device.type != "cpu" or up.device.type != "cpu":
         return False, f"gate and up must be CPU tensors, got {gate.device} and {up.device}"
     if gate.dtype not in _CPP_DTYPES or up.dtype != gate.dtype:
@@ -47,3 +49,31 @@ def _silu_and_mul_cpp_supports(gate: torch.Tensor, up: torch.Tensor) -> tuple[bo
 
 
 silu_and_mul.register("cpp", _silu_and_mul_cpp, cpu_backend_probe, _silu_and_mul_cpp_supports)
+
+
+# --- fake kernels and autograd formula of the compiled op, applied when `_C` loads (ops/extension.py).
+def _silu_and_mul_fake(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    torch._check_value(gate.shape == up.shape, lambda: "silu_and_mul: gate and up must have one shape")
+    return gate.new_empty(gate.shape)
+
+
+def _silu_and_mul_backward_fake(
+    grad_out: torch.Tensor, gate: torch.Tensor, up: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    return gate.new_empty(gate.shape), gate.new_empty(gate.shape)
+
+
+def _silu_and_mul_setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
+    ctx.save_for_backward(*inputs)
+
+
+def _silu_and_mul_backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    gate, up = ctx.saved_tensors
+    grad_gate, grad_up = torch.ops.tao_engine.silu_and_mul_backward(grad, gate, up)
+    return (grad_gate if ctx.needs_input_grad[0] else None), (grad_up if ctx.needs_input_grad[1] else None)
+
+
+silu_and_mul.register_compiled(
+    "tao_engine::silu_and_mul", _silu_and_mul_fake, _silu_and_mul_backward, _silu_and_mul_setup_context
+)
+silu_and_mul.register_compiled("tao_engine::silu_and_mul_backward", _silu_and_mul_backward_fake)

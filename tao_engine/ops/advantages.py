@@ -27,6 +27,7 @@ Statistics are computed in fp32 with a two-pass (mean, then centered sums) schem
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 
@@ -97,21 +98,17 @@ from tao_engine.ops import triton_support  # noqa: E402
 TRITON_MAX_GROUP = 8192
 
 
-def _group_advantages_triton(
-    rewards: torch.Tensor, mode: str = "mean_std", eps: float = 1e-6
-) -> tuple[torch.Tensor, torch.Tensor]:
-    check_group_advantages_args(rewards, mode, eps)
-    return triton_support.kernel_module("advantages").group_advantages(rewards.detach(), mode, float(eps))
+def _group_advantages_triton(a: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    check_group_advantages_args(*a)
+    return triton_support.kernel_module("advantages").group_advantages(a.rewards.detach(), a.mode, float(a.eps))
 
 
-def _group_advantages_triton_supports(
-    rewards: torch.Tensor, mode: str = "mean_std", eps: float = 1e-6
-) -> tuple[bool, str]:
-    ok, why = triton_support.device_supported(rewards)
+def _group_advantages_triton_supports(a: Any) -> tuple[bool, str]:
+    ok, why = triton_support.device_supported(a.rewards)
     if not ok:
         return ok, why
-    if rewards.dim() == 2 and rewards.shape[1] > TRITON_MAX_GROUP:
-        return False, f"groups of more than {TRITON_MAX_GROUP} candidates (got n = {rewards.shape[1]})"
+    if a.rewards.dim() == 2 and a.rewards.shape[1] > TRITON_MAX_GROUP:
+        return False, f"groups of more than {TRITON_MAX_GROUP} candidates (got n = {a.rewards.shape[1]})"
     return True, ""
 
 
@@ -120,42 +117,36 @@ group_advantages.register(
 )
 
 
-# --- cpp backend (csrc/cpu/advantages.cpp): torch.ops.tao_engine.group_advantages; the extension loads in the probe.
-from tao_engine.ops.extension import cpu_backend_probe  # noqa: E402
+# --- cpp and cuda backends (csrc/cpu/advantages.cpp, csrc/cuda/advantages*.{cu,cpp}: one block per group):
+# torch.ops.tao_engine.group_advantages with a fake kernel (below); the extension loads in the probes.
+from tao_engine.ops.extension import cpu_backend_probe, cuda_backend_probe  # noqa: E402
 
 
-def _group_advantages_cpp(
-    rewards: torch.Tensor, mode: str = "mean_std", eps: float = 1e-6
-) -> tuple[torch.Tensor, torch.Tensor]:
-    check_group_advantages_args(rewards, mode, eps)
+def _group_advantages_compiled(a: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    check_group_advantages_args(*a)
+    rewards = a.rewards
     # The kernel reads fp32 or fp64 rewards; other float dtypes are widened (a no-op for those two).
     if rewards.dtype not in (torch.float32, torch.float64):
         rewards = rewards.float()
-    advantages, zero_variance = torch.ops.tao_engine.group_advantages(rewards.detach(), mode, float(eps))
+    advantages, zero_variance = torch.ops.tao_engine.group_advantages(rewards.detach(), a.mode, float(a.eps))
     return advantages, zero_variance
 
 
-def _group_advantages_cpp_supports(
-    rewards: torch.Tensor, mode: str = "mean_std", eps: float = 1e-6
-) -> tuple[bool, str]:
-    if rewards.device.type != "cpu":
-        return False, f"rewards must be a CPU tensor, got {rewards.device}"
+def _on(device_type: str, a: Any) -> tuple[bool, str]:
+    if a.rewards.device.type != device_type:
+        return False, f"rewards must be a {device_type.upper()} tensor, got {a.rewards.device}"
     return True, ""
 
 
-group_advantages.register("cpp", _group_advantages_cpp, cpu_backend_probe, _group_advantages_cpp_supports)
+group_advantages.register("cpp", _group_advantages_compiled, cpu_backend_probe, lambda a: _on("cpu", a))
+group_advantages.register("cuda", _group_advantages_compiled, cuda_backend_probe, lambda a: _on("cuda", a))
 
 
-# --- cuda backend (csrc/cuda/advantages*.{cu,cpp}): the same op on CUDA tensors, one block per group.
-from tao_engine.ops.extension import cuda_backend_probe  # noqa: E402
+# Inference only: a fake kernel, no autograd formula. Applied when `_C` loads (ops/extension.py).
+def _group_advantages_fake(rewards: torch.Tensor, mode: str, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    torch._check(rewards.dim() == 2, lambda: f"group_advantages: rewards must be [P, n], got {tuple(rewards.shape)}")
+    advantages = rewards.new_empty(rewards.shape, dtype=torch.float32)  # [P, n]
+    return advantages, rewards.new_empty((rewards.shape[0],), dtype=torch.bool)  # [P]
 
 
-def _group_advantages_cuda_supports(
-    rewards: torch.Tensor, mode: str = "mean_std", eps: float = 1e-6
-) -> tuple[bool, str]:
-    if rewards.device.type != "cuda":
-        return False, f"rewards must be a CUDA tensor, got {rewards.device}"
-    return True, ""
-
-
-group_advantages.register("cuda", _group_advantages_cpp, cuda_backend_probe, _group_advantages_cuda_supports)
+group_advantages.register_compiled("tao_engine::group_advantages", _group_advantages_fake)

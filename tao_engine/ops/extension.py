@@ -20,9 +20,14 @@ def _load() -> tuple[ModuleType | None, str]:
             f"tao_engine._C is not built or failed to load ({exc}); reinstall with "
             "`pip install --no-build-isolation -e .` (TAO_BUILD_EXT=0 skips the build on purpose)"
         )
-    # Fake kernels and autograd formulas of the compiled ops; they need the ops that loading `_C` just registered.
+    # Fake kernels and autograd formulas of the compiled ops, kept by each op beside its reference; they need the
+    # ops that loading `_C` just registered. Importing this module imported `tao_engine.ops`, so every op is defined.
+    from tao_engine.ops.registry import all_ops
+
     try:
-        importlib.import_module("tao_engine.ops._C_registrations")
+        for op in all_ops().values():
+            for registration in op.compiled:
+                registration.apply()
     except RuntimeError as exc:  # a `_C` built from older sources lacks ops that the Python side names
         return None, (
             f"tao_engine._C is out of date with its Python registrations ({exc}); rebuild with "

@@ -7,7 +7,10 @@ as [num_blocks * block_size, Hkv, D].
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
+from torch import Tensor
 
 from tao_engine.ops.registry import define_op
 
@@ -23,13 +26,7 @@ def _check_cache_pair(op: str, k_cache: torch.Tensor, v_cache: torch.Tensor) -> 
         raise ValueError(f"{op}: k_cache and v_cache must be contiguous (allocate them with allocate_kv_caches)")
 
 
-def _check_write_kv_cache(
-    k: torch.Tensor,
-    v: torch.Tensor,
-    k_cache: torch.Tensor,
-    v_cache: torch.Tensor,
-    slot_mapping: torch.Tensor,
-) -> None:
+def _check_write_kv_cache(k: Tensor, v: Tensor, k_cache: Tensor, v_cache: Tensor, slot_mapping: Tensor) -> None:
     _check_cache_pair("write_kv_cache", k_cache, v_cache)
     n = k.shape[0]
     if k.shape != v.shape or k.dim() != 3 or k.shape[1:] != k_cache.shape[2:]:
@@ -119,40 +116,41 @@ write_kv_cache = define_op("write_kv_cache", write_kv_cache_reference)
 copy_blocks = define_op("copy_blocks", copy_blocks_reference)
 
 
-# --- cpp backend of write_kv_cache (csrc/cpu/kv_cache.cpp): `torch.ops.tao_engine.write_kv_cache`, in place, with a
-# fake kernel (ops/_C_registrations.py). The extension loads in the probe, on first use, never at import time.
-# Shape errors are the kernel's, with the reference's messages (ValueError); `supports` refuses only what it cannot run.
-from tao_engine.ops.extension import cpu_backend_probe  # noqa: E402
+# --- cpp and cuda backends of write_kv_cache (csrc/cpu/kv_cache.cpp, csrc/cuda/kv_cache*.{cu,cpp}):
+# `torch.ops.tao_engine.write_kv_cache`, in place, with a fake kernel (below). The extension loads in the probe, on
+# first use, never at import time. Shape errors are the kernel's, with the reference's messages (ValueError);
+# `supports` refuses only what it cannot run. On CUDA slot values are asserted on the device (a host check would cost
+# a sync per step).
+from tao_engine.ops.extension import cpu_backend_probe, cuda_backend_probe  # noqa: E402
 
 
-def _write_kv_cache_cpp(
-    k: torch.Tensor,
-    v: torch.Tensor,
-    k_cache: torch.Tensor,
-    v_cache: torch.Tensor,
-    slot_mapping: torch.Tensor,
-) -> None:
-    torch.ops.tao_engine.write_kv_cache(k, v, k_cache, v_cache, slot_mapping)
+def _write_kv_cache_compiled(a: Any) -> None:
+    torch.ops.tao_engine.write_kv_cache(*a)
 
 
-def _write_kv_cache_cpp_supports(
-    k: torch.Tensor,
-    v: torch.Tensor,
-    k_cache: torch.Tensor,
-    v_cache: torch.Tensor,
-    slot_mapping: torch.Tensor,
-) -> tuple[bool, str]:
-    tensors = (k, v, k_cache, v_cache, slot_mapping)
-    if any(t.device.type != "cpu" for t in tensors):
-        return False, f"every tensor must be on the CPU, got {[str(t.device) for t in tensors]}"
-    if v_cache.dtype != k_cache.dtype:
-        return False, f"k_cache and v_cache must share one dtype, got {k_cache.dtype} and {v_cache.dtype}"
-    if not (k_cache.is_contiguous() and v_cache.is_contiguous()):
-        return False, "k_cache and v_cache must be contiguous (allocate them with allocate_kv_caches)"
+def _one_cache_dtype(a: Any) -> tuple[bool, str]:
+    if a.v_cache.dtype != a.k_cache.dtype:
+        return False, f"k_cache and v_cache must share one dtype, got {a.k_cache.dtype} and {a.v_cache.dtype}"
     return True, ""
 
 
-write_kv_cache.register("cpp", _write_kv_cache_cpp, cpu_backend_probe, _write_kv_cache_cpp_supports)
+def _write_kv_cache_compiled_supports(a: Any, device_type: str) -> tuple[bool, str]:
+    device = a.k_cache.device
+    if any(t.device != device for t in a) or device.type != device_type:
+        where = "on the CPU" if device_type == "cpu" else "on one CUDA device"
+        return False, f"every tensor must be {where}, got {[str(t.device) for t in a]}"
+    ok, why = _one_cache_dtype(a)
+    if ok and not (a.k_cache.is_contiguous() and a.v_cache.is_contiguous()):
+        return False, "k_cache and v_cache must be contiguous (allocate them with allocate_kv_caches)"
+    return ok, why
+
+
+write_kv_cache.register(
+    "cpp", _write_kv_cache_compiled, cpu_backend_probe, lambda a: _write_kv_cache_compiled_supports(a, "cpu")
+)
+write_kv_cache.register(
+    "cuda", _write_kv_cache_compiled, cuda_backend_probe, lambda a: _write_kv_cache_compiled_supports(a, "cuda")
+)
 
 
 # --- triton backend of write_kv_cache (kernels/kv_cache.py); the kernel module is imported on first call, never at
@@ -162,34 +160,18 @@ from tao_engine.ops import triton_support  # noqa: E402
 _TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
-def _write_kv_cache_triton(
-    k: torch.Tensor,
-    v: torch.Tensor,
-    k_cache: torch.Tensor,
-    v_cache: torch.Tensor,
-    slot_mapping: torch.Tensor,
-) -> None:
-    _check_write_kv_cache(k, v, k_cache, v_cache, slot_mapping)
-    triton_support.kernel_module("kv_cache").write_kv_cache(k, v, k_cache, v_cache, slot_mapping)
+def _write_kv_cache_triton(a: Any) -> None:
+    _check_write_kv_cache(*a)
+    triton_support.kernel_module("kv_cache").write_kv_cache(*a)
 
 
-def _write_kv_cache_triton_supports(
-    k: torch.Tensor,
-    v: torch.Tensor,
-    k_cache: torch.Tensor,
-    v_cache: torch.Tensor,
-    slot_mapping: torch.Tensor,
-) -> tuple[bool, str]:
-    ok, why = triton_support.device_supported(k, v, k_cache, v_cache, slot_mapping)
-    if not ok:
-        return ok, why
-    for name, t in (("k", k), ("v", v), ("k_cache", k_cache), ("v_cache", v_cache)):
-        ok, why = triton_support.dtype_supported(name, t, _TRITON_DTYPES)
+def _write_kv_cache_triton_supports(a: Any) -> tuple[bool, str]:
+    ok, why = triton_support.device_supported(*a)
+    for name, t in zip(a._fields[:4], a[:4], strict=True):  # k, v, k_cache, v_cache
         if not ok:
-            return ok, why
-    if v_cache.dtype != k_cache.dtype:
-        return False, f"k_cache and v_cache must share one dtype, got {k_cache.dtype} and {v_cache.dtype}"
-    return True, ""
+            break
+        ok, why = triton_support.dtype_supported(name, t, _TRITON_DTYPES)
+    return _one_cache_dtype(a) if ok else (ok, why)
 
 
 write_kv_cache.register(
@@ -197,26 +179,13 @@ write_kv_cache.register(
 )
 
 
-# --- cuda backend of write_kv_cache (csrc/cuda/kv_cache*.{cu,cpp}): the same op on CUDA tensors; slot values are
-# asserted on the device (a host check would cost a sync per step).
-from tao_engine.ops.extension import cuda_backend_probe  # noqa: E402
+# Inference only: a fake kernel, no autograd formula. Applied when `_C` loads (ops/extension.py).
+def _write_kv_cache_fake(k: Tensor, v: Tensor, k_cache: Tensor, v_cache: Tensor, slot_mapping: Tensor) -> None:
+    torch._check_value(
+        k.dim() == 3 and k_cache.dim() == 4 and k.shape[1:] == k_cache.shape[2:],
+        lambda: f"write_kv_cache: k must be [N, Hkv, D] to match the cache, got {tuple(k.shape)} and "
+        f"{tuple(k_cache.shape)}",
+    )
 
 
-def _write_kv_cache_cuda_supports(
-    k: torch.Tensor,
-    v: torch.Tensor,
-    k_cache: torch.Tensor,
-    v_cache: torch.Tensor,
-    slot_mapping: torch.Tensor,
-) -> tuple[bool, str]:
-    tensors = (k, v, k_cache, v_cache, slot_mapping)
-    if any(t.device != k_cache.device for t in tensors) or k_cache.device.type != "cuda":
-        return False, f"every tensor must be on one CUDA device, got {[str(t.device) for t in tensors]}"
-    if v_cache.dtype != k_cache.dtype:
-        return False, f"k_cache and v_cache must share one dtype, got {k_cache.dtype} and {v_cache.dtype}"
-    if not (k_cache.is_contiguous() and v_cache.is_contiguous()):
-        return False, "k_cache and v_cache must be contiguous (allocate them with allocate_kv_caches)"
-    return True, ""
-
-
-write_kv_cache.register("cuda", _write_kv_cache_cpp, cuda_backend_probe, _write_kv_cache_cuda_supports)
+write_kv_cache.register_compiled("tao_engine::write_kv_cache", _write_kv_cache_fake)

@@ -13,9 +13,13 @@ dtype.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
+from tao_engine.ops.attention_checks import check_decode, check_prefill
 from tao_engine.ops.registry import define_op
 
 
@@ -27,74 +31,6 @@ def _gather_context(cache: torch.Tensor, block_tables: torch.Tensor) -> torch.Te
     return gathered.view(b, m * cache.shape[1], cache.shape[2], cache.shape[3]).transpose(1, 2)
 
 
-def _check_paged(
-    op: str,
-    q: torch.Tensor,
-    k_cache: torch.Tensor,
-    v_cache: torch.Tensor,
-    block_tables: torch.Tensor,
-    context_lens: torch.Tensor,
-    q_rows: str,
-) -> None:
-    if k_cache.dim() != 4 or k_cache.shape != v_cache.shape:
-        raise ValueError(
-            f"{op}: k_cache and v_cache must both be [num_blocks, block_size, Hkv, D], got {tuple(k_cache.shape)} and "
-            f"{tuple(v_cache.shape)}"
-        )
-    hkv, d = k_cache.shape[2], k_cache.shape[3]
-    if q.dim() != 3 or q.shape[2] != d or q.shape[1] % hkv:
-        raise ValueError(f"{op}: q must be [{q_rows}, Hq, {d}] with Hq a multiple of Hkv={hkv}, got {tuple(q.shape)}")
-    if block_tables.dim() != 2 or block_tables.dtype not in (torch.int32, torch.int64):
-        raise ValueError(
-            f"{op}: block_tables must be int32 [B, max_blocks], got {block_tables.dtype} {tuple(block_tables.shape)}"
-        )
-    if context_lens.shape != block_tables.shape[:1]:
-        raise ValueError(
-            f"{op}: context_lens must be [B={block_tables.shape[0]}] like block_tables' rows, got "
-            f"{tuple(context_lens.shape)}"
-        )
-
-
-def _check_decode(
-    q: torch.Tensor,
-    k_cache: torch.Tensor,
-    v_cache: torch.Tensor,
-    block_tables: torch.Tensor,
-    context_lens: torch.Tensor,
-) -> None:
-    _check_paged("paged_decode_attention", q, k_cache, v_cache, block_tables, context_lens, "B")
-    if q.shape[0] != block_tables.shape[0]:
-        raise ValueError(
-            f"paged_decode_attention: q has {q.shape[0]} rows but block_tables {block_tables.shape[0]}; one query per "
-            "sequence"
-        )
-
-
-def _check_prefill(
-    q: torch.Tensor,
-    k_cache: torch.Tensor,
-    v_cache: torch.Tensor,
-    cu_seqlens_q: torch.Tensor,
-    block_tables: torch.Tensor,
-    context_lens: torch.Tensor,
-    max_seqlen_q: int,
-    max_seqlen_k: int,
-) -> None:
-    _check_paged("paged_prefill_attention", q, k_cache, v_cache, block_tables, context_lens, "N")
-    b = block_tables.shape[0]
-    if cu_seqlens_q.shape != (b + 1,):
-        raise ValueError(
-            f"paged_prefill_attention: cu_seqlens_q must be [B + 1 = {b + 1}], got {tuple(cu_seqlens_q.shape)}"
-        )
-    block_size = k_cache.shape[1]
-    if max_seqlen_q < 1 or max_seqlen_k < 1 or -(-max_seqlen_k // block_size) > block_tables.shape[1]:
-        raise ValueError(
-            f"paged_prefill_attention: need max_seqlen_q >= 1 and 1 <= max_seqlen_k <= block_tables width x "
-            f"block_size ({block_tables.shape[1]} x {block_size}), got max_seqlen_q={max_seqlen_q}, "
-            f"max_seqlen_k={max_seqlen_k}"
-        )
-
-
 def paged_decode_attention_reference(
     q: torch.Tensor,
     k_cache: torch.Tensor,
@@ -104,7 +40,7 @@ def paged_decode_attention_reference(
     scale: float,
 ) -> torch.Tensor:
     """One query token per sequence (the last of its context) -> [B, Hq, D]. q [B, Hq, D]; context_lens >= 1."""
-    _check_decode(q, k_cache, v_cache, block_tables, context_lens)
+    check_decode(q, k_cache, v_cache, block_tables, context_lens)
     b, hq, d = q.shape
     keys = _gather_context(k_cache, block_tables)  # [B, Hkv, L, D]
     values = _gather_context(v_cache, block_tables)
@@ -134,7 +70,7 @@ def paged_prefill_attention_reference(
     Query j of sequence b sits at position context_lens[b] - q_len_b + j and attends causally to cache positions up to
     its own (already written). max_seqlen_q / max_seqlen_k bound q_len and context_lens over the batch.
     """
-    _check_prefill(q, k_cache, v_cache, cu_seqlens_q, block_tables, context_lens, max_seqlen_q, max_seqlen_k)
+    check_prefill(q, k_cache, v_cache, cu_seqlens_q, block_tables, context_lens, max_seqlen_q, max_seqlen_k)
     b, block_size = block_tables.shape[0], k_cache.shape[1]
     num_blocks = -(-max_seqlen_k // block_size)
     n, device = q.shape[0], q.device
@@ -167,189 +103,131 @@ paged_decode_attention = define_op("paged_decode_attention", paged_decode_attent
 paged_prefill_attention = define_op("paged_prefill_attention", paged_prefill_attention_reference)
 
 
-# --- cpp backend of paged_decode_attention (csrc/cpu/paged_attention*.{h,cpp}): one op in tao_engine._C,
-# `torch.ops.tao_engine.paged_decode_attention`, with a fake kernel (ops/_C_registrations.py); inference only. The
+# --- cpp and cuda backends of paged_decode_attention (csrc/cpu/paged_attention*.{h,cpp}; csrc/cuda/paged_attention*.
+# {cu,cpp}, one block per (sequence, query head), table entries and context lengths asserted on the device): one op in
+# tao_engine._C, `torch.ops.tao_engine.paged_decode_attention`, with a fake kernel (below); inference only. The
 # extension loads in the probe, on first use, never at import time. Shape errors are the kernel's, with the
 # reference's messages (ValueError); `supports` refuses only what the kernel cannot run.
-from tao_engine.ops.extension import cpu_backend_probe  # noqa: E402
+from tao_engine.ops.extension import cpu_backend_probe, cuda_backend_probe  # noqa: E402
 
-_CPP_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-
-
-def _paged_decode_attention_cpp(
-    q: torch.Tensor,
-    k_cache: torch.Tensor,
-    v_cache: torch.Tensor,
-    block_tables: torch.Tensor,
-    context_lens: torch.Tensor,
-    scale: float,
-) -> torch.Tensor:
-    return torch.ops.tao_engine.paged_decode_attention(q, k_cache, v_cache, block_tables, context_lens, float(scale))
-
-
-def _paged_decode_attention_cpp_supports(
-    q: torch.Tensor,
-    k_cache: torch.Tensor,
-    v_cache: torch.Tensor,
-    block_tables: torch.Tensor,
-    context_lens: torch.Tensor,
-    scale: float,
-) -> tuple[bool, str]:
-    tensors = (q, k_cache, v_cache, block_tables, context_lens)
-    if any(t.device.type != "cpu" for t in tensors):
-        return False, f"every tensor must be on the CPU, got {[str(t.device) for t in tensors]}"
-    if q.dtype not in _CPP_DTYPES or k_cache.dtype not in _CPP_DTYPES or v_cache.dtype != k_cache.dtype:
-        return False, (
-            f"q and the caches must be float32, bfloat16 or float16 (both caches alike), got q {q.dtype}, k_cache "
-            f"{k_cache.dtype}, v_cache {v_cache.dtype}"
-        )
-    if context_lens.dtype.is_floating_point or context_lens.dtype.is_complex or context_lens.dtype == torch.bool:
-        return False, f"context_lens must be an integer tensor, got {context_lens.dtype}"
-    if not (k_cache.is_contiguous() and v_cache.is_contiguous()):
-        return False, "k_cache and v_cache must be contiguous (allocate them with allocate_kv_caches)"
-    return True, ""
-
-
-paged_decode_attention.register(
-    "cpp", _paged_decode_attention_cpp, cpu_backend_probe, _paged_decode_attention_cpp_supports
-)
-
-
-# --- triton backend of paged_decode_attention (kernels/paged_attention.py); the kernel module is imported on first
-# call, never at import time. Shape errors are the reference's (ValueError); `supports` refuses only what the kernel
-# cannot run. The kernel picks split-K by itself for few (sequence, kv head) pairs and long contexts.
-from tao_engine.ops import triton_support  # noqa: E402
-
-_TRITON_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-
-
-def _paged_decode_attention_triton(
-    q: torch.Tensor,
-    k_cache: torch.Tensor,
-    v_cache: torch.Tensor,
-    block_tables: torch.Tensor,
-    context_lens: torch.Tensor,
-    scale: float,
-) -> torch.Tensor:
-    _check_decode(q, k_cache, v_cache, block_tables, context_lens)
-    kernels = triton_support.kernel_module("paged_attention")
-    return kernels.paged_decode_attention(q, k_cache, v_cache, block_tables, context_lens, float(scale))
-
-
-def _paged_decode_attention_triton_supports(
-    q: torch.Tensor,
-    k_cache: torch.Tensor,
-    v_cache: torch.Tensor,
-    block_tables: torch.Tensor,
-    context_lens: torch.Tensor,
-    scale: float,
-) -> tuple[bool, str]:
-    ok, why = triton_support.device_supported(q, k_cache, v_cache, block_tables, context_lens)
-    if not ok:
-        return ok, why
-    for name, t in (("q", q), ("k_cache", k_cache), ("v_cache", v_cache)):
-        ok, why = triton_support.dtype_supported(name, t, _TRITON_DTYPES)
-        if not ok:
-            return ok, why
-    if v_cache.dtype != k_cache.dtype:
-        return False, f"k_cache and v_cache must share one dtype, got {k_cache.dtype} and {v_cache.dtype}"
-    if context_lens.dtype.is_floating_point or context_lens.dtype.is_complex or context_lens.dtype == torch.bool:
-        return False, f"context_lens must be an integer tensor, got {context_lens.dtype}"
-    return True, ""
-
-
-paged_decode_attention.register(
-    "triton", _paged_decode_attention_triton, triton_support.triton_probe, _paged_decode_attention_triton_supports
-)
-
-
-# --- triton backend of paged_prefill_attention (kernels/paged_prefill_attention.py): causal FlashAttention-style
-# tiles over the paged cache, the GQA group of query heads of a kv head together. Same contract and errors.
-def _paged_prefill_attention_triton(
-    q: torch.Tensor,
-    k_cache: torch.Tensor,
-    v_cache: torch.Tensor,
-    cu_seqlens_q: torch.Tensor,
-    block_tables: torch.Tensor,
-    context_lens: torch.Tensor,
-    max_seqlen_q: int,
-    max_seqlen_k: int,
-    scale: float,
-) -> torch.Tensor:
-    _check_prefill(q, k_cache, v_cache, cu_seqlens_q, block_tables, context_lens, max_seqlen_q, max_seqlen_k)
-    kernels = triton_support.kernel_module("paged_prefill_attention")
-    bounds = (int(max_seqlen_q), int(max_seqlen_k), float(scale))
-    return kernels.paged_prefill_attention(q, k_cache, v_cache, cu_seqlens_q, block_tables, context_lens, *bounds)
-
-
-def _paged_prefill_attention_triton_supports(
-    q: torch.Tensor,
-    k_cache: torch.Tensor,
-    v_cache: torch.Tensor,
-    cu_seqlens_q: torch.Tensor,
-    block_tables: torch.Tensor,
-    context_lens: torch.Tensor,
-    max_seqlen_q: int,
-    max_seqlen_k: int,
-    scale: float,
-) -> tuple[bool, str]:
-    # The decode kernel's conditions (device, dtypes, integer lengths) plus cu_seqlens_q's.
-    ok, why = _paged_decode_attention_triton_supports(q, k_cache, v_cache, block_tables, context_lens, scale)
-    if not ok:
-        return ok, why
-    if cu_seqlens_q.device != q.device or cu_seqlens_q.dtype not in (torch.int32, torch.int64):
-        return False, (
-            f"cu_seqlens_q must be int32 or int64 on q's device, got {cu_seqlens_q.dtype} on {cu_seqlens_q.device}"
-        )
-    if k_cache.dim() == 4 and k_cache.shape[3] > 256:
-        return False, f"head dim D must be <= 256 (one K/V tile row in registers), got {k_cache.shape[3]}"
-    return True, ""
-
-
-paged_prefill_attention.register(
-    "triton", _paged_prefill_attention_triton, triton_support.triton_probe, _paged_prefill_attention_triton_supports
-)
-
-
-# --- cuda backend of paged_decode_attention (csrc/cuda/paged_attention*.{cu,cpp}): the same op on CUDA tensors, one
-# block per (sequence, query head); table entries and context lengths are asserted on the device.
-from tao_engine.ops.extension import cuda_backend_probe  # noqa: E402
-
+_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 _CUDA_MAX_HEAD_DIM = 256  # csrc/cuda/paged_attention_launch.h kMaxHeadDim
 
 
-def _paged_decode_attention_cuda_supports(
-    q: torch.Tensor,
-    k_cache: torch.Tensor,
-    v_cache: torch.Tensor,
-    block_tables: torch.Tensor,
-    context_lens: torch.Tensor,
-    scale: float,
-) -> tuple[bool, str]:
-    tensors = (q, k_cache, v_cache, block_tables, context_lens)
-    if q.device.type != "cuda" or any(t.device != q.device for t in tensors):
-        return False, f"every tensor must be on one CUDA device, got {[str(t.device) for t in tensors]}"
-    if q.dtype not in _CPP_DTYPES or k_cache.dtype not in _CPP_DTYPES or v_cache.dtype != k_cache.dtype:
+def _paged_decode_attention_compiled(a: Any) -> torch.Tensor:
+    return torch.ops.tao_engine.paged_decode_attention(*a[:5], float(a.scale))
+
+
+def _integer_lengths(a: Any) -> tuple[bool, str]:
+    lens = a.context_lens
+    if lens.dtype.is_floating_point or lens.dtype.is_complex or lens.dtype == torch.bool:
+        return False, f"context_lens must be an integer tensor, got {lens.dtype}"
+    return True, ""
+
+
+def _compiled_supports(a: Any, device_type: str) -> tuple[bool, str]:
+    q, k_cache, v_cache = a.q, a.k_cache, a.v_cache
+    tensors = a[:5]
+    if q.device.type != device_type or any(t.device != q.device for t in tensors):
+        where = "on the CPU" if device_type == "cpu" else "on one CUDA device"
+        return False, f"every tensor must be {where}, got {[str(t.device) for t in tensors]}"
+    if q.dtype not in _DTYPES or k_cache.dtype not in _DTYPES or v_cache.dtype != k_cache.dtype:
         return False, (
             f"q and the caches must be float32, bfloat16 or float16 (both caches alike), got q {q.dtype}, k_cache "
             f"{k_cache.dtype}, v_cache {v_cache.dtype}"
         )
-    if context_lens.dtype.is_floating_point or context_lens.dtype.is_complex or context_lens.dtype == torch.bool:
-        return False, f"context_lens must be an integer tensor, got {context_lens.dtype}"
+    ok, why = _integer_lengths(a)
+    if not ok:
+        return ok, why
     if not (k_cache.is_contiguous() and v_cache.is_contiguous()):
         return False, "k_cache and v_cache must be contiguous (allocate them with allocate_kv_caches)"
-    if k_cache.dim() == 4 and k_cache.shape[3] > _CUDA_MAX_HEAD_DIM:
+    if device_type == "cuda" and k_cache.dim() == 4 and k_cache.shape[3] > _CUDA_MAX_HEAD_DIM:
         return False, f"head dim D must be <= {_CUDA_MAX_HEAD_DIM}, got {k_cache.shape[3]}"
     return True, ""
 
 
 paged_decode_attention.register(
-    "cuda", _paged_decode_attention_cpp, cuda_backend_probe, _paged_decode_attention_cuda_supports
+    "cpp", _paged_decode_attention_compiled, cpu_backend_probe, lambda a: _compiled_supports(a, "cpu")
+)
+paged_decode_attention.register(
+    "cuda", _paged_decode_attention_compiled, cuda_backend_probe, lambda a: _compiled_supports(a, "cuda")
+)
+
+
+# --- triton backends (kernels/paged_attention.py, kernels/paged_prefill_attention.py: causal FlashAttention-style
+# tiles over the paged cache, the GQA group of query heads of a kv head together); the kernel modules are imported on
+# first call, never at import time. Shape errors are the reference's (ValueError); `supports` refuses only what the
+# kernel cannot run. The decode kernel picks split-K by itself for few (sequence, kv head) pairs and long contexts.
+from tao_engine.ops import triton_support  # noqa: E402
+
+
+def _paged_decode_attention_triton(a: Any) -> torch.Tensor:
+    check_decode(*a[:5])
+    kernels = triton_support.kernel_module("paged_attention")
+    return kernels.paged_decode_attention(*a[:5], float(a.scale))
+
+
+def _paged_prefill_attention_triton(a: Any) -> torch.Tensor:
+    check_prefill(*a[:8])
+    kernels = triton_support.kernel_module("paged_prefill_attention")
+    bounds = (int(a.max_seqlen_q), int(a.max_seqlen_k), float(a.scale))
+    return kernels.paged_prefill_attention(*a[:6], *bounds)
+
+
+def _triton_supports(a: Any) -> tuple[bool, str]:
+    """Either op's arguments (their fields share names): device, dtypes, integer lengths."""
+    ok, why = triton_support.device_supported(a.q, a.k_cache, a.v_cache, a.block_tables, a.context_lens)
+    if not ok:
+        return ok, why
+    for name, t in (("q", a.q), ("k_cache", a.k_cache), ("v_cache", a.v_cache)):
+        ok, why = triton_support.dtype_supported(name, t, _DTYPES)
+        if not ok:
+            return ok, why
+    if a.v_cache.dtype != a.k_cache.dtype:
+        return False, f"k_cache and v_cache must share one dtype, got {a.k_cache.dtype} and {a.v_cache.dtype}"
+    return _integer_lengths(a)
+
+
+def _prefill_triton_supports(a: Any) -> tuple[bool, str]:
+    ok, why = _triton_supports(a)
+    if not ok:
+        return ok, why
+    cu = a.cu_seqlens_q
+    if cu.device != a.q.device or cu.dtype not in (torch.int32, torch.int64):
+        return False, f"cu_seqlens_q must be int32 or int64 on q's device, got {cu.dtype} on {cu.device}"
+    if a.k_cache.dim() == 4 and a.k_cache.shape[3] > 256:
+        return False, f"head dim D must be <= 256 (one K/V tile row in registers), got {a.k_cache.shape[3]}"
+    return True, ""
+
+
+paged_decode_attention.register(
+    "triton", _paged_decode_attention_triton, triton_support.triton_probe, _triton_supports
+)
+paged_prefill_attention.register(
+    "triton", _paged_prefill_attention_triton, triton_support.triton_probe, _prefill_triton_supports
 )
 
 # flash-attn 2 (optional, GPU): chosen only when asked for (backend="flash_attn", use_backend or TAO_BACKEND) until
 # a GPU run has measured it against cuda/triton; see ops/paged_attention_flash.py for its limits (pages of 256+).
 from tao_engine.ops import paged_attention_flash as _flash  # noqa: E402
 
-paged_prefill_attention.register("flash_attn", _flash.prefill, _flash.flash_attn_probe, _flash.prefill_supports)
-paged_decode_attention.register("flash_attn", _flash.decode, _flash.flash_attn_probe, _flash.decode_supports)
+
+def _flash_supports(a: Any) -> tuple[bool, str]:
+    return _flash.supports(*a)  # flash-attn's adapters take the ops' arguments in order, as flash_attn's own do
+
+
+paged_prefill_attention.register("flash_attn", lambda a: _flash.prefill(*a), _flash.flash_attn_probe, _flash_supports)
+paged_decode_attention.register("flash_attn", lambda a: _flash.decode(*a), _flash.flash_attn_probe, _flash_supports)
+
+
+# Inference only: a fake kernel, no autograd formula. Applied when `_C` loads (ops/extension.py).
+def _paged_decode_attention_fake(q: Tensor, k_cache: Tensor, *rest: Any) -> Tensor:
+    torch._check_value(
+        q.dim() == 3 and k_cache.dim() == 4 and q.shape[2] == k_cache.shape[3],
+        lambda: f"paged_decode_attention: q must be [B, Hq, D] and k_cache [num_blocks, block_size, Hkv, D], got "
+        f"{tuple(q.shape)} and {tuple(k_cache.shape)}",
+    )
+    return q.new_empty(q.shape)  # [B, Hq, D], contiguous, q's dtype
+
+
+paged_decode_attention.register_compiled("tao_engine::paged_decode_attention", _paged_decode_attention_fake)

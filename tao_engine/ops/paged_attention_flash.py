@@ -24,6 +24,9 @@ import importlib.util
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor
+
+from tao_engine.ops.attention_checks import check_decode, check_prefill
 
 FLASH_DTYPES = (torch.bfloat16, torch.float16)
 PAGE_MULTIPLE = 256  # flash-attn 2: "page_block_size must be a multiple of 256"
@@ -43,7 +46,9 @@ def flash_attn_probe() -> tuple[bool, str]:
     return True, "flash_attn with a CUDA device"
 
 
-def _supports(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, *index: torch.Tensor) -> tuple[bool, str]:
+def supports(q: Tensor, k_cache: Tensor, v_cache: Tensor, *rest: object) -> tuple[bool, str]:
+    """Either op's arguments in order (q, k_cache, v_cache, then its index tensors and scalars)."""
+    index = [t for t in rest if isinstance(t, Tensor)]  # block tables, lengths (and prefill's cu_seqlens_q)
     tensors = (q, k_cache, v_cache, *index)
     if q.device.type != "cuda" or any(t.device != q.device for t in tensors):
         return False, f"every tensor must be on one CUDA device, got {[str(t.device) for t in tensors]}"
@@ -65,46 +70,15 @@ def _supports(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, *in
     return True, ""
 
 
-def prefill_supports(
-    q: torch.Tensor,
-    k_cache: torch.Tensor,
-    v_cache: torch.Tensor,
-    cu_seqlens_q: torch.Tensor,
-    block_tables: torch.Tensor,
-    context_lens: torch.Tensor,
-    max_seqlen_q: int,
-    max_seqlen_k: int,
-    scale: float,
-) -> tuple[bool, str]:
-    return _supports(q, k_cache, v_cache, cu_seqlens_q, block_tables, context_lens)
-
-
-def decode_supports(
-    q: torch.Tensor,
-    k_cache: torch.Tensor,
-    v_cache: torch.Tensor,
-    block_tables: torch.Tensor,
-    context_lens: torch.Tensor,
-    scale: float,
-) -> tuple[bool, str]:
-    return _supports(q, k_cache, v_cache, block_tables, context_lens)
+prefill_supports = decode_supports = supports  # one check serves both argument lists
 
 
 def prefill(
-    q: torch.Tensor,
-    k_cache: torch.Tensor,
-    v_cache: torch.Tensor,
-    cu_seqlens_q: torch.Tensor,
-    block_tables: torch.Tensor,
-    context_lens: torch.Tensor,
-    max_seqlen_q: int,
-    max_seqlen_k: int,
-    scale: float,
-) -> torch.Tensor:
+    q: Tensor, k_cache: Tensor, v_cache: Tensor, cu_seqlens_q: Tensor, block_tables: Tensor, context_lens: Tensor,
+    max_seqlen_q: int, max_seqlen_k: int, scale: float,
+) -> Tensor:  # fmt: skip
     """paged_prefill_attention on flash_attn_varlen_func: [N, Hq, D] in q's dtype."""
-    from tao_engine.ops.paged_attention import _check_prefill
-
-    _check_prefill(q, k_cache, v_cache, cu_seqlens_q, block_tables, context_lens, max_seqlen_q, max_seqlen_k)
+    check_prefill(q, k_cache, v_cache, cu_seqlens_q, block_tables, context_lens, max_seqlen_q, max_seqlen_k)
     from flash_attn import flash_attn_varlen_func
 
     cu_seqlens_k = F.pad(context_lens.cumsum(0, dtype=torch.int32), (1, 0))  # [B + 1], per-sequence key counts
@@ -123,17 +97,10 @@ def prefill(
 
 
 def decode(
-    q: torch.Tensor,
-    k_cache: torch.Tensor,
-    v_cache: torch.Tensor,
-    block_tables: torch.Tensor,
-    context_lens: torch.Tensor,
-    scale: float,
-) -> torch.Tensor:
+    q: Tensor, k_cache: Tensor, v_cache: Tensor, block_tables: Tensor, context_lens: Tensor, scale: float
+) -> Tensor:
     """paged_decode_attention on flash_attn_with_kvcache: [B, Hq, D] in q's dtype."""
-    from tao_engine.ops.paged_attention import _check_decode
-
-    _check_decode(q, k_cache, v_cache, block_tables, context_lens)
+    check_decode(q, k_cache, v_cache, block_tables, context_lens)
     from flash_attn import flash_attn_with_kvcache
 
     out = flash_attn_with_kvcache(

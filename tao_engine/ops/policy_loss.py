@@ -44,6 +44,7 @@ splits the gradient between both branches. Backends: `cpp` (csrc/cpu/policy_loss
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -107,10 +108,9 @@ def policy_loss_reference(
     max_tokens: int | None = None,
 ) -> PolicyLossOutput:
     opts = policy_loss_options(
-        logprobs, old_logprobs, advantages, mask, ref_logprobs, token_weights,
-        clip_low=clip_low, clip_high=clip_high, dual_clip=dual_clip, ratio_level=ratio_level, kl_type=kl_type,
-        kl_coef=kl_coef, loss_agg=loss_agg, max_tokens=max_tokens,
-    )  # fmt: skip
+        (logprobs, old_logprobs, advantages, mask, ref_logprobs, token_weights),
+        (clip_low, clip_high, dual_clip, ratio_level, kl_type, kl_coef, loss_agg, max_tokens),
+    )
     m = mask.detach().float()  # [B, T]
     on = m != 0  # positions that are read at all
     lp = logprobs.float()
@@ -165,21 +165,22 @@ def _output_from_stats(loss: torch.Tensor, per_token: torch.Tensor, stats: torch
     return PolicyLossOutput(loss, per_token.detach(), clip_fraction, ratio_mean, ratio_max, kl_mean)
 
 
-def _kernel_inputs(
-    old_logprobs: torch.Tensor,
-    advantages: torch.Tensor,
-    mask: torch.Tensor,
-    ref_logprobs: torch.Tensor | None,
-    token_weights: torch.Tensor | None,
-) -> tuple[torch.Tensor, ...]:
-    """The kernels read fp32 values and a bool or fp32 mask; other dtypes are converted (no copy when they match)."""
-    if mask.dtype not in (torch.bool, torch.float32):
-        mask = mask.float()
+_TENSOR_ARGS = 6  # policy_loss's signature: its tensors (logprobs .. token_weights), then its options
+
+
+def _options(a: Any) -> PolicyLossOptions:
+    return policy_loss_options(a[:_TENSOR_ARGS], a[_TENSOR_ARGS:])
+
+
+def _kernel_inputs(a: Any) -> tuple[torch.Tensor | None, ...]:
+    """Every tensor but logprobs, as the kernels read them: fp32 values and a bool or fp32 mask; other dtypes are
+    converted (no copy when they match)."""
+    mask = a.mask if a.mask.dtype in (torch.bool, torch.float32) else a.mask.float()
 
     def f32(t: torch.Tensor | None) -> torch.Tensor | None:
         return None if t is None else t.detach().float()
 
-    return f32(old_logprobs), f32(advantages), mask.detach(), f32(ref_logprobs), f32(token_weights)
+    return f32(a.old_logprobs), f32(a.advantages), mask.detach(), f32(a.ref_logprobs), f32(a.token_weights)
 
 
 def _supports(device_ok: tuple[bool, str], logprobs: torch.Tensor) -> tuple[bool, str]:
@@ -190,78 +191,93 @@ def _supports(device_ok: tuple[bool, str], logprobs: torch.Tensor) -> tuple[bool
     return True, ""
 
 
-# --- cpp backend (csrc/cpu/policy_loss.cpp): torch.ops.tao_engine.policy_loss, whose autograd formula
-# (ops/_C_registrations.py) multiplies the gradient the forward computed by the incoming one.
-from tao_engine.ops.extension import cpu_backend_probe  # noqa: E402
+def _tensors(a: Any) -> list[torch.Tensor]:
+    return [t for t in a if isinstance(t, torch.Tensor)]
 
 
-def _policy_loss_cpp(
-    logprobs: torch.Tensor,
-    old_logprobs: torch.Tensor,
-    advantages: torch.Tensor,
-    mask: torch.Tensor,
-    ref_logprobs: torch.Tensor | None = None,
-    token_weights: torch.Tensor | None = None,
-    **options: object,
-) -> PolicyLossOutput:
-    opts = policy_loss_options(logprobs, old_logprobs, advantages, mask, ref_logprobs, token_weights, **options)
-    compute_grad = torch.is_grad_enabled() and logprobs.requires_grad
+# --- cpp and cuda backends (csrc/cpu/policy_loss.cpp, csrc/cuda/policy_loss*.{cu,cpp}): torch.ops.tao_engine.
+# policy_loss, whose autograd formula (below) multiplies the gradient the forward computed by the incoming one.
+from tao_engine.ops.extension import cpu_backend_probe, cuda_backend_probe  # noqa: E402
+
+
+def _policy_loss_compiled(a: Any) -> PolicyLossOutput:
+    opts = _options(a)
+    compute_grad = torch.is_grad_enabled() and a.logprobs.requires_grad
     loss, per_token, stats, _ = torch.ops.tao_engine.policy_loss(
-        logprobs, *_kernel_inputs(old_logprobs, advantages, mask, ref_logprobs, token_weights),
-        opts.clip_low, opts.clip_high, opts.dual_clip, opts.ratio_level, opts.kl_type, opts.kl_coef, opts.loss_agg,
-        opts.max_tokens, compute_grad,
+        a.logprobs, *_kernel_inputs(a), opts.clip_low, opts.clip_high, opts.dual_clip, opts.ratio_level,
+        opts.kl_type, opts.kl_coef, opts.loss_agg, opts.max_tokens, compute_grad,
     )  # fmt: skip
     return _output_from_stats(loss, per_token, stats)
 
 
-def _policy_loss_cpp_supports(logprobs: torch.Tensor, *args: object, **kwargs: object) -> tuple[bool, str]:
-    on_cpu = (logprobs.device.type == "cpu", f"logprobs must be a CPU tensor, got {logprobs.device}")
-    return _supports(on_cpu, logprobs)
+def _policy_loss_cpp_supports(a: Any) -> tuple[bool, str]:
+    on_cpu = (a.logprobs.device.type == "cpu", f"logprobs must be a CPU tensor, got {a.logprobs.device}")
+    return _supports(on_cpu, a.logprobs)
 
 
-policy_loss.register("cpp", _policy_loss_cpp, cpu_backend_probe, _policy_loss_cpp_supports)
+def _policy_loss_cuda_supports(a: Any) -> tuple[bool, str]:
+    tensors = _tensors(a)
+    on_cuda = (
+        a.logprobs.device.type == "cuda" and all(t.device == a.logprobs.device for t in tensors),
+        f"every tensor must be on one CUDA device, got {sorted({str(t.device) for t in tensors})}",
+    )
+    return _supports(on_cuda, a.logprobs)
+
+
+policy_loss.register("cpp", _policy_loss_compiled, cpu_backend_probe, _policy_loss_cpp_supports)
+policy_loss.register("cuda", _policy_loss_compiled, cuda_backend_probe, _policy_loss_cuda_supports)
 
 
 # --- triton backend (kernels/policy_loss.py), imported on first call, never at import time.
 from tao_engine.ops import triton_support  # noqa: E402
 
 
-def _policy_loss_triton(
-    logprobs: torch.Tensor,
-    old_logprobs: torch.Tensor,
-    advantages: torch.Tensor,
-    mask: torch.Tensor,
-    ref_logprobs: torch.Tensor | None = None,
-    token_weights: torch.Tensor | None = None,
-    **options: object,
-) -> PolicyLossOutput:
-    opts = policy_loss_options(logprobs, old_logprobs, advantages, mask, ref_logprobs, token_weights, **options)
+def _policy_loss_triton(a: Any) -> PolicyLossOutput:
+    opts = _options(a)
     kernels = triton_support.kernel_module("policy_loss")
-    loss, per_token, stats = kernels.policy_loss(
-        logprobs, *_kernel_inputs(old_logprobs, advantages, mask, ref_logprobs, token_weights), opts
-    )
+    loss, per_token, stats = kernels.policy_loss(a.logprobs, *_kernel_inputs(a), opts)
     return _output_from_stats(loss, per_token, stats)
 
 
-def _policy_loss_triton_supports(logprobs: torch.Tensor, *args: object, **kwargs: object) -> tuple[bool, str]:
-    tensors = [t for t in (logprobs, *args, *kwargs.values()) if isinstance(t, torch.Tensor)]
-    return _supports(triton_support.device_supported(*tensors), logprobs)
+policy_loss.register(
+    "triton", _policy_loss_triton, triton_support.triton_probe,
+    lambda a: _supports(triton_support.device_supported(*_tensors(a)), a.logprobs),
+)  # fmt: skip
 
 
-policy_loss.register("triton", _policy_loss_triton, triton_support.triton_probe, _policy_loss_triton_supports)
-
-
-# --- cuda backend (csrc/cuda/policy_loss*.{cu,cpp}): the same op, its autograd formula and fake kernel, on CUDA.
-from tao_engine.ops.extension import cuda_backend_probe  # noqa: E402
-
-
-def _policy_loss_cuda_supports(logprobs: torch.Tensor, *args: object, **kwargs: object) -> tuple[bool, str]:
-    tensors = [t for t in (logprobs, *args, *kwargs.values()) if isinstance(t, torch.Tensor)]
-    on_cuda = (
-        logprobs.device.type == "cuda" and all(t.device == logprobs.device for t in tensors),
-        f"every tensor must be on one CUDA device, got {sorted({str(t.device) for t in tensors})}",
+# --- fake kernel and autograd formula of the compiled op, applied when `_C` loads (ops/extension.py). The forward
+# also returns d loss / d logprobs, so the backward is one multiplication by the incoming gradient of the loss.
+def _policy_loss_fake(logprobs: torch.Tensor, *inputs: Any) -> tuple[torch.Tensor, ...]:
+    # inputs: old_logprobs .. token_weights, the options clip_low .. max_tokens, compute_grad (csrc/ops.cpp)
+    torch._check(logprobs.dim() == 2, lambda: f"policy_loss: logprobs must be 2-D [B, T], got {tuple(logprobs.shape)}")
+    f32, compute_grad = torch.float32, inputs[-1]
+    grad_shape = tuple(logprobs.shape) if compute_grad else (0,)
+    return (
+        logprobs.new_empty((), dtype=f32),  # loss
+        logprobs.new_empty(logprobs.shape, dtype=f32),  # per_token_loss [B, T]
+        logprobs.new_empty((4,), dtype=f32),  # clip_fraction, ratio_mean, ratio_max, kl_mean
+        logprobs.new_empty(grad_shape, dtype=f32),  # d loss / d logprobs [B, T] or [0]
     )
-    return _supports(on_cuda, logprobs)
 
 
-policy_loss.register("cuda", _policy_loss_cpp, cuda_backend_probe, _policy_loss_cuda_supports)
+def _policy_loss_setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[torch.Tensor, ...]) -> None:
+    _, per_token_loss, stats, grad_logprobs = output
+    ctx.mark_non_differentiable(per_token_loss, stats, grad_logprobs)
+    ctx.save_for_backward(grad_logprobs)
+
+
+def _policy_loss_backward(ctx: Any, grad_loss: torch.Tensor, *unused_grads: Any) -> tuple[torch.Tensor | None, ...]:
+    (grad_logprobs,) = ctx.saved_tensors
+    grad = None
+    if ctx.needs_input_grad[0]:
+        torch._check(
+            grad_logprobs.dim() == 2,
+            lambda: "policy_loss: backward needs the forward's gradient; call the op with compute_grad=True",
+        )
+        grad = grad_loss * grad_logprobs  # [] * [B, T]
+    return (grad,) + (None,) * (len(ctx.needs_input_grad) - 1)  # one per input of the op
+
+
+policy_loss.register_compiled(
+    "tao_engine::policy_loss", _policy_loss_fake, _policy_loss_backward, _policy_loss_setup_context
+)

@@ -4,6 +4,7 @@ with the same message whichever one runs. Each message names the field and what 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -62,23 +63,11 @@ def _check_tensor(name: str, t: object, shape: tuple[int, ...], device: torch.de
 
 
 def policy_loss_options(
-    logprobs: torch.Tensor,
-    old_logprobs: torch.Tensor,
-    advantages: torch.Tensor,
-    mask: torch.Tensor,
-    ref_logprobs: torch.Tensor | None = None,
-    token_weights: torch.Tensor | None = None,
-    *,
-    clip_low: float = 0.2,
-    clip_high: float = 0.2,
-    dual_clip: float | None = None,
-    ratio_level: str = "token",
-    kl_type: str = "k3",
-    kl_coef: float = 0.0,
-    loss_agg: str = "token_mean",
-    max_tokens: int | None = None,
+    tensors: Sequence[torch.Tensor | None], options: Sequence[object]
 ) -> PolicyLossOptions:
-    """Checks the tensors (shapes, devices, dtypes) and returns the validated options."""
+    """Checks policy_loss's tensors (shapes, devices, dtypes) and returns its validated options. `tensors` and `options`
+    are the two parts of its signature in order: logprobs .. token_weights, then clip_low .. max_tokens."""
+    logprobs, old_logprobs, advantages, mask, ref_logprobs, token_weights = tensors
     if not isinstance(logprobs, torch.Tensor) or logprobs.dim() != 2:
         got = tuple(logprobs.shape) if isinstance(logprobs, torch.Tensor) else type(logprobs).__name__
         raise ValueError(f"policy_loss: logprobs must be a 2-D [B, T] tensor, got {got}")
@@ -95,7 +84,7 @@ def policy_loss_options(
         _check_tensor("ref_logprobs", ref_logprobs, shape, device, "[B, T]")
     if token_weights is not None:
         _check_tensor("token_weights", token_weights, shape, device, "[B, T]")
-    opts = PolicyLossOptions(clip_low, clip_high, dual_clip, ratio_level, kl_type, kl_coef, loss_agg, max_tokens)
+    opts = PolicyLossOptions(*options)
     if opts.kl_coef > 0 and ref_logprobs is None:
         raise ValueError(
             f"policy_loss: kl_coef = {opts.kl_coef} adds a KL penalty to a reference policy, but ref_logprobs is "

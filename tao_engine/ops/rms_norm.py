@@ -7,6 +7,8 @@ autograd formula) and `triton` (kernels/rms_norm.py).
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from tao_engine.ops.registry import define_op
@@ -28,23 +30,22 @@ from tao_engine.ops import triton_support  # noqa: E402
 _TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
-def _rms_norm_triton(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    return triton_support.kernel_module("rms_norm").rms_norm(x, weight, eps)
+def _rms_norm_triton(a: Any) -> torch.Tensor:
+    return triton_support.kernel_module("rms_norm").rms_norm(a.x, a.weight, a.eps)
 
 
-def _rms_norm_triton_supports(x: torch.Tensor, weight: torch.Tensor, eps: float) -> tuple[bool, str]:
+def _rms_norm_triton_supports(a: Any) -> tuple[bool, str]:
     for ok, why in (
-        triton_support.device_supported(x, weight),
-        triton_support.dtype_supported("x", x, _TRITON_DTYPES),
-        triton_support.dtype_supported("weight", weight, _TRITON_DTYPES),
+        triton_support.device_supported(a.x, a.weight),
+        triton_support.dtype_supported("x", a.x, _TRITON_DTYPES),
+        triton_support.dtype_supported("weight", a.weight, _TRITON_DTYPES),
+        _norm_shapes(a.x, a.weight),
     ):
         if not ok:
             return ok, why
-    if weight.dim() != 1 or x.dim() == 0 or x.shape[-1] != weight.shape[0]:
-        return False, f"weight must be [H] with H = x.shape[-1]; got x {tuple(x.shape)}, weight {tuple(weight.shape)}"
     max_hidden = triton_support.kernel_module("rms_norm").MAX_HIDDEN
-    if x.shape[-1] > max_hidden:
-        return False, f"hidden size {x.shape[-1]} is over the kernel's limit of {max_hidden} (one row per program)"
+    if a.x.shape[-1] > max_hidden:
+        return False, f"hidden size {a.x.shape[-1]} is over the kernel's limit of {max_hidden} (one row per program)"
     return True, ""
 
 
@@ -52,10 +53,16 @@ rms_norm.register("triton", _rms_norm_triton, triton_support.triton_probe, _rms_
 
 
 # --- cpp backend (csrc/cpu/rms_norm.cpp): `torch.ops.tao_engine.rms_norm` with a fake kernel and an autograd formula
-# (ops/_C_registrations_layers.py). The extension loads in the probe, on first use, never at import time.
+# (below). The extension loads in the probe, on first use, never at import time.
 from tao_engine.ops.extension import cpu_backend_probe  # noqa: E402
 
 CPP_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+def _norm_shapes(x: torch.Tensor, weight: torch.Tensor) -> tuple[bool, str]:
+    if weight.dim() != 1 or x.dim() == 0 or x.shape[-1] != weight.shape[0]:
+        return False, f"weight must be [H] with H = x.shape[-1]; got x {tuple(x.shape)}, weight {tuple(weight.shape)}"
+    return True, ""
 
 
 def cpp_norm_supports(x: torch.Tensor, weight: torch.Tensor) -> tuple[bool, str]:
@@ -67,17 +74,45 @@ def cpp_norm_supports(x: torch.Tensor, weight: torch.Tensor) -> tuple[bool, str]
         return False, f"x must be float32, bfloat16 or float16, got {x.dtype}"
     if weight.dtype not in (x.dtype, torch.float32):
         return False, f"weight must have x's dtype or float32, got {weight.dtype} for x {x.dtype}"
-    if weight.dim() != 1 or x.dim() == 0 or x.shape[-1] != weight.shape[0]:
-        return False, f"weight must be [H] with H = x.shape[-1]; got x {tuple(x.shape)}, weight {tuple(weight.shape)}"
-    return True, ""
+    return _norm_shapes(x, weight)
 
 
-def _rms_norm_cpp(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    return torch.ops.tao_engine.rms_norm(x, weight, float(eps))
+def _rms_norm_cpp(a: Any) -> torch.Tensor:
+    return torch.ops.tao_engine.rms_norm(a.x, a.weight, float(a.eps))
 
 
-def _rms_norm_cpp_supports(x: torch.Tensor, weight: torch.Tensor, eps: float) -> tuple[bool, str]:
-    return cpp_norm_supports(x, weight)
+rms_norm.register("cpp", _rms_norm_cpp, cpu_backend_probe, lambda a: cpp_norm_supports(a.x, a.weight))
 
 
-rms_norm.register("cpp", _rms_norm_cpp, cpu_backend_probe, _rms_norm_cpp_supports)
+# --- fake kernels and autograd formulas of the compiled rms_norm ops, applied when `_C` loads (ops/extension.py).
+# One backward kernel, rms_norm_backward(grad_out, x, weight, eps, grad_add), gives grad_x (plus grad_add: the
+# gradient arriving at add_rms_norm's summed output) and grad_weight. Every formula is the exact derivative of the
+# op's fp32 math; the roundings to a half dtype pass the gradient through unchanged, as autograd does for casts.
+def norm_out_dtype(x: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
+    return torch.float32 if weight.dtype == torch.float32 else x.dtype
+
+
+def _rms_norm_fake(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    return x.new_empty(x.shape, dtype=norm_out_dtype(x, weight))  # [..., H], contiguous
+
+
+def _rms_norm_backward_fake(
+    grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, eps: float, grad_add: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    return x.new_empty(x.shape), weight.new_empty(weight.shape)  # grad_x [..., H], grad_weight [H]
+
+
+def _rms_norm_setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
+    x, weight, eps = inputs
+    ctx.save_for_backward(x, weight)
+    ctx.eps = eps
+
+
+def _rms_norm_backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:
+    x, weight = ctx.saved_tensors
+    grad_x, grad_weight = torch.ops.tao_engine.rms_norm_backward(grad, x, weight, ctx.eps, None)
+    return (grad_x if ctx.needs_input_grad[0] else None), (grad_weight if ctx.needs_input_grad[1] else None), None
+
+
+rms_norm.register_compiled("tao_engine::rms_norm", _rms_norm_fake, _rms_norm_backward, _rms_norm_setup_context)
+rms_norm.register_compiled("tao_engine::rms_norm_backward", _rms_norm_backward_fake)

@@ -8,6 +8,8 @@ concatenated rotate_half temporaries or the cast of cos/sin to q's dtype; its ba
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from tao_engine.ops.registry import define_op
@@ -30,21 +32,18 @@ def apply_rotary_reference(
 apply_rotary = define_op("apply_rotary", apply_rotary_reference)
 
 
-# --- cpp backend (csrc/cpu/rotary.cpp), with a fake kernel and an autograd formula (ops/_C_registrations_layers.py).
+# --- cpp backend (csrc/cpu/rotary.cpp), with a fake kernel and an autograd formula (below).
 from tao_engine.ops.extension import cpu_backend_probe  # noqa: E402
 
 _CPP_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
-def _apply_rotary_cpp(
-    q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    return torch.ops.tao_engine.apply_rotary(q, k, cos, sin)
+def _apply_rotary_cpp(a: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.ops.tao_engine.apply_rotary(a.q, a.k, a.cos, a.sin)
 
 
-def _apply_rotary_cpp_supports(
-    q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
-) -> tuple[bool, str]:
+def _apply_rotary_cpp_supports(a: Any) -> tuple[bool, str]:
+    q, k, cos, sin = a
     if any(t.device.type != "cpu" for t in (q, k, cos, sin)):
         return False, "q, k, cos and sin must be CPU tensors"
     if q.dtype not in _CPP_DTYPES or k.dtype != q.dtype:
@@ -62,3 +61,43 @@ def _apply_rotary_cpp_supports(
 
 
 apply_rotary.register("cpp", _apply_rotary_cpp, cpu_backend_probe, _apply_rotary_cpp_supports)
+
+
+# --- fake kernel and autograd formula of the compiled op, applied when `_C` loads (ops/extension.py). A rotation per
+# token and frequency, so the backward is the transposed rotation of the gradients (the same kernel with
+# transpose=True). cos and sin get no gradient (supports() refuses them then).
+def _apply_rotary_fake(
+    q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, transpose: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    torch._check_value(
+        q.dim() == 3 and k.dim() == 3 and cos.dim() == 2,
+        lambda: f"apply_rotary: q and k must be [N, H, D] and cos [N, D], got {tuple(q.shape)}, {tuple(k.shape)}",
+    )
+    return q.new_empty(q.shape), k.new_empty(k.shape)  # contiguous [N, Hq, D], [N, Hkv, D]
+
+
+def _apply_rotary_setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[torch.Tensor, ...]) -> None:
+    _, _, cos, sin, transpose = inputs
+    ctx.save_for_backward(cos, sin)
+    ctx.transpose = transpose
+    ctx.shapes = tuple((t.shape, t.dtype) for t in output)  # for an output that takes no part in the loss
+
+
+def _apply_rotary_backward(
+    ctx: Any, grad_q: torch.Tensor | None, grad_k: torch.Tensor | None
+) -> tuple[torch.Tensor | None, torch.Tensor | None, None, None, None]:
+    cos, sin = ctx.saved_tensors
+    # An output that took no part in the loss has no gradient: rotate zeros in its place (the kernel takes both).
+    (q_shape, q_dtype), (k_shape, k_dtype) = ctx.shapes
+    if grad_q is None:
+        grad_q = torch.zeros(q_shape, dtype=q_dtype, device=cos.device)
+    if grad_k is None:
+        grad_k = torch.zeros(k_shape, dtype=k_dtype, device=cos.device)
+    grads = torch.ops.tao_engine.apply_rotary(grad_q, grad_k, cos, sin, not ctx.transpose)
+    need_q, need_k = ctx.needs_input_grad[:2]
+    return (grads[0] if need_q else None), (grads[1] if need_k else None), None, None, None
+
+
+apply_rotary.register_compiled(
+    "tao_engine::apply_rotary", _apply_rotary_fake, _apply_rotary_backward, _apply_rotary_setup_context
+)

@@ -30,6 +30,8 @@ a device sync per step).
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from tao_engine.ops.logprobs import token_logprobs
@@ -236,22 +238,13 @@ def _top_p_cutoff(
     return values.gather(1, last).squeeze(1), inclusive[:, -1] >= budget
 
 
-def _check_inputs(
-    logits: torch.Tensor,
-    temperature: torch.Tensor,
-    top_k: torch.Tensor,
-    top_p: torch.Tensor,
-    min_p: torch.Tensor,
-    seeds: torch.Tensor,
-    steps: torch.Tensor,
-) -> None:
+def _check_inputs(logits: torch.Tensor, *params: torch.Tensor) -> None:
     if logits.dim() != 2 or not logits.dtype.is_floating_point or logits.shape[1] == 0:
         raise ValueError(
             f"sample: logits must be a float [B, V] tensor with V >= 1, got {logits.dtype} {tuple(logits.shape)}"
         )
     rows = logits.shape[0]
-    named = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "min_p": min_p, "seeds": seeds, "steps": steps}
-    for name, tensor in named.items():
+    for name, tensor in zip(_PARAM_NAMES, params, strict=True):
         if tensor.shape != (rows,):
             raise ValueError(
                 f"sample: {name} must be [B] = [{rows}] (one value per logits row), got {tuple(tensor.shape)}"
@@ -265,61 +258,51 @@ def _check_inputs(
 
 
 sample = define_op("sample", sample_reference)
+_PARAM_NAMES = sample.Args._fields[1:]  # the per-row parameters: temperature, top_k, top_p, min_p, seeds, steps
 
 
-# --- cpp backend (csrc/cpu/sampling*.{h,cpp}): `torch.ops.tao_engine.sample`, with a fake kernel in
-# ops/_C_registrations.py. The same tokens as the reference: the same cutoffs (top-k by selection, top-p by a search
-# over mass instead of a sort), the same splitmix64 uniform and the same fp64 CDF inversion in vocabulary order; only
-# exp's last-ulp rounding differs from torch's. The extension loads in the probe, on first use, never at import time.
-from tao_engine.ops.extension import cpu_backend_probe  # noqa: E402
+# --- cpp and cuda backends (csrc/cpu/sampling*.{h,cpp}, csrc/cuda/sampling*.{cu,cpp}): `torch.ops.tao_engine.sample`,
+# with a fake kernel (below). The same tokens as the reference: the same cutoffs (top-k by selection, top-p by a
+# search over mass instead of a sort on CPU, radix selection over the values on CUDA, one block per row), the same
+# splitmix64 uniform and the same fp64 CDF inversion in vocabulary order; only exp's last-ulp rounding differs from
+# torch's. The extension loads in the probe, on first use, never at import time.
+from tao_engine.ops.extension import cpu_backend_probe, cuda_backend_probe  # noqa: E402
 
-_CPP_LOGITS_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+_LOGITS_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
-def _sample_cpp(
-    logits: torch.Tensor,
-    temperature: torch.Tensor,
-    top_k: torch.Tensor,
-    top_p: torch.Tensor,
-    min_p: torch.Tensor,
-    seeds: torch.Tensor,
-    steps: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    _check_inputs(logits, temperature, top_k, top_p, min_p, seeds, steps)  # the reference's errors, word for word
+def _sample_compiled(a: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    _check_inputs(*a)  # the reference's errors, word for word
     # The kernel takes exactly fp32 / int64 parameters; the reference accepts any float / integer dtype.
     return torch.ops.tao_engine.sample(
-        logits, temperature.float(), top_k.long(), top_p.float(), min_p.float(), seeds.long(), steps.long()
-    )
+        a.logits, a.temperature.float(), a.top_k.long(), a.top_p.float(), a.min_p.float(), a.seeds.long(),
+        a.steps.long(),
+    )  # fmt: skip
 
 
-def _sample_cpp_supports(logits: torch.Tensor, *params: torch.Tensor) -> tuple[bool, str]:
-    devices = {t.device.type for t in (logits, *params) if isinstance(t, torch.Tensor)}
+def _logits_dtype(a: Any) -> tuple[bool, str]:
+    if a.logits.dtype not in _LOGITS_DTYPES:
+        return False, f"logits must be float32, bfloat16 or float16, got {a.logits.dtype}"
+    return True, ""
+
+
+def _sample_cpp_supports(a: Any) -> tuple[bool, str]:
+    devices = {t.device.type for t in a if isinstance(t, torch.Tensor)}
     if devices != {"cpu"}:
         return False, f"logits and the per-row parameters must all be CPU tensors, got {sorted(devices)}"
-    if logits.dtype not in _CPP_LOGITS_DTYPES:
-        return False, f"logits must be float32, bfloat16 or float16, got {logits.dtype}"
-    return True, ""
+    return _logits_dtype(a)
 
 
-sample.register("cpp", _sample_cpp, cpu_backend_probe, _sample_cpp_supports)
-
-
-# --- cuda backend (csrc/cuda/sampling*.{cu,cpp}): the same op on CUDA tensors, one block per row: cutoffs by radix
-# selection over the values (no sort), the same splitmix64 uniform and fp64 CDF inversion in vocabulary order.
-from tao_engine.ops.extension import cuda_backend_probe  # noqa: E402
-
-
-def _sample_cuda_supports(logits: torch.Tensor, *params: torch.Tensor) -> tuple[bool, str]:
-    devices = {t.device for t in (logits, *params) if isinstance(t, torch.Tensor)}
-    if len(devices) != 1 or logits.device.type != "cuda":
+def _sample_cuda_supports(a: Any) -> tuple[bool, str]:
+    devices = {t.device for t in a if isinstance(t, torch.Tensor)}
+    if len(devices) != 1 or a.logits.device.type != "cuda":
         found = sorted(map(str, devices))
         return False, f"logits and the per-row parameters must all be on one CUDA device, got {found}"
-    if logits.dtype not in _CPP_LOGITS_DTYPES:
-        return False, f"logits must be float32, bfloat16 or float16, got {logits.dtype}"
-    return True, ""
+    return _logits_dtype(a)
 
 
-sample.register("cuda", _sample_cpp, cuda_backend_probe, _sample_cuda_supports)
+sample.register("cpp", _sample_compiled, cpu_backend_probe, _sample_cpp_supports)
+sample.register("cuda", _sample_compiled, cuda_backend_probe, _sample_cuda_supports)
 
 
 # --- triton backend (kernels/sampling.py): one program per row, cutoffs by deterministic pivot search over the
@@ -327,24 +310,32 @@ sample.register("cuda", _sample_cpp, cuda_backend_probe, _sample_cuda_supports)
 from tao_engine.ops import triton_support  # noqa: E402
 
 
-def _sample_triton(
-    logits: torch.Tensor, *params: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    _check_inputs(logits, *params)  # the reference's errors, word for word
+def _sample_triton(a: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    _check_inputs(*a)  # the reference's errors, word for word
     # On a GPU the kernel calls libdevice's exp / log (torch's own on CUDA); triton's CPU interpreter has no libdevice.
     interpret = triton_support.interpret_mode()
-    return triton_support.kernel_module("sampling").sample(logits, *params, interpret=interpret)
+    return triton_support.kernel_module("sampling").sample(*a, interpret=interpret)
 
 
-def _sample_triton_supports(logits: torch.Tensor, *params: torch.Tensor) -> tuple[bool, str]:
-    tensors = [t for t in (logits, *params) if isinstance(t, torch.Tensor)]
-    for ok, why in (
-        triton_support.device_supported(*tensors),
-        triton_support.dtype_supported("logits", logits, _CPP_LOGITS_DTYPES),
-    ):
-        if not ok:
-            return ok, why
-    return True, ""
+def _sample_triton_supports(a: Any) -> tuple[bool, str]:
+    ok, why = triton_support.device_supported(*(t for t in a if isinstance(t, torch.Tensor)))
+    return triton_support.dtype_supported("logits", a.logits, _LOGITS_DTYPES) if ok else (ok, why)
 
 
 sample.register("triton", _sample_triton, triton_support.triton_probe, _sample_triton_supports)
+
+
+# Inference only (tokens are not differentiable): a fake kernel, applied when `_C` loads (ops/extension.py).
+def _sample_fake(logits: torch.Tensor, *params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    torch._check(logits.dim() == 2, lambda: f"tao_engine::sample: logits must be [B, V], got {tuple(logits.shape)}")
+    rows = logits.shape[0]
+    for name, param in zip(_PARAM_NAMES, params, strict=True):
+        torch._check(
+            param.dim() == 1 and param.shape[0] == rows,
+            lambda name=name, param=param: f"tao_engine::sample: {name} must be [B], got {tuple(param.shape)}",
+        )
+    tokens = logits.new_empty((rows,), dtype=torch.int64)  # [B]
+    return tokens, logits.new_empty((rows,), dtype=torch.float32), logits.new_empty((rows,), dtype=torch.float32)
+
+
+sample.register_compiled("tao_engine::sample", _sample_fake)

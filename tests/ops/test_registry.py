@@ -15,16 +15,16 @@ def _op(probe_ok: bool = True, supports_ok: bool = True) -> tuple[Op, list[str]]
         calls.append("torch")
         return x + 1
 
-    def fake_cpp(x: torch.Tensor) -> torch.Tensor:
+    def fake_cpp(a) -> torch.Tensor:  # a backend reads the call's arguments bound to the reference's signature
         calls.append("cpp")
-        return x + 1
+        return a.x + 1
 
     op = Op("toy", reference)
     op.register(
         "cpp",
         fake_cpp,
         probe=lambda: (probe_ok, "probe says no"),
-        supports=lambda x: (supports_ok and x.dtype == torch.float32, "only float32"),
+        supports=lambda a: (supports_ok and a.x.dtype == torch.float32, "only float32"),
     )
     return op, calls
 
@@ -81,6 +81,26 @@ def test_register_rejects_bad_names():
         op.register("torch", lambda x: x, probe=lambda: (True, ""))
     with pytest.raises(ValueError, match="unknown backend"), use_backend("fast"):
         op(torch.randn(1))
+
+
+def test_arguments_are_bound_once_with_defaults():
+    seen = []
+
+    def reference(x: torch.Tensor, scale: float = 2.0, *, shift: float = 0.0) -> torch.Tensor:
+        return x * scale + shift
+
+    op = Op("toy3", reference)
+    op.register("cpp", lambda a: seen.append(a) or a.x * a.scale + a.shift, probe=lambda: (True, ""))
+    x = torch.randn(3)
+    assert torch.equal(op(x), x * 2.0)
+    assert torch.equal(op(x, shift=1.0), x * 2.0 + 1.0)
+    assert [tuple(a[1:]) for a in seen] == [(2.0, 0.0), (2.0, 1.0)]
+    with pytest.raises(TypeError, match="missing required argument 'x'"):
+        op()
+    with pytest.raises(TypeError, match="positional"):
+        op(x, 2.0, 1.0)
+    with pytest.raises(TypeError, match="unexpected"):
+        op(x, bias=1.0)
 
 
 def test_probe_runs_once():
