@@ -112,6 +112,21 @@ def _narrow(lo, hi, lo_min, hi_max, keys, enough, min_at_or_above, max_below):
 
 
 @triton.jit
+def _empty_brackets(NUM_PIVOTS: tl.constexpr):
+    """Per pivot, before any block: the smallest value at or above it (+inf) and the largest below it (-inf)."""
+    return tl.zeros((NUM_PIVOTS,), tl.float32) + float("inf"), tl.zeros((NUM_PIVOTS,), tl.float32) + float("-inf")
+
+
+@triton.jit
+def _fold_brackets(x, at_or_above, min_at_or_above, max_below):
+    """The two bounds of `_empty_brackets` folded over one block: x [BLOCK, 1], at_or_above [BLOCK, P]. When they
+    meet, the pivot search's range holds one value and can end early."""
+    min_at_or_above = tl.minimum(min_at_or_above, tl.min(tl.where(at_or_above, x, float("inf")), axis=0))
+    max_below = tl.maximum(max_below, tl.max(tl.where(at_or_above, float("-inf"), x), axis=0))
+    return min_at_or_above, max_below
+
+
+@triton.jit
 def _kth_largest(row_ptr, V, temperature, row_min, row_max, k, BLOCK: tl.constexpr, NUM_PIVOTS: tl.constexpr):
     """The k-th largest scaled value: the largest key lo with count(scaled >= float(lo)) >= k. The search ends
     early once every value in the range [lo, hi) is one value: the k-th, since count(lo) >= k > count(hi)."""
@@ -123,15 +138,13 @@ def _kth_largest(row_ptr, V, temperature, row_min, row_max, k, BLOCK: tl.constex
         keys = _pivots(lo, hi, NUM_PIVOTS)
         pivots = _key_float(keys)  # [P]
         counts = tl.zeros((NUM_PIVOTS,), tl.int32)
-        min_at_or_above = tl.zeros((NUM_PIVOTS,), tl.float32) + float("inf")
-        max_below = tl.zeros((NUM_PIVOTS,), tl.float32) + float("-inf")
+        min_at_or_above, max_below = _empty_brackets(NUM_PIVOTS)
         for start in range(0, V, BLOCK):
             cols = start + tl.arange(0, BLOCK)
             x = _load_scaled(row_ptr, cols, V, temperature)[:, None]  # [BLOCK, 1]; padding -inf
             at_or_above = (x >= pivots[None, :]) & (cols < V)[:, None]  # [BLOCK, P]
             counts += tl.sum(at_or_above.to(tl.int32), axis=0)
-            min_at_or_above = tl.minimum(min_at_or_above, tl.min(tl.where(at_or_above, x, float("inf")), axis=0))
-            max_below = tl.maximum(max_below, tl.max(tl.where(at_or_above, float("-inf"), x), axis=0))
+            min_at_or_above, max_below = _fold_brackets(x, at_or_above, min_at_or_above, max_below)
         lo, hi, lo_min, hi_max = _narrow(lo, hi, lo_min, hi_max, keys, counts >= k, min_at_or_above, max_below)
     return tl.where(lo_min == hi_max, lo_min, _key_float(lo))
 
@@ -165,8 +178,7 @@ def _top_p_cutoff(
         keys = _pivots(lo, hi, NUM_PIVOTS)
         pivots = _key_float(keys)  # [P]
         masses = tl.zeros((NUM_PIVOTS,), tl.float64)
-        min_at_or_above = tl.zeros((NUM_PIVOTS,), tl.float32) + float("inf")
-        max_below = tl.zeros((NUM_PIVOTS,), tl.float32) + float("-inf")
+        min_at_or_above, max_below = _empty_brackets(NUM_PIVOTS)
         for start in range(0, V, BLOCK):
             cols = start + tl.arange(0, BLOCK)
             x = _load_scaled(row_ptr, cols, V, temperature)  # [BLOCK]; padding -inf
@@ -175,8 +187,7 @@ def _top_p_cutoff(
             # pivots >= lo >= kth: a token at or above one is top-k-kept
             at_or_above = x >= pivots[None, :]  # [BLOCK, P]
             masses += tl.sum(tl.where(at_or_above, w, 0.0), axis=0)
-            min_at_or_above = tl.minimum(min_at_or_above, tl.min(tl.where(at_or_above, x, float("inf")), axis=0))
-            max_below = tl.maximum(max_below, tl.max(tl.where(at_or_above, float("-inf"), x), axis=0))
+            min_at_or_above, max_below = _fold_brackets(x, at_or_above, min_at_or_above, max_below)
         enough = masses >= budget
         lo_mass = tl.minimum(lo_mass, tl.min(tl.where(enough, masses, lo_mass), axis=0))
         lo, hi, lo_min, hi_max = _narrow(lo, hi, lo_min, hi_max, keys, enough, min_at_or_above, max_below)
