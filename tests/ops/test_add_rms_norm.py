@@ -12,7 +12,7 @@ from tao_engine import ops
 from tao_engine.ops.extension import load_extension
 from tao_engine.ops.rms_norm import rms_norm_reference
 from tests.error_bounds import assert_within_bound, rounding
-from tests.ops.test_rms_norm import cpp_or_skip
+from tests.ops.conftest import backends
 from tests.tolerances import check, tolerance
 
 EPS = 1e-5
@@ -20,9 +20,8 @@ DTYPES = [(torch.float32, torch.float32), (torch.bfloat16, torch.bfloat16), (tor
 IDS = ["fp32", "bf16", "bf16-fp32w"]
 
 
-@pytest.fixture(params=["torch", "cpp"])
+@pytest.fixture(params=backends("torch", "cpp"))
 def backend(request: pytest.FixtureRequest) -> str:
-    cpp_or_skip(request.param, "add_rms_norm")
     return request.param
 
 
@@ -93,8 +92,8 @@ def test_gradient_through_the_sum_alone(backend):
     assert torch.equal(x.grad, torch.ones_like(x))
 
 
+@pytest.mark.ext
 def test_cpp_opcheck():
-    cpp_or_skip("cpp", "add_rms_norm")
     load_extension()
     x, residual, weight = _inputs((5, 33), torch.float32, torch.float32, seed=2)
     args = (x.requires_grad_(), residual.requires_grad_(), weight.requires_grad_(), EPS)

@@ -12,16 +12,15 @@ from tao_engine import ops
 from tao_engine.layers.rotary import RotaryEmbedding
 from tao_engine.ops.extension import load_extension
 from tao_engine.ops.rotary import apply_rotary_reference
-from tests.ops.test_rms_norm import cpp_or_skip
+from tests.ops.conftest import backends
 from tests.tolerances import check
 
 DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 CASES = [(1, 1, 1, 2), (7, 9, 3, 64), (129, 4, 2, 130), (5, 3, 1, 22)]  # (tokens, Hq, Hkv, D)
 
 
-@pytest.fixture(params=["torch", "cpp"])
+@pytest.fixture(params=backends("torch", "cpp"))
 def backend(request: pytest.FixtureRequest) -> str:
-    cpp_or_skip(request.param)
     return request.param
 
 
@@ -89,8 +88,8 @@ def test_gradient_of_one_output_alone(backend):
     assert q.grad is not None and (k.grad is None or torch.equal(k.grad, torch.zeros_like(k)))
 
 
+@pytest.mark.ext
 def test_cpp_opcheck():
-    cpp_or_skip("cpp")
     load_extension()
     q, k, cos, sin = _inputs(5, 3, 1, 22, torch.float32, seed=2)
     args = (q.requires_grad_(), k.requires_grad_(), cos, sin)

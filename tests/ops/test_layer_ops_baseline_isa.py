@@ -6,19 +6,15 @@ the AVX2 copies wherever the CPU has AVX2."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 
 from tao_engine.ops.extension import extension_status
+from tests.helpers import run_at_baseline_isa
 
 pytestmark = pytest.mark.ext
 
-ROOT = Path(__file__).resolve().parents[2]
 FILES = ["test_rms_norm.py", "test_add_rms_norm.py", "test_silu_and_mul.py", "test_apply_rotary.py"]
 
 
@@ -27,18 +23,9 @@ def test_baseline_isa_kernels_pass_the_cpp_cases():
     if not loaded:
         pytest.skip(f"tao_engine._C is not built: {why}")
     paths = [str(Path(__file__).parent / name) for name in FILES]
-    code = textwrap.dedent(
-        f"""
+    code = f"""
         import sys
         import pytest
-        import torch
-        assert torch.backends.cpu.get_cpu_capability() == "DEFAULT", torch.backends.cpu.get_cpu_capability()
         sys.exit(pytest.main(["-q", "-x", "-p", "no:cacheprovider", "-k", "cpp and not opcheck", *{paths!r}]))
         """
-    )
-    env = {**os.environ, "ATEN_CPU_CAPABILITY": "default"}
-    # -P: the working directory (the repository root) stays off sys.path, as tests/conftest.py requires
-    done = subprocess.run([sys.executable, "-P", "-c", code], capture_output=True, text=True, timeout=600, env=env,
-                          cwd=ROOT)
-    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
-    assert " passed" in done.stdout
+    assert " passed" in run_at_baseline_isa(code, timeout=600, root_on_path=False).stdout

@@ -7,11 +7,6 @@ tests/ops/test_linear_logprobs_frozen_weight.py."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import textwrap
-
 import pytest
 import torch
 
@@ -21,6 +16,7 @@ from tao_engine.ops.linear_logprobs import linear_logprobs_reference
 from tao_engine.ops.registry import BackendUnavailableError, all_ops
 from tao_engine.ops.triton_support import kernel_module
 from tests.error_bounds import assert_within_bound, linear_logprobs_grad_bounds
+from tests.helpers import run_at_baseline_isa
 from tests.ops.conftest import backends, cases
 from tests.ops.linear_logprobs_cases import inputs as _inputs
 from tests.ops.linear_logprobs_cases import reference64 as _reference64
@@ -235,7 +231,7 @@ def test_compiled_op_checks_its_input():
 def test_cpp_baseline_isa_kernels_match_reference():
     # ATEN_CPU_CAPABILITY=default makes csrc/cpu/linear_logprobs.cpp pick the baseline-ISA copy of the kernels; the
     # rest of this file runs the AVX2 copy wherever the CPU has AVX2.
-    code = textwrap.dedent(
+    code = (
         """
         import torch
         from tao_engine import ops
@@ -243,7 +239,6 @@ def test_cpp_baseline_isa_kernels_match_reference():
         from tests.error_bounds import assert_within_bound, linear_logprobs_grad_bounds
         from tests.tolerances import check
         assert load_extension() is not None
-        assert torch.backends.cpu.get_cpu_capability() == "DEFAULT"
         gen = torch.Generator().manual_seed(0)
         h = torch.randn(13, 20, generator=gen, requires_grad=True)
         w = (torch.randn(9001, 20, generator=gen) * 0.7).requires_grad_()
@@ -261,10 +256,7 @@ def test_cpp_baseline_isa_kernels_match_reference():
         print("ok")
         """
     )
-    env = {**os.environ, "ATEN_CPU_CAPABILITY": "default"}
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "ok"
+    assert run_at_baseline_isa(code).stdout.strip() == "ok"
 
 
 @pytest.mark.ext

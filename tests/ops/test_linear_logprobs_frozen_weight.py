@@ -9,11 +9,6 @@ exactly when it should be, W gets no gradient, nothing [N, V]-sized is saved, an
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import textwrap
-
 import pytest
 import torch
 
@@ -22,6 +17,7 @@ from tao_engine.ops.extension import cuda_backend_probe, load_extension
 from tao_engine.ops.linear_logprobs import takes_frozen_weight_path
 from tao_engine.ops.triton_support import kernel_module
 from tests.error_bounds import assert_within_bound, linear_logprobs_grad_bounds
+from tests.helpers import run_at_baseline_isa
 from tests.ops.conftest import backends, cases
 from tests.ops.linear_logprobs_cases import inputs as _inputs
 from tests.ops.linear_logprobs_cases import reference64 as _reference64
@@ -247,7 +243,7 @@ def test_cpp_opcheck(dtype, entropy_grad):
 def test_cpp_baseline_isa_kernels_match_reference():
     # ATEN_CPU_CAPABILITY=default selects the baseline-ISA copy of the row kernels; the rest of this file runs the
     # AVX2 copy wherever the CPU has AVX2.
-    code = textwrap.dedent(
+    code = (
         """
         import torch
         from tao_engine import ops
@@ -255,7 +251,6 @@ def test_cpp_baseline_isa_kernels_match_reference():
         from tests.error_bounds import assert_within_bound, linear_logprobs_grad_bounds
         from tests.tolerances import check
         assert load_extension() is not None
-        assert torch.backends.cpu.get_cpu_capability() == "DEFAULT"
         gen = torch.Generator().manual_seed(0)
         h = torch.randn(13, 20, generator=gen, requires_grad=True)
         w = torch.randn(9001, 20, generator=gen) * 0.7
@@ -273,10 +268,7 @@ def test_cpp_baseline_isa_kernels_match_reference():
         print("ok")
         """
     )
-    env = {**os.environ, "ATEN_CPU_CAPABILITY": "default"}
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "ok"
+    assert run_at_baseline_isa(code).stdout.strip() == "ok"
 
 
 @pytest.mark.parametrize("entropy_grad", [False, True])

@@ -9,11 +9,6 @@ from __future__ import annotations
 
 import importlib.util
 import itertools
-import os
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
 
 import pytest
 import torch
@@ -23,6 +18,7 @@ from tao_engine.ops import paged_attention_flash as flash
 from tao_engine.ops.extension import load_extension
 from tao_engine.ops.registry import BackendUnavailableError, all_ops
 from tao_engine.ops.triton_support import kernel_module
+from tests.helpers import run_at_baseline_isa
 from tests.ops.conftest import backends, cases
 from tests.ops.paged_attention_cases import (
     assert_matches,
@@ -215,12 +211,11 @@ def test_cpp_split_contexts_match(backend, cache_dtype):
 def test_cpp_baseline_isa_kernels_match_reference():
     # ATEN_CPU_CAPABILITY=default makes csrc/cpu/paged_attention.cpp pick the baseline-ISA copy of the kernels; the
     # rest of this file runs the AVX2 copy wherever the CPU has AVX2.
-    code = textwrap.dedent(
+    code = (
         """
         import torch
         from tao_engine import ops
         from tests.ops.paged_attention_cases import assert_matches, decode_inputs, reference64
-        assert torch.backends.cpu.get_cpu_capability() == "DEFAULT"
         for cache_dtype, d in ((torch.float32, 64), (torch.bfloat16, 128), (torch.float32, 36)):
             q, k, v, tables, ctx = decode_inputs([1, 17, 129], 16, 9, 3, d, cache_dtype, torch.float32, seed=d)
             out = ops.paged_decode_attention(q, k, v, tables, ctx, 0.125, backend="cpp")
@@ -228,13 +223,7 @@ def test_cpp_baseline_isa_kernels_match_reference():
         print("ok")
         """
     )
-    root = Path(__file__).resolve().parents[2]
-    env = {**os.environ, "ATEN_CPU_CAPABILITY": "default", "PYTHONPATH": str(root)}
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env, cwd=root
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "ok"
+    assert run_at_baseline_isa(code).stdout.strip() == "ok"
 
 
 @pytest.mark.ext

@@ -10,10 +10,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import os
-import subprocess
-import sys
-import textwrap
 
 import pytest
 import torch
@@ -22,6 +18,7 @@ from tao_engine import ops
 from tao_engine.ops.extension import load_extension
 from tao_engine.ops.registry import BackendUnavailableError, all_ops
 from tao_engine.ops.sampling import sample_reference, sampling_uniforms
+from tests.helpers import run_at_baseline_isa
 from tests.ops.conftest import backends, cases
 from tests.tolerances import check
 
@@ -442,13 +439,12 @@ def test_triton_refuses_fp64_logits(backend, device):
 def test_cpp_baseline_isa_kernels_match_reference():
     # ATEN_CPU_CAPABILITY=default makes csrc/cpu/sampling.cpp pick the baseline-ISA copy of the kernels; the rest of
     # this file runs the AVX2 copy wherever the CPU has AVX2.
-    code = textwrap.dedent(
+    code = (
         """
         import torch
         from tests.ops.test_sampling import _assert_same_as_reference, _random_batch
         from tao_engine.ops.extension import load_extension
         assert load_extension() is not None
-        assert torch.backends.cpu.get_cpu_capability() == "DEFAULT"
         for rows, vocab, scale in [(30, 129, 3.0), (30, 4099, 3.0), (15, 49152, 0.3)]:
             logits, args = _random_batch(rows, vocab, scale, seed=vocab)
             _assert_same_as_reference(logits, args, "cpp")
@@ -456,13 +452,7 @@ def test_cpp_baseline_isa_kernels_match_reference():
         print("ok")
         """
     )
-    env = {**os.environ, "ATEN_CPU_CAPABILITY": "default"}
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env, cwd=root
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "ok"
+    assert run_at_baseline_isa(code).stdout.strip() == "ok"
 
 
 @pytest.mark.ext

@@ -10,16 +10,15 @@ import torch
 from tao_engine import ops
 from tao_engine.ops.activation import silu_and_mul_reference
 from tao_engine.ops.extension import load_extension
-from tests.ops.test_rms_norm import cpp_or_skip
+from tests.ops.conftest import backends
 from tests.tolerances import check
 
 DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 SHAPES = [(1,), (7, 129), (129, 4099), (2, 3, 5)]
 
 
-@pytest.fixture(params=["torch", "cpp"])
+@pytest.fixture(params=backends("torch", "cpp"))
 def backend(request: pytest.FixtureRequest) -> str:
-    cpp_or_skip(request.param, "silu_and_mul")
     return request.param
 
 
@@ -77,9 +76,9 @@ def test_gradients_match_fp64(backend, shape, dtype):
     check("silu_and_mul_grad_up", up.grad, u64.grad, gate=gate, up=up, grad=grad)
 
 
+@pytest.mark.ext
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_cpp_opcheck(dtype):
-    cpp_or_skip("cpp", "silu_and_mul")
     load_extension()
     gate, up = _inputs((5, 33), dtype, seed=2)
     torch.library.opcheck(torch.ops.tao_engine.silu_and_mul.default, (gate.requires_grad_(), up.requires_grad_()))

@@ -4,17 +4,13 @@ the cpp op's per-ISA kernel copies and registrations (opcheck, torch.compile); b
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import textwrap
-
 import pytest
 import torch
 
 from tao_engine import ops
 from tao_engine.ops.extension import load_extension
 from tao_engine.ops.registry import BackendUnavailableError, all_ops
+from tests.helpers import run_at_baseline_isa
 from tests.ops.conftest import backends
 from tests.tolerances import check
 
@@ -223,14 +219,13 @@ def test_triton_bad_arguments(backend, device):
 def test_cpp_baseline_isa_kernels_match_reference():
     # ATEN_CPU_CAPABILITY=default makes ATen, and so csrc/cpu/token_logprobs.cpp, pick the baseline-ISA copy of the
     # kernels; the rest of this file runs the AVX2 copy wherever the CPU has AVX2.
-    code = textwrap.dedent(
+    code = (
         """
         import torch
         from tao_engine import ops
         from tao_engine.ops.extension import load_extension
         from tests.tolerances import check
         assert load_extension() is not None
-        assert torch.backends.cpu.get_cpu_capability() == "DEFAULT"
         gen = torch.Generator().manual_seed(0)
         for dtype in (torch.float32, torch.bfloat16, torch.float16):
             wide = (torch.randn(13, 4099 + 3, generator=gen) * 3).to(dtype)
@@ -248,10 +243,7 @@ def test_cpp_baseline_isa_kernels_match_reference():
         print("ok")
         """
     )
-    env = {**os.environ, "ATEN_CPU_CAPABILITY": "default"}
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "ok"
+    assert run_at_baseline_isa(code).stdout.strip() == "ok"
 
 
 @pytest.mark.ext
