@@ -33,6 +33,14 @@ LOG2E = 1.4426950408889634
 
 
 @triton.jit
+def paged_position(table_row, pos, valid, block_size):
+    """(block id, offset in the block) of context positions `pos` [BN], int64, through a sequence's block table row.
+    Only table entries of valid positions (inside the context) are loaded; padding entries never are."""
+    block = tl.load(table_row + pos // block_size, mask=valid, other=0).to(tl.int64)
+    return block, (pos % block_size).to(tl.int64)
+
+
+@triton.jit
 def _paged_decode_kernel(
     q_ptr, k_ptr, v_ptr, tables_ptr, lens_ptr, out_ptr, part_m_ptr, part_l_ptr, part_acc_ptr,
     q_sb, q_sh, q_sd, k_sblock, k_spos, k_shead, k_sd, v_sblock, v_spos, v_shead, v_sd, t_sb,
@@ -63,9 +71,7 @@ def _paged_decode_kernel(
     for tile in range(start, end, BLOCK_N):
         pos = tile + n  # [BN]
         valid = pos < end
-        # Only table entries of positions inside the context are loaded; padding entries never are.
-        block = tl.load(table_row + pos // block_size, mask=valid, other=0).to(tl.int64)
-        within = (pos % block_size).to(tl.int64)
+        block, within = paged_position(table_row, pos, valid, block_size)
         kv_mask = valid[:, None] & d_mask[None, :]
         k_rows = block * k_sblock + within * k_spos + kvh * k_shead  # [BN]
         k = tl.load(k_ptr + k_rows[:, None] + d[None, :] * k_sd, mask=kv_mask, other=0.0).to(tl.float32)  # [BN, BD]

@@ -39,7 +39,7 @@ import triton
 import triton.language as tl
 
 from . import cast_rne, interpreted
-from .paged_attention import choose_num_splits, merge_splits, target_programs
+from .paged_attention import choose_num_splits, merge_splits, paged_position, target_programs
 
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 LOG2E = 1.4426950408889634
@@ -111,9 +111,7 @@ def _paged_prefill_kernel(
         for start in range(lo, hi, BLOCK_N):
             pos = start + n  # [BN]
             valid = pos < hi
-            # Only table entries of positions inside the context are loaded; padding entries never are.
-            block = tl.load(table_row + pos // block_size, mask=valid, other=0).to(tl.int64)
-            within = (pos % block_size).to(tl.int64)
+            block, within = paged_position(table_row, pos, valid, block_size)
             kv_mask = valid[None, :] & d_mask[:, None]
             k_rows = block * k_sblock + within * k_spos + kvh * k_shead  # [BN]
             k_t = tl.load(k_ptr + k_rows[None, :] + d[:, None] * k_sd, mask=kv_mask, other=0.0)  # [BD, BN]
