@@ -14,7 +14,6 @@ prompt cursor are restored, and the metrics log is cut back to the checkpoint's 
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,10 +23,8 @@ from typing import Any
 from torch import nn
 
 from tao_engine.distributed.context import DistributedContext
-from tao_engine.rl.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
 from tao_engine.rl.evaluation import evaluate
 from tao_engine.rl.evaluators import check_eval_labels
-from tao_engine.rl.final_model import save_final_model
 from tao_engine.rl.guards import HoldoutScore, holdout_score
 from tao_engine.rl.interrupt import GracefulStop, TuneInterrupted
 from tao_engine.rl.kv_budget import prompt_lengths, sized_engine_config
@@ -40,18 +37,19 @@ from tao_engine.rl.prompt_data import (
     keep_runnable,
     load_prompts,
 )
-from tao_engine.rl.readiness import ProbeReport, choose_prompts, run_probe, strip_labels
+from tao_engine.rl.readiness import ProbeReport
 from tao_engine.rl.readiness.verdict import NO_GO
-from tao_engine.rl.resume import load_newest_intact
 from tao_engine.rl.rng_state import capture_rng_state, restore_rng_state
 from tao_engine.rl.rollouts import RolloutError, Rollouts, rollout
+from tao_engine.rl.run_checkpoints import RunCheckpoints
 from tao_engine.rl.run_dir import prepare_new_run_dir
 from tao_engine.rl.score_rollouts import score
 from tao_engine.rl.step_monitor import StepMonitor
 from tao_engine.rl.tao_builder import build_parts
 from tao_engine.rl.tao_config import TAOConfig
+from tao_engine.rl.tao_probe import probe_prompts, probe_samples
 from tao_engine.rl.trainer import train_step
-from tao_engine.scoring.base import ScoringError, is_group_scorer
+from tao_engine.scoring.base import ScoringError
 
 
 @dataclass
@@ -113,6 +111,8 @@ class TAO:
         self._engine: Any = None
         self._engine_config = config.engine
         self.run_dir = Path(config.run.output_dir)
+        self.checkpoints = RunCheckpoints(config, self.model, self.tokenizer, self.optimizer, self.lr_scheduler,
+                                          self.strategy, self.guards, lambda: self.engine)
 
     @property
     def engine(self) -> Any:
@@ -155,7 +155,7 @@ class TAO:
         self.monitor.close()
         if graceful is not None and graceful.requested:  # asked to stop: keep what is done, skip eval and final/
             last = run.last_step
-            saved = self._checkpoint(last, run.cursor) if last > run.saved_step else checkpoint_path(self.run_dir, last)
+            saved = self.checkpoints.save(last, run.cursor) if last > run.saved_step else self.checkpoints.path(last)
             raise TuneInterrupted(f"{graceful.signal_name} after step {last}", last, saved if last else None)
         return self._finish(run)
 
@@ -183,7 +183,7 @@ class TAO:
                         shuffle=cfg.data.shuffle), self.strategy.metrics_log(self.run_dir),
                         TAOResult(self.run_dir, cfg.run.steps, self.run_dir / "final", skipped_prompts=skipped))
         if resume:
-            run.last_step = run.saved_step = self._resume(run.cursor, run.log)
+            run.last_step = run.saved_step = self.checkpoints.resume(run.cursor, run.log)
         if run.last_step == 0 and cfg.probe.before_tune and self.strategy.decides_alone:
             run.result.probe = self._probe_before_tuning(records)
         if eval_records is not None and run.last_step == 0:
@@ -205,7 +205,7 @@ class TAO:
         except (RolloutError, ScoringError):  # before the update: keep the steps done so far, then stop
             if self.strategy.decides_alone and step - 1 > run.saved_step:
                 self._rewind(run.cursor, before, rngs_before)
-                path = self._checkpoint(step - 1, run.cursor)
+                path = self.checkpoints.save(step - 1, run.cursor)
                 print(f"tao: step {step} failed; steps 1-{step - 1} are saved in {path}: fix the cause, then "
                       "continue with --resume", file=sys.stderr)
             raise
@@ -279,7 +279,7 @@ class TAO:
         run.last_step = step
         due = cfg.run.checkpoint_every and step % cfg.run.checkpoint_every == 0
         if step < cfg.run.steps and stop is None and (due or (is_best and cfg.guards.keep_best)):
-            self._checkpoint(step, run.cursor)
+            self.checkpoints.save(step, run.cursor)
             run.saved_step = step
         self.monitor.finish_step(metrics)
         return stop
@@ -292,13 +292,13 @@ class TAO:
             result.eval_after = self._evaluate(run.eval_records)
             if not (cfg.run.eval_every and cfg.run.steps % cfg.run.eval_every == 0):
                 run.log.log(cfg.run.steps, {f"eval_{k}": v for k, v in result.eval_after.items()})
-        self._checkpoint(run.last_step, run.cursor)
+        self.checkpoints.save(run.last_step, run.cursor)
         result.steps = run.last_step
         result.used_prompts = [run.records[i] for i in run.cursor.seen()]
         if cfg.guards.keep_best and self.guards.best_step is not None:
             result.best_step = self.guards.best_step
-            self._load_weights_of(result.best_step)  # final/ is the best held-out step, not the last one
-        result.final_model_dir = self._save_final()
+            self.checkpoints.load_weights_of(result.best_step)  # final/ is the best held-out step, not the last one
+        result.final_model_dir = self.checkpoints.save_final()
         result.plots = run.log.plot(("reward_mean", "eval_score", "eval_accuracy")) + run.log.plot_scorers()
         run.log.close()
         return result
@@ -338,49 +338,16 @@ class TAO:
         `records` and no file, those records are the labeled probe set (label-free records: the check holds the
         labels), and the first `[probe] prompts` of them are probed. The engine's seed generator is restored
         afterwards: probing does not change the run's samples."""
-        cfg = self.config
-        labeled = labeled if labeled is not None else cfg.probe.labeled
-        check = None
-        if is_correct is not None and records is not None and not labeled:
-            chosen, check = list(records)[: cfg.probe.prompts], is_correct
-        elif labeled:
-            chosen = load_prompts(labeled, cfg.data.system_prompt)[: cfg.probe.prompts]
-            check_eval_labels(chosen, labeled, self.evaluators)
-            if is_correct is None:
-                def is_correct(text: str, record: PromptRecord) -> bool:
-                    return self.evaluators.get(record.task, self.evaluators[None]).score(text, record.context) >= 1
-            check = is_correct
-        else:
-            pool = list(records) if records is not None else _load_training_prompts(cfg)
-            chosen = choose_prompts(pool, cfg.probe.prompts, cfg.run.seed)
+        chosen, check = probe_prompts(self.config, self.evaluators, records, labeled, is_correct,
+                                      lambda: _load_training_prompts(self.config))
         chosen = self._user_turns(chosen)
         if self._engine is None:  # probing alone (`tao-engine probe`): a KV cache for a step's batch, as run() does
-            self._engine_config = sized_engine_config(cfg, self.model, prompt_lengths(chosen, self.tokenizer))
-        probe_seed = cfg.run.seed * 1_000_003 + 999_983
-        sampling = dataclasses.replace(cfg.sampling, seed=probe_seed)
-        saved = self.engine.generator.get_state()
-        try:
-            def sample(recs: Sequence[PromptRecord]) -> Rollouts:
-                if self.routing.active and not self.routing.all_plain:  # the candidates exploration would train on
-                    return self.routing.rollout_and_score(self.engine, self.model, strip_labels(recs))
-                return self._sample_and_score(strip_labels(recs), sampling)
-
-            def greedy(recs: Sequence[PromptRecord]) -> list[str]:
-                params = dataclasses.replace(cfg.sampling, n=1, temperature=0.0, seed=probe_seed)
-                return [g[0] for g in rollout(self.engine, [r.prompt for r in recs], params).completion_texts]
-
-            return run_probe(sample, chosen, cfg.guards, votes_matter=self._votes_matter(), is_correct=check,
-                             greedy=greedy if check is not None else None)
-        finally:
-            self.engine.generator.set_state(saved)
+            self._engine_config = sized_engine_config(self.config, self.model, prompt_lengths(chosen, self.tokenizer))
+        return probe_samples(self.config, self.engine, self.model, self.routing, chosen, check, self._sample_and_score)
 
     def _user_turns(self, records: Sequence[PromptRecord]) -> list[PromptRecord]:
         """[data] chat_template: plain-text prompts as one user turn of the chat template (same objects otherwise)."""
         return as_user_turns(records, self.tokenizer, self.config.data.chat_template)
-
-    def _votes_matter(self) -> bool:
-        return any(is_group_scorer(e.scorer) for scorer in self.routing.scorers.values() if scorer is not None
-                   for e in getattr(scorer, "entries", ()))
 
     def _probe_before_tuning(self, records: list[PromptRecord]) -> ProbeReport:
         report = self.probe(records)
@@ -394,7 +361,7 @@ class TAO:
         return report
 
 
-    # ---- checkpoints ----------------------------------------------------------------------------------------------
+    # ---- a step cut short --------------------------------------------------------------------------------------------
 
     def _rewind(self, cursor: PromptCursor, before: dict[str, int], rngs: dict[str, Any]) -> None:
         """Back to the start of a step that did not change the weights: its prompts and random draws are undone, so
@@ -410,58 +377,10 @@ class TAO:
         untouched = self.lr_scheduler.last_epoch == updates_before
         if self.strategy.decides_alone and untouched and step - 1 > run.saved_step:
             self._rewind(run.cursor, *before)
-            return TuneInterrupted(f"step {step} abandoned", step - 1, self._checkpoint(step - 1, run.cursor))
+            return TuneInterrupted(f"step {step} abandoned", step - 1, self.checkpoints.save(step - 1, run.cursor))
         half = "" if untouched else " during its update"
-        kept = checkpoint_path(self.run_dir, run.saved_step) if run.saved_step else None
+        kept = self.checkpoints.path(run.saved_step) if run.saved_step else None
         return TuneInterrupted(f"step {step} abandoned{half}", run.saved_step, kept)
-
-    def _checkpoint(self, step: int, cursor: PromptCursor) -> Path:
-        # The strategy hands over the full state (FSDP2 gathers its shards onto rank 0) and one process writes the
-        # same files whatever the strategy: the checkpoint loads at any world size, with any strategy.
-        # A LoRA checkpoint holds the adapters only.
-        only = _is_adapter if self.config.lora is not None else None
-        model_state, optimizer_state = self.strategy.full_state(self.model, self.optimizer, "checkpoint", only)
-        if not self.strategy.writes_outputs:
-            return checkpoint_path(self.run_dir, step)
-        return save_checkpoint(
-            self.run_dir, step, self.model, self.optimizer, self.lr_scheduler,
-            generators={"engine": self.engine.generator}, data_cursor=cursor.state(), config=self.config.to_dict(),
-            base_model_name_or_path=self.config.model.path, keep_last=self.config.run.keep_last,
-            keep_steps=[self.guards.best_step] if self.guards.best_step is not None else [],
-            model_state=model_state, optimizer_state=optimizer_state, run_state={"guards": self.guards.state()},
-        )
-
-    def _load_weights_of(self, step: int) -> None:
-        """The model's weights (or adapters) from the checkpoint of `step`; the optimizer and RNGs stay."""
-        load_checkpoint(checkpoint_path(self.run_dir, step), self.model, restore_rng=False,
-                        place=self.strategy.placement())
-        self.engine.weights_updated()
-
-    def _resume(self, cursor: PromptCursor, log: MetricsLog) -> int:
-        """The step of the newest intact checkpoint, loaded (tao_engine.rl.resume); 0 when there is none yet."""
-        place = self.strategy.placement()  # FSDP2: every rank reads the full files and keeps its own shard
-        loaded = load_newest_intact(
-            self.run_dir, self.config.to_dict(), TAOConfig().to_dict(), announce=self.strategy.writes_outputs,
-            load=lambda path: load_checkpoint(path, self.model, self.optimizer, self.lr_scheduler,
-                                              generators={"engine": self.engine.generator}, place=place))
-        if loaded is None:
-            log.truncate_after(-1)  # nothing to resume: the run starts over, so does its log
-            return 0
-        cursor.load_state(loaded.data_cursor)
-        self.guards.load_state(loaded.run_state.get("guards", {}), loaded.step)
-        log.truncate_after(loaded.step)
-        self.engine.weights_updated()  # the cached prompt KV predates the loaded weights
-        return loaded.step
-
-    def _save_final(self) -> Path:
-        """The tuned model in HF layout, adapters merged, so it serves at the base model's cost (final_model.py)."""
-        target = self.run_dir / "final"
-        # All of it, gathered onto rank 0 under FSDP2 (a LoRA run's too: the base to merge the adapters into).
-        full, _ = self.strategy.full_state(self.model, None, "final model")
-        if not self.strategy.writes_outputs:
-            return target
-        adapter = self.run_dir / "final_adapter" if self.config.lora is not None else None
-        return save_final_model(self.model, self.tokenizer, target, adapter, self.config.model.path, full)
 
 
 class ProbeNoGo(RuntimeError):
@@ -469,10 +388,6 @@ class ProbeNoGo(RuntimeError):
 
 
 # ---- helpers ------------------------------------------------------------------------------------------------------
-
-
-def _is_adapter(name: str) -> bool:
-    return ".lora_" in name
 
 
 def _load_training_prompts(config: TAOConfig) -> list[PromptRecord]:
