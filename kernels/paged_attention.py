@@ -196,12 +196,7 @@ def paged_decode_attention(
     if partition > block_n:  # whole tiles, so only a partition's last tile is ragged (always so when auto-chosen)
         partition = -(-partition // block_n) * block_n
     split = num_splits > 1
-    if split:
-        part_m = torch.empty((b, hq, num_splits), dtype=torch.float32, device=q.device)
-        part_l = torch.empty_like(part_m)
-        part_acc = torch.empty((b, hq, num_splits, d), dtype=torch.float32, device=q.device)
-    else:
-        part_m = part_l = part_acc = out  # unused: SPLIT is a constexpr and those stores are compiled out
+    part_m, part_l, part_acc = split_partials(out, num_splits)
     _paged_decode_kernel[(b, hkv, num_splits)](
         q, k_cache, v_cache, block_tables, context_lens, out, part_m, part_l, part_acc,
         *q.stride(), *k_cache.stride(), *v_cache.stride(), block_tables.stride(0),
@@ -212,6 +207,18 @@ def paged_decode_attention(
     if split:
         merge_splits(part_m, part_l, part_acc, out, num_splits, d, b * hq)
     return out
+
+
+def split_partials(out: torch.Tensor, num_splits: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Split-K partials of an output [rows, H, D]: max and sum [rows, H, splits] and unnormalized acc [rows, H,
+    splits, D], fp32. With one split the kernels get `out` in their place: SPLIT is a constexpr and those stores are
+    compiled out."""
+    if num_splits == 1:
+        return out, out, out
+    rows, heads, d = out.shape
+    part_m = torch.empty((rows, heads, num_splits), dtype=torch.float32, device=out.device)
+    part_acc = torch.empty((rows, heads, num_splits, d), dtype=torch.float32, device=out.device)
+    return part_m, torch.empty_like(part_m), part_acc
 
 
 def merge_splits(part_m: torch.Tensor, part_l: torch.Tensor, part_acc: torch.Tensor, out: torch.Tensor,

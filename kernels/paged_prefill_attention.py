@@ -39,7 +39,7 @@ import triton
 import triton.language as tl
 
 from . import cast_rne, interpreted
-from .paged_attention import choose_num_splits, merge_splits, paged_position, target_programs
+from .paged_attention import choose_num_splits, merge_splits, paged_position, split_partials, target_programs
 
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 LOG2E = 1.4426950408889634
@@ -202,12 +202,7 @@ def paged_prefill_attention(
     partition = max(-(-min(max_seqlen_k, capacity) // num_splits), 1)
     partition = -(-partition // block_n) * block_n  # whole key tiles per partition
     split = num_splits > 1
-    if split:
-        part_m = torch.empty((n, hq, num_splits), dtype=torch.float32, device=q.device)
-        part_l = torch.empty_like(part_m)
-        part_acc = torch.empty((n, hq, num_splits, d), dtype=torch.float32, device=q.device)
-    else:
-        part_m = part_l = part_acc = out  # unused: SPLIT is a constexpr and those stores are compiled out
+    part_m, part_l, part_acc = split_partials(out, num_splits)
     # Sequences vary fastest: the programs of a prompt's n samples (consecutive rows) run side by side on a GPU and
     # read the prompt's shared blocks at about the same time, so they mostly come from L2.
     grid = (b, triton.cdiv(max_seqlen_q * group, block_m), hkv * num_splits)
