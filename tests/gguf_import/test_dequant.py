@@ -137,8 +137,8 @@ def test_unpermute_inverts_llama_cpp_permute(n_heads: int, head_dim: int, traili
     gguf_rows = torch.from_numpy(llama_permute(hf.numpy(), n_heads))
     if head_dim > 2:
         assert not torch.equal(gguf_rows, hf)  # the permutation really moves rows
-    torch.testing.assert_close(unpermute_rows(gguf_rows, n_heads), hf, rtol=0, atol=0)
+    assert torch.equal(unpermute_rows(gguf_rows, n_heads), hf)  # a permutation: exact
     # Spot-check the row rule itself: GGUF row 2*j + s of a head holds HF row s*head_dim/2 + j.
     half = head_dim // 2
     for j, s in ((0, 1), (half - 1, 0), (half - 1, 1)):
-        torch.testing.assert_close(gguf_rows[2 * j + s], hf[s * half + j], rtol=0, atol=0)
+        assert torch.equal(gguf_rows[2 * j + s], hf[s * half + j])

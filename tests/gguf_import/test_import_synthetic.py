@@ -55,7 +55,7 @@ def test_matches_ground_truth_checkpoint(tiny_gguf, tmp_path: Path, arch: str, t
     assert set(got) == set(model.expected)
     assert ("lm_head.weight" in got) is not tied
     for name, tensor in got.items():
-        torch.testing.assert_close(tensor, model.expected[name], rtol=0, atol=0, msg=name)  # F32: exact
+        assert tensor.dtype == model.expected[name].dtype and torch.equal(tensor, model.expected[name]), name  # F32
 
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["architectures"] == [{"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM",
@@ -146,7 +146,7 @@ def test_sharded_output(tiny_gguf, tmp_path: Path) -> None:
         assert sum(t.numel() * 4 for t in tensors.values()) <= 600_000 or len(tensors) == 1
         for name, tensor in tensors.items():
             assert index["weight_map"][name] == shard
-            torch.testing.assert_close(tensor, single[name], rtol=0, atol=0)
+            assert tensor.dtype == single[name].dtype and torch.equal(tensor, single[name]), name
     _assert_logits(_logits(_load_ours(out)), _logits(_ground_truth(model)), out)
 
 
@@ -157,4 +157,4 @@ def test_output_dtype(tiny_gguf, tmp_path: Path, name: str, dtype: torch.dtype) 
     assert json.loads((out / "config.json").read_text())["torch_dtype"] == name
     for key, tensor in load_file(out / "model.safetensors").items():
         assert tensor.dtype == dtype, key
-        torch.testing.assert_close(tensor, model.expected[key].to(dtype), rtol=0, atol=0, msg=key)
+        assert torch.equal(tensor, model.expected[key].to(dtype)), key  # the dtype is asserted above
