@@ -284,7 +284,7 @@ class LinearLogprobsFunction(torch.autograd.Function):
 
 class LinearLogprobsFrozenWeightFunction(torch.autograd.Function):
     """For a weight that needs no gradient: the backward is elementwise (the formula of the cpp backend's, in
-    tao_engine/ops/_C_registrations.py). The entropy is differentiable only with entropy_grad."""
+    tao_engine/ops/linear_logprobs.py). The entropy is differentiable only with entropy_grad."""
 
     @staticmethod
     def forward(ctx, hidden, weight, targets, temperature, entropy_grad, chunk, block_v):  # type: ignore[override]
