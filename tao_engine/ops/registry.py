@@ -92,6 +92,8 @@ class Op:
     def __post_init__(self) -> None:
         _LIVE_OPS[id(self)] = self
         params = inspect.signature(self.reference).parameters.values()
+        if any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params):
+            raise ValueError(f"op {self.name!r}: its reference must name every parameter (no *args or **kwargs)")
         self.Args = collections.namedtuple(f"{self.name}_args", [p.name for p in params])  # type: ignore[misc]
         self._params = tuple((p.name, _MISSING if p.default is p.empty else p.default) for p in params)
         self._max_positional = sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params)
