@@ -105,12 +105,18 @@ def padded_batch(
     return ids, mask, positions
 
 
-def tiny_model(seed: int = 0, **overrides: Any) -> torch.nn.Module:
-    """Our own tiny random decoder (Llama unless `overrides` say otherwise), randomized by `randomize_`, eval mode."""
-    from tao_engine.models import ModelConfig, build_model
+def tiny_config(**overrides: Any) -> Any:
+    """The ModelConfig of our own tiny decoder: Llama with the sizes of _TINY unless `overrides` say otherwise."""
+    from tao_engine.models import ModelConfig
 
-    fields = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", **_TINY, **overrides}
-    model = build_model(ModelConfig(**fields))
+    return ModelConfig(**{"architectures": ["LlamaForCausalLM"], "model_type": "llama", **_TINY, **overrides})
+
+
+def tiny_model(seed: int = 0, **overrides: Any) -> torch.nn.Module:
+    """Our own tiny random decoder (tiny_config(**overrides)), randomized by `randomize_`, eval mode."""
+    from tao_engine.models import build_model
+
+    model = build_model(tiny_config(**overrides))
     randomize_(model, seed=seed)
     return model.eval()
 

@@ -12,18 +12,10 @@ from tao_engine.engine.kv_allocation import (
     mem_available_from_meminfo,
     num_blocks_for_budget,
 )
-from tao_engine.models import ModelConfig
+from tests import helpers
 
-CONFIG = ModelConfig(
-    architectures=["LlamaForCausalLM"],
-    model_type="llama",
-    vocab_size=101,
-    hidden_size=48,
-    intermediate_size=64,
-    num_hidden_layers=3,
-    num_attention_heads=6,
-    num_key_value_heads=2,
-)  # head_dim = 8
+CONFIG = helpers.tiny_config(hidden_size=48, intermediate_size=64, num_hidden_layers=3, num_attention_heads=6,
+                             num_key_value_heads=2)  # head_dim = 8
 
 
 def test_bytes_per_block_counts_k_and_v_of_every_layer():
