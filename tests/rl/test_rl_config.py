@@ -173,10 +173,11 @@ def test_every_public_name_of_tao_engine_rl_is_what_it_says_after_all_submodules
     # A submodule named like the function it exports would replace that function on the package once imported.
     import importlib
     import inspect
+    import pkgutil
 
     import tao_engine.rl as rl
 
-    for module in set(rl._EXPORTS.values()):
-        importlib.import_module(module)
+    for module in pkgutil.iter_modules(rl.__path__, "tao_engine.rl."):  # every submodule that binds a name on rl
+        importlib.import_module(module.name)
     for name in rl.__all__:
         assert not inspect.ismodule(getattr(rl, name)), f"tao_engine.rl.{name} is a module, not the exported object"
