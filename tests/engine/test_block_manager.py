@@ -35,6 +35,12 @@ class FakeKV:
         return [self.slots[seq.block_table[p // bs]][p % bs] for p in range(end)]
 
 
+def manager(*args: object, **kwargs: object) -> tuple[BlockManager, FakeKV]:
+    """A BlockManager(*args, **kwargs) and the fake K/V storage its blocks index."""
+    bm = BlockManager(*args, **kwargs)
+    return bm, FakeKV(bm)
+
+
 def make_seq(seq_id: int, tokens: list[int]) -> Sequence:
     return Sequence(seq_id, f"r{seq_id}", 0, list(tokens), len(tokens), arrival=seq_id)
 
@@ -57,8 +63,7 @@ def admit(bm: BlockManager, kv: FakeKV, seq: Sequence) -> int:
 
 
 def test_allocate_and_free_return_every_block():
-    bm = BlockManager(num_blocks=8, block_size=4, enable_prefix_caching=False)
-    kv = FakeKV(bm)
+    bm, kv = manager(num_blocks=8, block_size=4, enable_prefix_caching=False)
     seq = make_seq(0, list(range(10)))
     assert admit(bm, kv, seq) == 0
     assert len(seq.block_table) == 3 and bm.num_free_blocks == 5
@@ -73,8 +78,7 @@ def test_allocate_and_free_return_every_block():
 
 
 def test_fork_shares_blocks_and_copies_the_partial_tail_on_first_write():
-    bm = BlockManager(num_blocks=8, block_size=4)
-    kv = FakeKV(bm)
+    bm, kv = manager(num_blocks=8, block_size=4)
     parent = make_seq(0, [1, 2, 3, 4, 5, 6])  # a full block and a tail holding 2 tokens
     admit(bm, kv, parent)
     child = make_seq(1, parent.token_ids)
@@ -103,8 +107,7 @@ def test_fork_shares_blocks_and_copies_the_partial_tail_on_first_write():
 
 
 def test_fork_on_a_block_boundary_copies_nothing():
-    bm = BlockManager(num_blocks=6, block_size=4)
-    kv = FakeKV(bm)
+    bm, kv = manager(num_blocks=6, block_size=4)
     parent = make_seq(0, list(range(8)))
     admit(bm, kv, parent)
     children = [make_seq(i, parent.token_ids) for i in (1, 2)]
@@ -119,8 +122,7 @@ def test_fork_on_a_block_boundary_copies_nothing():
 
 
 def test_prefix_cache_hits_for_a_shared_system_prompt():
-    bm = BlockManager(num_blocks=16, block_size=4)
-    kv = FakeKV(bm)
+    bm, kv = manager(num_blocks=16, block_size=4)
     system = list(range(100, 112))  # 3 full blocks
     first = make_seq(0, system + [1, 2])
     assert admit(bm, kv, first) == 0
@@ -143,8 +145,7 @@ def test_prefix_cache_hits_for_a_shared_system_prompt():
 
 
 def test_prefix_match_always_leaves_a_token_to_compute():
-    bm = BlockManager(num_blocks=8, block_size=4)
-    kv = FakeKV(bm)
+    bm, kv = manager(num_blocks=8, block_size=4)
     admit(bm, kv, make_seq(0, list(range(9))))  # caches blocks [0..3] and [4..7]
     same = make_seq(1, list(range(8)))  # exactly the two cached blocks
     assert bm.match_prefix(same) == 4  # the last block is recomputed so its last position yields logits
@@ -156,8 +157,7 @@ def test_prefix_match_always_leaves_a_token_to_compute():
 
 
 def test_lru_eviction_takes_the_least_recently_released_and_tails_first():
-    bm = BlockManager(num_blocks=6, block_size=2)
-    kv = FakeKV(bm)
+    bm, kv = manager(num_blocks=6, block_size=2)
     a = make_seq(0, [1, 2, 3, 4, 5])  # full blocks [1,2], [3,4], tail [5]
     b = make_seq(1, [7, 8, 9, 10, 11])
     admit(bm, kv, a)
@@ -176,8 +176,7 @@ def test_lru_eviction_takes_the_least_recently_released_and_tails_first():
 
 
 def test_without_prefix_caching_nothing_is_cached():
-    bm = BlockManager(num_blocks=8, block_size=2, enable_prefix_caching=False)
-    kv = FakeKV(bm)
+    bm, kv = manager(num_blocks=8, block_size=2, enable_prefix_caching=False)
     a = make_seq(0, list(range(6)))
     admit(bm, kv, a)
     bm.free(a)
@@ -187,8 +186,7 @@ def test_without_prefix_caching_nothing_is_cached():
 
 
 def test_reset_prefix_cache_needs_idle_manager_and_forgets_everything():
-    bm = BlockManager(num_blocks=8, block_size=2)
-    kv = FakeKV(bm)
+    bm, kv = manager(num_blocks=8, block_size=2)
     a = make_seq(0, list(range(7)))
     admit(bm, kv, a)
     with pytest.raises(RuntimeError, match="still hold KV blocks"):
@@ -214,8 +212,7 @@ def test_allocate_beyond_capacity_raises_and_bad_sizes_are_rejected():
 
 
 def test_match_prefix_on_a_sequence_holding_blocks_is_an_error():
-    bm = BlockManager(num_blocks=4, block_size=2)
-    kv = FakeKV(bm)
+    bm, kv = manager(num_blocks=4, block_size=2)
     seq = make_seq(0, [1, 2, 3])
     admit(bm, kv, seq)
     with pytest.raises(RuntimeError, match="already holds blocks"):
@@ -230,8 +227,7 @@ PREFIXES = [[], [5, 6, 7, 8, 9, 10], [5, 6, 7, 8, 1, 2, 3], [11, 12]]
 def _random_cycles(data: st.DataObject, prefix_caching: bool, num_ops: int) -> None:
     block_size = data.draw(st.integers(1, 5), label="block_size")
     num_blocks = data.draw(st.integers(4, 24), label="num_blocks")
-    bm = BlockManager(num_blocks, block_size, enable_prefix_caching=prefix_caching)
-    kv = FakeKV(bm)
+    bm, kv = manager(num_blocks, block_size, enable_prefix_caching=prefix_caching)
     live: list[Sequence] = []
     next_id = 0
     for _ in range(num_ops):
