@@ -142,35 +142,35 @@ def _sampling_params(rows: int) -> dict[str, torch.Tensor]:
     }
 
 
-def sample_case(backend: str, dtype: torch.dtype) -> tuple[float, float, str]:
+def _compare_draws(batches, backend: str, with_raw: bool) -> tuple[float, int, int]:
+    """Each (logits, params) batch sampled by `backend` and by the reference: (the worst scaled log-prob error over the
+    rows that drew the same token, raw log-probs too when `with_raw`; the rows that drew another; the rows in all)."""
     from tao_engine.ops.sampling import sample, sample_reference
 
     mismatched = total = 0
     worst = 0.0
-    for rows, vocab in ((1, 7), (60, 1001), (64, 49152)):
-        logits = (torch.randn(rows, vocab, device=DEVICE) * 4).to(dtype)
-        params = _sampling_params(rows)
+    for logits, params in batches:
         tokens, logprobs, raw = sample(logits, *params.values(), backend=backend)
         ref_tokens, ref_logprobs, ref_raw = sample_reference(logits, *params.values())
         same = tokens == ref_tokens
         mismatched += int((~same).sum())
-        total += rows
+        total += logits.shape[0]
         if bool(same.any()):
             worst = max(worst, _scaled_error(logprobs[same], ref_logprobs[same]))
-            worst = max(worst, _scaled_error(raw[same], ref_raw[same]))
+            if with_raw:
+                worst = max(worst, _scaled_error(raw[same], ref_raw[same]))
     # A token may differ only where u lands within rounding of a CDF step: allow 1% of rows, fail beyond.
-    if mismatched > total // 100:
-        worst = float("inf")
+    return (worst if mismatched <= total // 100 else float("inf")), mismatched, total
+
+
+def sample_case(backend: str, dtype: torch.dtype) -> tuple[float, float, str]:
+    batches = (((torch.randn(rows, vocab, device=DEVICE) * 4).to(dtype), _sampling_params(rows))
+               for rows, vocab in ((1, 7), (60, 1001), (64, 49152)))
+    worst, mismatched, total = _compare_draws(batches, backend, with_raw=True)
     return worst, 1e-4, f"{mismatched}/{total} rows drew another token than the reference"
 
 
-def sample_cutoffs_case(backend: str, dtype: torch.dtype) -> tuple[float, float, str]:
-    """The cutoffs where a selection without sort can go wrong: ties on a coarse grid, -inf columns, k = 1, a tiny
-    and a near-1 top-p, flat rows, and the [256, 131072] top-p-only shape of the bench's GPU row."""
-    from tao_engine.ops.sampling import sample, sample_reference
-
-    mismatched = total = 0
-    worst = 0.0
+def _cutoff_batches(dtype: torch.dtype):
     for rows, vocab, kind in ((37, 4099, "ties"), (37, 4099, "neg_inf"), (8, 4099, "flat"), (256, 131072, "top_p")):
         logits = torch.randn(rows, vocab, device=DEVICE) * 4
         params = _sampling_params(rows)
@@ -186,16 +186,13 @@ def sample_cutoffs_case(backend: str, dtype: torch.dtype) -> tuple[float, float,
             params["temperature"] = torch.full((rows,), 1.0, device=DEVICE)
             params["top_k"] = torch.zeros(rows, dtype=torch.int64, device=DEVICE)
             params["top_p"] = torch.full((rows,), 0.9, device=DEVICE)
-        logits = logits.to(dtype)
-        tokens, logprobs, _ = sample(logits, *params.values(), backend=backend)
-        ref_tokens, ref_logprobs, _ = sample_reference(logits, *params.values())
-        same = tokens == ref_tokens
-        mismatched += int((~same).sum())
-        total += rows
-        if bool(same.any()):
-            worst = max(worst, _scaled_error(logprobs[same], ref_logprobs[same]))
-    if mismatched > total // 100:  # as sample_case: only rounding of a CDF step may move a token
-        worst = float("inf")
+        yield logits.to(dtype), params
+
+
+def sample_cutoffs_case(backend: str, dtype: torch.dtype) -> tuple[float, float, str]:
+    """The cutoffs where a selection without sort can go wrong: ties on a coarse grid, -inf columns, k = 1, a tiny
+    and a near-1 top-p, flat rows, and the [256, 131072] top-p-only shape of the bench's GPU row."""
+    worst, mismatched, total = _compare_draws(_cutoff_batches(dtype), backend, with_raw=False)
     return worst, 1e-4, f"ties, -inf, flat, [256,131072] top-p: {mismatched}/{total} rows differ"
 
 
