@@ -3,7 +3,8 @@
 // One pass over each sequence (two for the sequence-level ratio) writes the per-token loss and the per-token
 // gradient before aggregation, and returns the sequence's sums; the batch sums give the loss and each sequence's
 // scale, which a last pass multiplies into the gradient. Autograd multiplies it by the incoming gradient
-// (tao_engine/ops/_C_registrations.py). Formulas: tao_engine/ops/policy_loss.py; schema: csrc/ops.cpp.
+// (tao_engine/ops/_C_registrations.py). Formulas: tao_engine/ops/policy_loss.py; schema: csrc/ops.cpp. Shared with
+// CUDA: the per-token math and types (csrc/policy_loss.h) and the argument checks (csrc/policy_loss_args.h).
 
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
@@ -21,69 +22,30 @@
 #include <tuple>
 #include <vector>
 
-#include "policy_loss.h"
-#include "policy_loss_args.h"
+#include "../policy_loss.h"
+#include "../policy_loss_args.h"
 
 namespace tao_engine {
 namespace {
 
-using cpu::KlType;
-using cpu::LossAgg;
-using cpu::PolicyLossInputs;
-using cpu::PolicyLossOptions;
-using cpu::RatioLevel;
-using cpu::SequenceSums;
-using cpu::StridedRows;
-using cpu::parse_options;
-using cpu::rows_of;
+constexpr const char* kOp = kPolicyLossOp;
 
-constexpr const char* kOp = cpu::kPolicyLossOp;
+// The CPU kernel's view of one call: the inputs through their strides and the mask in its own type.
+template <typename MaskT>
+struct PolicyLossInputs {
+  StridedRows logprobs, old_logprobs, advantages, ref_logprobs, token_weights;
+  const MaskT* mask;  // bool or float; a weight per token, 0 = not read
+  int64_t mask_row_stride, mask_col_stride;
+  int64_t batch, time;  // B, T
 
-// Per-token loss and its derivative w.r.t. logprobs before aggregation, for one masked-in token.
-struct TokenTerms {
-  float loss;  // w * pg + kl_coef * kl (times the mask weight by the caller)
-  float grad;
-  float kl;
-  bool clipped;
+  float mask_at(int64_t b, int64_t t) const {
+    return static_cast<float>(mask[b * mask_row_stride + t * mask_col_stride]);
+  }
 };
 
-TokenTerms token_terms(float ratio, float adv, float weight, float x_ref, const PolicyLossOptions& o) {
-  const float unclipped = ratio * adv;
-  const float clipped = std::min(std::max(ratio, o.clip_lower), o.clip_upper) * adv;
-  float pg = -std::min(unclipped, clipped);
-  bool was_clipped = clipped < unclipped;
-  // d pg / d logprobs. r's derivative is r itself (token ratio, or GSPO's token form). The clipped branch passes a
-  // gradient only where the clamp is inactive, and torch.minimum splits a tie between both branches: the same rule
-  // as autograd on the reference, so the backends agree even at r exactly on a bound.
-  const float unclipped_share = unclipped < clipped ? 1.0f : (unclipped == clipped ? 0.5f : 0.0f);
-  const bool in_range = ratio >= o.clip_lower && ratio <= o.clip_upper;
-  float dpg = -adv * ratio * (unclipped_share + (in_range ? 1.0f - unclipped_share : 0.0f));
-  if (o.has_dual_clip && adv < 0.0f) {
-    const float cap = -o.dual_clip * adv;
-    if (pg > cap) {
-      pg = cap;
-      dpg = 0.0f;
-      was_clipped = true;
-    }
-  }
-  pg *= weight;
-  dpg *= weight;
-  float kl = 0.0f;
-  float dkl = 0.0f;
-  if (o.has_ref) {  // x = ref - logprobs, so d x / d logprobs = -1
-    if (o.kl_type == KlType::kK1) {
-      kl = -x_ref;
-      dkl = 1.0f;
-    } else if (o.kl_type == KlType::kK2) {
-      kl = 0.5f * x_ref * x_ref;
-      dkl = -x_ref;
-    } else {
-      const float e = std::exp(x_ref);
-      kl = e - x_ref - 1.0f;
-      dkl = 1.0f - e;
-    }
-  }
-  return TokenTerms{pg + o.kl_coef * kl, dpg + o.kl_coef * dkl, kl, was_clipped};
+// Every input must live on the CPU.
+void check_on_cpu(const char* name, const at::Tensor& t) {
+  TORCH_CHECK_VALUE(t.device().is_cpu(), kOp, ": ", name, " must be a CPU tensor, got ", t.device());
 }
 
 // One sequence: writes per_token[T] and (when grad is not null) the unscaled gradient grad[T].
@@ -130,7 +92,7 @@ SequenceSums sequence_forward(
   return sums;
 }
 
-// Loss = sum_b scale_b * (sum_t l_bt) for every aggregation; the same scale_b multiplies sequence b's gradient.
+// Each sequence's factor in the loss and its gradient (csrc/policy_loss.h).
 std::vector<double> sequence_scales(const std::vector<SequenceSums>& sums, const PolicyLossOptions& o) {
   double total_tokens = 0.0;
   int64_t sequences = 0;
@@ -141,20 +103,7 @@ std::vector<double> sequence_scales(const std::vector<SequenceSums>& sums, const
   std::vector<double> scales(sums.size(), 0.0);
   for (size_t b = 0; b < sums.size(); ++b) {
     if (!(sums[b].tokens > 0.0)) continue;  // an empty sequence contributes 0
-    switch (o.loss_agg) {
-      case LossAgg::kTokenMean:
-        scales[b] = 1.0 / total_tokens;
-        break;
-      case LossAgg::kSeqMeanTokenMean:
-        scales[b] = 1.0 / (sums[b].tokens * static_cast<double>(sequences));
-        break;
-      case LossAgg::kSeqMeanTokenSum:
-        scales[b] = 1.0 / static_cast<double>(sequences);
-        break;
-      case LossAgg::kSeqMeanTokenSumNorm:
-        scales[b] = 1.0 / (static_cast<double>(o.max_tokens) * static_cast<double>(sequences));
-        break;
-    }
+    scales[b] = sequence_scale(o, sums[b].tokens, total_tokens, static_cast<double>(sequences));
   }
   return scales;
 }
@@ -206,12 +155,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> policy_loss_cpu(
     const std::optional<at::Tensor>& ref_logprobs, const std::optional<at::Tensor>& token_weights, double clip_low,
     double clip_high, std::optional<double> dual_clip, c10::string_view ratio_level, c10::string_view kl_type,
     double kl_coef, c10::string_view loss_agg, std::optional<int64_t> max_tokens, bool compute_grad) {
-  TORCH_CHECK_VALUE(logprobs.dim() == 2, kOp, ": logprobs must be a 2-D [B, T] tensor, got shape ", logprobs.sizes());
+  check_policy_loss_logprobs(logprobs);
   const int64_t batch = logprobs.size(0);
   const int64_t time = logprobs.size(1);
   const PolicyLossOptions o = parse_options(
       clip_low, clip_high, dual_clip, ratio_level, kl_type, kl_coef, loss_agg, max_tokens, ref_logprobs.has_value());
-  cpu::check_mask(mask, batch, time);
+  check_mask(mask, batch, time, check_on_cpu);
 
   at::Tensor per_token = at::empty({batch, time}, logprobs.options().dtype(at::kFloat));
   // [B, T] d loss / d logprobs, or [0] when no gradient is wanted (eval, no_grad).
@@ -222,11 +171,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> policy_loss_cpu(
   auto launch = [&](auto mask_tag) {
     using MaskT = decltype(mask_tag);
     PolicyLossInputs<MaskT> in{};
-    in.logprobs = rows_of("logprobs", logprobs, batch, time, false);
-    in.old_logprobs = rows_of("old_logprobs", old_logprobs, batch, time, false);
-    in.advantages = rows_of("advantages", advantages, batch, time, true);
-    if (ref_logprobs.has_value()) in.ref_logprobs = rows_of("ref_logprobs", *ref_logprobs, batch, time, false);
-    if (token_weights.has_value()) in.token_weights = rows_of("token_weights", *token_weights, batch, time, false);
+    in.logprobs = rows_of("logprobs", logprobs, batch, time, false, check_on_cpu);
+    in.old_logprobs = rows_of("old_logprobs", old_logprobs, batch, time, false, check_on_cpu);
+    in.advantages = rows_of("advantages", advantages, batch, time, true, check_on_cpu);
+    if (ref_logprobs.has_value()) {
+      in.ref_logprobs = rows_of("ref_logprobs", *ref_logprobs, batch, time, false, check_on_cpu);
+    }
+    if (token_weights.has_value()) {
+      in.token_weights = rows_of("token_weights", *token_weights, batch, time, false, check_on_cpu);
+    }
     in.mask = mask.const_data_ptr<MaskT>();
     in.mask_row_stride = mask.stride(0);
     in.mask_col_stride = mask.stride(1);

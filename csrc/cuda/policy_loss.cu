@@ -1,6 +1,6 @@
-// CUDA policy_loss: device code and launchers (checks and glue in policy_loss_host.cpp). The per-token arithmetic is
-// csrc/cpu/policy_loss.cpp's token_terms, line for line, so both backends agree with autograd on the reference
-// (including its split of the gradient where r A equals the clipped term exactly); sums are fp64.
+// CUDA policy_loss: device code and launchers (checks and glue in policy_loss_host.cpp). The per-token arithmetic and
+// the sequence scales are the CPU kernel's (csrc/policy_loss.h), so both backends agree with autograd on the
+// reference (including its split of the gradient where r A equals the clipped term exactly); sums are fp64.
 
 #include <cub/block/block_reduce.cuh>
 #include <cuda_runtime.h>
@@ -12,68 +12,14 @@
 namespace tao_engine::cuda {
 namespace {
 
-using cpu::KlType;
-using cpu::LossAgg;
-using cpu::PolicyLossOptions;
-using cpu::RatioLevel;
-using cpu::SequenceSums;
-
 constexpr int kThreads = 128;
 using DoubleReduce = cub::BlockReduce<double, kThreads>;
 using FloatReduce = cub::BlockReduce<float, kThreads>;
-
-struct TokenTerms {
-  float loss;
-  float grad;
-  float kl;
-  bool clipped;
-};
-
-__device__ __forceinline__ float at(const DeviceRows& rows, int64_t b, int64_t t) {
-  return rows.data[b * rows.row_stride + t * rows.col_stride];
-}
 
 __device__ __forceinline__ float mask_at(const PolicyLossArgs& args, int64_t b, int64_t t) {
   const int64_t offset = b * args.mask_row_stride + t * args.mask_col_stride;
   return args.mask_is_bool ? (static_cast<const bool*>(args.mask)[offset] ? 1.0f : 0.0f)
                            : static_cast<const float*>(args.mask)[offset];
-}
-
-__device__ TokenTerms token_terms(float ratio, float adv, float weight, float x_ref, const PolicyLossOptions& o) {
-  const float unclipped = ratio * adv;
-  const float clipped = fminf(fmaxf(ratio, o.clip_lower), o.clip_upper) * adv;
-  float pg = -fminf(unclipped, clipped);
-  bool was_clipped = clipped < unclipped;
-  // torch.minimum splits a tie between both branches; the clipped branch passes a gradient only inside the clamp.
-  const float unclipped_share = unclipped < clipped ? 1.0f : (unclipped == clipped ? 0.5f : 0.0f);
-  const bool in_range = ratio >= o.clip_lower && ratio <= o.clip_upper;
-  float dpg = -adv * ratio * (unclipped_share + (in_range ? 1.0f - unclipped_share : 0.0f));
-  if (o.has_dual_clip && adv < 0.0f) {
-    const float cap = -o.dual_clip * adv;
-    if (pg > cap) {
-      pg = cap;
-      dpg = 0.0f;
-      was_clipped = true;
-    }
-  }
-  pg *= weight;
-  dpg *= weight;
-  float kl = 0.0f;
-  float dkl = 0.0f;
-  if (o.has_ref) {  // x = ref - logprobs, so d x / d logprobs = -1
-    if (o.kl_type == KlType::kK1) {
-      kl = -x_ref;
-      dkl = 1.0f;
-    } else if (o.kl_type == KlType::kK2) {
-      kl = 0.5f * x_ref * x_ref;
-      dkl = -x_ref;
-    } else {
-      const float e = expf(x_ref);
-      kl = e - x_ref - 1.0f;
-      dkl = 1.0f - e;
-    }
-  }
-  return TokenTerms{pg + o.kl_coef * kl, dpg + o.kl_coef * dkl, kl, was_clipped};
 }
 
 // Sequence blockIdx.x: per-token loss and unscaled gradient, and the sequence's sums.
@@ -89,7 +35,7 @@ __global__ void __launch_bounds__(kThreads) sequence_kernel(PolicyLossArgs args)
     for (int64_t t = threadIdx.x; t < args.time; t += blockDim.x) {
       const float m = mask_at(args, b, t);
       if (m != 0.0f) {
-        weighted_delta += static_cast<double>(m * (at(args.logprobs, b, t) - at(args.old_logprobs, b, t)));
+        weighted_delta += static_cast<double>(m * (args.logprobs.at(b, t) - args.old_logprobs.at(b, t)));
         tokens += m;
       }
     }
@@ -112,11 +58,11 @@ __global__ void __launch_bounds__(kThreads) sequence_kernel(PolicyLossArgs args)
       if (args.grad != nullptr) args.grad[out] = 0.0f;
       continue;
     }
-    const float lp = at(args.logprobs, b, t);
-    const float ratio = o.ratio_level == RatioLevel::kToken ? expf(lp - at(args.old_logprobs, b, t)) : seq_ratio;
-    const float weight = args.token_weights.data != nullptr ? at(args.token_weights, b, t) : 1.0f;
-    const float x_ref = o.has_ref ? at(args.ref_logprobs, b, t) - lp : 0.0f;
-    const TokenTerms terms = token_terms(ratio, at(args.advantages, b, t), weight, x_ref, o);
+    const float lp = args.logprobs.at(b, t);
+    const float ratio = o.ratio_level == RatioLevel::kToken ? expf(lp - args.old_logprobs.at(b, t)) : seq_ratio;
+    const float weight = args.token_weights.data != nullptr ? args.token_weights.at(b, t) : 1.0f;
+    const float x_ref = o.has_ref ? args.ref_logprobs.at(b, t) - lp : 0.0f;
+    const TokenTerms terms = token_terms(ratio, args.advantages.at(b, t), weight, x_ref, o);
     const float loss = m * terms.loss;
     args.per_token[out] = loss;
     if (args.grad != nullptr) args.grad[out] = m * terms.grad;
@@ -170,20 +116,7 @@ __global__ void __launch_bounds__(kThreads) batch_kernel(PolicyLossArgs args) {
     const SequenceSums s = args.sums[b];
     double scale = 0.0;  // an empty sequence contributes 0
     if (s.tokens > 0.0) {
-      switch (o.loss_agg) {
-        case LossAgg::kTokenMean:
-          scale = 1.0 / shared_tokens;
-          break;
-        case LossAgg::kSeqMeanTokenMean:
-          scale = 1.0 / (s.tokens * shared_sequences);
-          break;
-        case LossAgg::kSeqMeanTokenSum:
-          scale = 1.0 / shared_sequences;
-          break;
-        case LossAgg::kSeqMeanTokenSumNorm:
-          scale = 1.0 / (static_cast<double>(o.max_tokens) * shared_sequences);
-          break;
-      }
+      scale = sequence_scale(o, s.tokens, shared_tokens, shared_sequences);
       ratio_max = fmaxf(ratio_max, s.ratio_max);
     }
     args.scales[b] = static_cast<float>(scale);

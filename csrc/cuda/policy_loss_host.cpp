@@ -1,4 +1,4 @@
-// CUDA host code of policy_loss: the options parsed as the CPU op parses them (csrc/cpu/policy_loss_args.h), the
+// CUDA host code of policy_loss: the options parsed as the CPU op parses them (csrc/policy_loss_args.h), the
 // inputs checked and described by their strides, outputs and scratch allocated, then the launchers of policy_loss.cu.
 // Compiled only in CUDA builds. The forward also returns d loss / d logprobs; autograd multiplies it by the incoming
 // gradient (tao_engine/ops/_C_registrations.py).
@@ -15,46 +15,32 @@
 #include <optional>
 #include <tuple>
 
-#include "../cpu/policy_loss_args.h"
+#include "../policy_loss_args.h"
 #include "policy_loss_launch.h"
 
 namespace tao_engine {
 namespace {
 
-constexpr const char* kOp = cpu::kPolicyLossOp;
-
-// A float32 [B, T] CUDA input (or [B] where `per_sequence_ok`, read with a time stride of 0).
-cuda::DeviceRows rows_of(const char* name, const at::Tensor& t, const at::Tensor& logprobs, bool per_sequence_ok) {
-  const int64_t batch = logprobs.size(0);
-  const int64_t time = logprobs.size(1);
-  const bool per_sequence = per_sequence_ok && t.dim() == 1;
-  const bool shape_ok = per_sequence ? t.size(0) == batch : (t.dim() == 2 && t.size(0) == batch && t.size(1) == time);
-  TORCH_CHECK_VALUE(shape_ok, kOp, ": ", name, " must have shape ", per_sequence_ok ? "[B] or " : "", "[B, T] = [",
-                    batch, ", ", time, "], got ", t.sizes());
-  TORCH_CHECK_VALUE(t.scalar_type() == at::kFloat, kOp, ": ", name, " must be float32, got ", t.scalar_type());
-  TORCH_CHECK_VALUE(t.device() == logprobs.device(), kOp, ": ", name, " must be on logprobs' device ",
-                    logprobs.device(), ", got ", t.device());
-  return {t.const_data_ptr<float>(), t.stride(0), per_sequence ? 0 : t.stride(1)};
-}
+constexpr const char* kOp = kPolicyLossOp;
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> policy_loss_cuda(
     const at::Tensor& logprobs, const at::Tensor& old_logprobs, const at::Tensor& advantages, const at::Tensor& mask,
     const std::optional<at::Tensor>& ref_logprobs, const std::optional<at::Tensor>& token_weights, double clip_low,
     double clip_high, std::optional<double> dual_clip, c10::string_view ratio_level, c10::string_view kl_type,
     double kl_coef, c10::string_view loss_agg, std::optional<int64_t> max_tokens, bool compute_grad) {
-  TORCH_CHECK_VALUE(logprobs.dim() == 2, kOp, ": logprobs must be a 2-D [B, T] tensor, got shape ", logprobs.sizes());
+  check_policy_loss_logprobs(logprobs);
   TORCH_CHECK(logprobs.is_cuda(), kOp, ": logprobs must be a CUDA tensor, got ", logprobs.device());
   const int64_t batch = logprobs.size(0);
   const int64_t time = logprobs.size(1);
   TORCH_CHECK(batch <= std::numeric_limits<int32_t>::max(), kOp, ": at most 2^31 - 1 sequences, got ", batch);
-  const cpu::PolicyLossOptions options = cpu::parse_options(clip_low, clip_high, dual_clip, ratio_level, kl_type,
-                                                            kl_coef, loss_agg, max_tokens, ref_logprobs.has_value());
-  TORCH_CHECK_VALUE(mask.dim() == 2 && mask.size(0) == batch && mask.size(1) == time, kOp,
-                    ": mask must have shape [B, T] = [", batch, ", ", time, "], got ", mask.sizes());
-  TORCH_CHECK_VALUE(mask.scalar_type() == at::kBool || mask.scalar_type() == at::kFloat, kOp,
-                    ": mask must be bool or float32, got ", mask.scalar_type());
-  TORCH_CHECK_VALUE(mask.device() == logprobs.device(), kOp, ": mask must be on logprobs' device ", logprobs.device(),
-                    ", got ", mask.device());
+  const PolicyLossOptions options = parse_options(clip_low, clip_high, dual_clip, ratio_level, kl_type, kl_coef,
+                                                  loss_agg, max_tokens, ref_logprobs.has_value());
+  // Every input must live on logprobs' device.
+  const auto on_logprobs_device = [&logprobs](const char* name, const at::Tensor& t) {
+    TORCH_CHECK_VALUE(t.device() == logprobs.device(), kOp, ": ", name, " must be on logprobs' device ",
+                      logprobs.device(), ", got ", t.device());
+  };
+  check_mask(mask, batch, time, on_logprobs_device);
   const c10::cuda::CUDAGuard guard(logprobs.device());
 
   const auto f32 = logprobs.options().dtype(at::kFloat);
@@ -62,17 +48,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> policy_loss_cuda(
   at::Tensor grad = compute_grad ? at::empty({batch, time}, f32) : at::empty({0}, f32);
   at::Tensor loss = at::empty({}, f32);
   at::Tensor stats = at::empty({4}, f32);
-  at::Tensor sums = at::empty({static_cast<int64_t>(batch * sizeof(cpu::SequenceSums))}, f32.dtype(at::kByte));
+  at::Tensor sums = at::empty({static_cast<int64_t>(batch * sizeof(SequenceSums))}, f32.dtype(at::kByte));
   at::Tensor scales = at::empty({batch}, f32);
 
   cuda::PolicyLossArgs args{};
-  args.logprobs = rows_of("logprobs", logprobs, logprobs, false);
-  args.old_logprobs = rows_of("old_logprobs", old_logprobs, logprobs, false);
-  args.advantages = rows_of("advantages", advantages, logprobs, true);
-  args.ref_logprobs = ref_logprobs.has_value() ? rows_of("ref_logprobs", *ref_logprobs, logprobs, false)
-                                               : cuda::DeviceRows{nullptr, 0, 0};
-  args.token_weights = token_weights.has_value() ? rows_of("token_weights", *token_weights, logprobs, false)
-                                                 : cuda::DeviceRows{nullptr, 0, 0};
+  const auto rows = [&](const char* name, const at::Tensor& t, bool per_sequence_ok) {
+    return rows_of(name, t, batch, time, per_sequence_ok, on_logprobs_device);
+  };
+  args.logprobs = rows("logprobs", logprobs, false);
+  args.old_logprobs = rows("old_logprobs", old_logprobs, false);
+  args.advantages = rows("advantages", advantages, true);
+  args.ref_logprobs = ref_logprobs.has_value() ? rows("ref_logprobs", *ref_logprobs, false) : StridedRows{};
+  args.token_weights = token_weights.has_value() ? rows("token_weights", *token_weights, false) : StridedRows{};
   args.mask = mask.const_data_ptr();
   args.mask_is_bool = mask.scalar_type() == at::kBool;
   args.mask_row_stride = mask.stride(0);
@@ -84,7 +71,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> policy_loss_cuda(
   args.grad = compute_grad ? grad.mutable_data_ptr<float>() : nullptr;
   args.loss = loss.mutable_data_ptr<float>();
   args.stats = stats.mutable_data_ptr<float>();
-  args.sums = reinterpret_cast<cpu::SequenceSums*>(sums.mutable_data_ptr());
+  args.sums = reinterpret_cast<SequenceSums*>(sums.mutable_data_ptr());
   args.scales = scales.mutable_data_ptr<float>();
   cuda::launch_policy_loss(args, c10::cuda::getCurrentCUDAStream());
   C10_CUDA_KERNEL_LAUNCH_CHECK();

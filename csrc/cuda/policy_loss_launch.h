@@ -1,5 +1,5 @@
 // Launcher of the policy_loss CUDA kernels (csrc/cuda/policy_loss.cu), called by csrc/cuda/policy_loss_host.cpp after
-// it has parsed the options (csrc/cpu/policy_loss_args.h's parse_options, shared with the CPU op) and checked the
+// it has parsed the options (csrc/policy_loss_args.h's parse_options, shared with the CPU op) and checked the
 // inputs. Formulas: tao_engine/ops/policy_loss.py.
 #pragma once
 
@@ -7,29 +7,22 @@
 
 #include <cstdint>
 
-#include "../cpu/policy_loss.h"
+#include "../policy_loss.h"
 
 namespace tao_engine::cuda {
 
-// A [B, T] fp32 input read through its strides (advantages [B] with a time stride of 0); data == nullptr = absent.
-struct DeviceRows {
-  const float* data;
-  int64_t row_stride;
-  int64_t col_stride;
-};
-
 struct PolicyLossArgs {
-  DeviceRows logprobs, old_logprobs, advantages, ref_logprobs, token_weights;
+  StridedRows logprobs, old_logprobs, advantages, ref_logprobs, token_weights;
   const void* mask;  // bool or fp32 [B, T]
   bool mask_is_bool;
   int64_t mask_row_stride, mask_col_stride;
   int64_t batch, time;
-  cpu::PolicyLossOptions options;
+  PolicyLossOptions options;
   float* per_token;  // [B, T] contiguous
   float* grad;  // [B, T] contiguous, or nullptr when no gradient is wanted
   float* loss;  // []
   float* stats;  // [4]: clip_fraction, ratio_mean, ratio_max, kl_mean
-  cpu::SequenceSums* sums;  // [B] scratch
+  SequenceSums* sums;  // [B] scratch
   float* scales;  // [B] scratch: each sequence's factor in the aggregated loss
 };
 

@@ -1,6 +1,7 @@
-// Host-side checks of policy_loss's CPU op (csrc/cpu/policy_loss.cpp): the options parsed from the schema's
-// arguments and each [B, T] input turned into a strided view, with errors that name the field (ValueError in Python,
-// like the checks of tao_engine/ops/policy_loss_args.py).
+// Host-side checks of policy_loss shared by the CPU and CUDA ops (csrc/cpu/policy_loss.cpp,
+// csrc/cuda/policy_loss_host.cpp): the options parsed from the schema's arguments and each [B, T] input turned into a
+// strided view, with errors that name the field (ValueError in Python, like the checks of
+// tao_engine/ops/policy_loss_args.py). Each device adds its own check of where a tensor lives.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -14,12 +15,19 @@
 
 #include "policy_loss.h"
 
-namespace tao_engine::cpu {
+namespace tao_engine {
 
 constexpr const char* kPolicyLossOp = "tao_engine::policy_loss";
 
-// A float32 [B, T] CPU input (or [B] where `per_sequence_ok`, read with a time stride of 0).
-inline StridedRows rows_of(const char* name, const at::Tensor& t, int64_t batch, int64_t time, bool per_sequence_ok) {
+inline void check_policy_loss_logprobs(const at::Tensor& logprobs) {
+  TORCH_CHECK_VALUE(
+      logprobs.dim() == 2, kPolicyLossOp, ": logprobs must be a 2-D [B, T] tensor, got shape ", logprobs.sizes());
+}
+
+// A float32 [B, T] input (or [B] where `per_sequence_ok`, read with a time stride of 0); check_device(name, t) last.
+template <typename DeviceCheck>
+StridedRows rows_of(const char* name, const at::Tensor& t, int64_t batch, int64_t time, bool per_sequence_ok,
+                    DeviceCheck&& check_device) {
   constexpr const char* op = kPolicyLossOp;
   const bool per_sequence = per_sequence_ok && t.dim() == 1;
   const bool shape_ok = per_sequence ? t.size(0) == batch : (t.dim() == 2 && t.size(0) == batch && t.size(1) == time);
@@ -27,12 +35,13 @@ inline StridedRows rows_of(const char* name, const at::Tensor& t, int64_t batch,
       shape_ok, op, ": ", name, " must have shape ", per_sequence_ok ? "[B] or " : "", "[B, T] = [", batch, ", ",
       time, "], got ", t.sizes());
   TORCH_CHECK_VALUE(t.scalar_type() == at::kFloat, op, ": ", name, " must be float32, got ", t.scalar_type());
-  TORCH_CHECK_VALUE(t.device().is_cpu(), op, ": ", name, " must be a CPU tensor, got ", t.device());
+  check_device(name, t);
   return StridedRows{t.const_data_ptr<float>(), t.stride(0), per_sequence ? 0 : t.stride(1)};
 }
 
-// mask [B, T]: bool, or float32 weights.
-inline void check_mask(const at::Tensor& mask, int64_t batch, int64_t time) {
+// mask [B, T]: bool, or float32 weights; check_device("mask", mask) last.
+template <typename DeviceCheck>
+void check_mask(const at::Tensor& mask, int64_t batch, int64_t time, DeviceCheck&& check_device) {
   constexpr const char* op = kPolicyLossOp;
   TORCH_CHECK_VALUE(
       mask.dim() == 2 && mask.size(0) == batch && mask.size(1) == time, op, ": mask must have shape [B, T] = [",
@@ -40,7 +49,7 @@ inline void check_mask(const at::Tensor& mask, int64_t batch, int64_t time) {
   TORCH_CHECK_VALUE(
       mask.scalar_type() == at::kBool || mask.scalar_type() == at::kFloat, op, ": mask must be bool or float32, got ",
       mask.scalar_type());
-  TORCH_CHECK_VALUE(mask.device().is_cpu(), op, ": mask must be a CPU tensor, got ", mask.device());
+  check_device("mask", mask);
 }
 
 inline PolicyLossOptions parse_options(
@@ -104,4 +113,4 @@ inline PolicyLossOptions parse_options(
   return o;
 }
 
-}  // namespace tao_engine::cpu
+}  // namespace tao_engine
