@@ -1,7 +1,8 @@
 // CPU write_kv_cache: k/v [N, Hkv, D] -> rows slot_mapping[i] of the caches viewed as [num_blocks * block_size, Hkv,
 // D], in place, in the cache dtype; negative slots are skipped. One memcpy per token row and cache, rows split over
 // threads when there are enough of them. Beside the reference's index_copy_ it needs no pass over slot_mapping to
-// find skipped rows and no copy of k/v when they already have the cache's dtype. Schema: csrc/ops.cpp.
+// find skipped rows and no copy of k/v when they already have the cache's dtype. Checks shared with CUDA:
+// csrc/kv_cache.h. Schema: csrc/ops.cpp.
 
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
@@ -10,44 +11,22 @@
 #include <algorithm>
 #include <cstring>
 
+#include "../kv_cache.h"
+
 namespace tao_engine {
 namespace {
 
-constexpr const char* kOp = "write_kv_cache";
+constexpr const char* kOp = kWriteKvCacheOp;
 // Bytes copied per task: below this, handing rows to another thread costs more than the copy.
 constexpr int64_t kBytesPerTask = 64 * 1024;
 
-// The reference's checks and messages (ValueError), then what the copy needs beyond them.
+// The shared checks (csrc/kv_cache.h) with this kernel's device.
 void check_args(const at::Tensor& k, const at::Tensor& v, const at::Tensor& k_cache, const at::Tensor& v_cache,
                 const at::Tensor& slot_mapping) {
-  TORCH_CHECK_VALUE(k_cache.dim() == 4 && k_cache.sizes() == v_cache.sizes(), kOp,
-                    ": k_cache and v_cache must both be [num_blocks, block_size, Hkv, D], got ", k_cache.sizes(),
-                    " and ", v_cache.sizes());
-  TORCH_CHECK_VALUE(k_cache.is_contiguous() && v_cache.is_contiguous(), kOp,
-                    ": k_cache and v_cache must be contiguous (allocate them with allocate_kv_caches)");
-  TORCH_CHECK_VALUE(k.sizes() == v.sizes() && k.dim() == 3 && k.size(1) == k_cache.size(2) &&
-                        k.size(2) == k_cache.size(3),
-                    kOp, ": k and v must be [N, Hkv, D] = [N, ", k_cache.size(2), ", ", k_cache.size(3),
-                    "] to match the cache, got ", k.sizes(), " and ", v.sizes());
-  const int64_t n = k.size(0);
-  TORCH_CHECK_VALUE(slot_mapping.dim() == 1 && slot_mapping.numel() == n && slot_mapping.scalar_type() == at::kLong,
-                    kOp, ": slot_mapping must be int64 [N=", n, "], got ", slot_mapping.scalar_type(), " ",
-                    slot_mapping.sizes());
-  TORCH_CHECK(v_cache.scalar_type() == k_cache.scalar_type(), kOp,
-              ": k_cache and v_cache must share one dtype, got ", k_cache.scalar_type(), " and ",
-              v_cache.scalar_type());
-  for (const at::Tensor* t : {&k, &v, &k_cache, &v_cache, &slot_mapping}) {
-    TORCH_CHECK(t->device().is_cpu(), kOp, ": every tensor must be on the CPU for this kernel, got one on ",
-                t->device());
-  }
-}
-
-// k or v in the cache's dtype with each token row's Hkv * D values contiguous (a row-strided view is read in
-// place: k and v often come straight out of a fused projection).
-at::Tensor as_cache_rows(const at::Tensor& x, const at::Tensor& cache) {
-  at::Tensor y = x.to(cache.scalar_type());
-  const bool rows_contiguous = y.stride(2) == 1 && (y.stride(1) == y.size(2) || y.size(1) == 1);
-  return rows_contiguous ? y : y.contiguous();
+  check_write_kv_cache_args(k, v, k_cache, v_cache, slot_mapping, [](const at::Tensor& t) {
+    TORCH_CHECK(t.device().is_cpu(), kOp, ": every tensor must be on the CPU for this kernel, got one on ",
+                t.device());
+  });
 }
 
 void write_kv_cache_cpu(const at::Tensor& k_in, const at::Tensor& v_in, at::Tensor& k_cache, at::Tensor& v_cache,

@@ -1,6 +1,7 @@
-// CUDA host code of write_kv_cache: the reference's shape checks and messages, conversion of k/v to the cache dtype,
-// device guard and stream, then the launcher of kv_cache.cu. Compiled only in CUDA builds. Slot values are asserted on
-// the device (checking them here would need a device-to-host copy, a sync, per decode step).
+// CUDA host code of write_kv_cache: the reference's shape checks and messages (shared with CPU, csrc/kv_cache.h),
+// conversion of k/v to the cache dtype, device guard and stream, then the launcher of kv_cache.cu. Compiled only in
+// CUDA builds. Slot values are asserted on the device (checking them here would need a device-to-host copy, a sync,
+// per decode step).
 
 #include <ATen/core/Tensor.h>
 #include <c10/cuda/CUDAException.h>
@@ -10,43 +11,23 @@
 
 #include <limits>
 
+#include "../kv_cache.h"
 #include "kv_cache_launch.h"
 
 namespace tao_engine {
 namespace {
 
-constexpr const char* kOp = "write_kv_cache";
+constexpr const char* kOp = kWriteKvCacheOp;
 
+// The shared checks (csrc/kv_cache.h) with this kernel's device, then the bound of its grid.
 void check_args(const at::Tensor& k, const at::Tensor& v, const at::Tensor& k_cache, const at::Tensor& v_cache,
                 const at::Tensor& slot_mapping) {
-  TORCH_CHECK_VALUE(k_cache.dim() == 4 && k_cache.sizes() == v_cache.sizes(), kOp,
-                    ": k_cache and v_cache must both be [num_blocks, block_size, Hkv, D], got ", k_cache.sizes(),
-                    " and ", v_cache.sizes());
-  TORCH_CHECK_VALUE(k_cache.is_contiguous() && v_cache.is_contiguous(), kOp,
-                    ": k_cache and v_cache must be contiguous (allocate them with allocate_kv_caches)");
-  TORCH_CHECK_VALUE(k.sizes() == v.sizes() && k.dim() == 3 && k.size(1) == k_cache.size(2) &&
-                        k.size(2) == k_cache.size(3),
-                    kOp, ": k and v must be [N, Hkv, D] = [N, ", k_cache.size(2), ", ", k_cache.size(3),
-                    "] to match the cache, got ", k.sizes(), " and ", v.sizes());
-  const int64_t n = k.size(0);
-  TORCH_CHECK_VALUE(slot_mapping.dim() == 1 && slot_mapping.numel() == n && slot_mapping.scalar_type() == at::kLong,
-                    kOp, ": slot_mapping must be int64 [N=", n, "], got ", slot_mapping.scalar_type(), " ",
-                    slot_mapping.sizes());
-  TORCH_CHECK(v_cache.scalar_type() == k_cache.scalar_type(), kOp,
-              ": k_cache and v_cache must share one dtype, got ", k_cache.scalar_type(), " and ",
-              v_cache.scalar_type());
-  for (const at::Tensor* t : {&k, &v, &k_cache, &v_cache, &slot_mapping}) {
-    TORCH_CHECK(t->is_cuda() && t->device() == k_cache.device(), kOp,
-                ": every tensor must be on the cache's CUDA device ", k_cache.device(), ", got one on ", t->device());
-  }
-  TORCH_CHECK(n <= std::numeric_limits<int32_t>::max(), kOp, ": at most 2^31 - 1 token rows per call, got ", n);
-}
-
-// k or v in the cache's dtype with each token row's Hkv * D values contiguous (a row-strided view is read in place).
-at::Tensor as_cache_rows(const at::Tensor& x, const at::Tensor& cache) {
-  at::Tensor y = x.to(cache.scalar_type());
-  const bool rows_contiguous = y.stride(2) == 1 && (y.stride(1) == y.size(2) || y.size(1) == 1);
-  return rows_contiguous ? y : y.contiguous();
+  check_write_kv_cache_args(k, v, k_cache, v_cache, slot_mapping, [&k_cache](const at::Tensor& t) {
+    TORCH_CHECK(t.is_cuda() && t.device() == k_cache.device(), kOp,
+                ": every tensor must be on the cache's CUDA device ", k_cache.device(), ", got one on ", t.device());
+  });
+  TORCH_CHECK(k.size(0) <= std::numeric_limits<int32_t>::max(), kOp, ": at most 2^31 - 1 token rows per call, got ",
+              k.size(0));
 }
 
 void write_kv_cache_cuda(const at::Tensor& k_in, const at::Tensor& v_in, at::Tensor& k_cache, at::Tensor& v_cache,
