@@ -7,6 +7,7 @@
 
 #include <cmath>
 
+#include "float_kind_of.h"
 #include "token_logprobs_rows.h"
 
 namespace tao_engine {
@@ -19,10 +20,9 @@ inline at::Tensor check_token_logprobs_args(
   TORCH_CHECK(
       logits.dim() == 2, op, ": logits must be 2-D [N, V] (flatten batch and sequence dims first), got shape ",
       logits.sizes());
-  const auto dtype = logits.scalar_type();
   TORCH_CHECK(
-      dtype == at::kFloat || dtype == at::kBFloat16 || dtype == at::kHalf, op,
-      ": logits must be float32, bfloat16 or float16, got ", dtype);
+      is_float_kind(logits.scalar_type()), op, ": logits must be float32, bfloat16 or float16, got ",
+      logits.scalar_type());
   TORCH_CHECK(
       targets.dim() == 1 && targets.size(0) == logits.size(0), op, ": targets must be 1-D [N] with N = ",
       logits.size(0), " (logits.size(0)), got shape ", targets.sizes());
@@ -58,18 +58,12 @@ inline void check_token_logprobs_grad(const char* op, const at::Tensor& grad_out
 // contiguous.
 inline TokenLogprobsRows describe_token_logprobs_rows(
     const at::Tensor& logits, const at::Tensor& targets, double temperature) {
-  LogitsDtype dtype = LogitsDtype::kFloat32;
-  if (logits.scalar_type() == at::kBFloat16) {
-    dtype = LogitsDtype::kBFloat16;
-  } else if (logits.scalar_type() == at::kHalf) {
-    dtype = LogitsDtype::kFloat16;
-  }
   return TokenLogprobsRows{
       .logits = logits.const_data_ptr(),
       .row_stride = logits.stride(0),
       .num_rows = logits.size(0),
       .vocab = logits.size(1),
-      .dtype = dtype,
+      .dtype = float_kind_of(logits.scalar_type()),
       .targets = targets.const_data_ptr<int64_t>(),
       .inv_temperature = static_cast<float>(1.0 / temperature),
   };

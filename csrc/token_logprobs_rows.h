@@ -5,16 +5,16 @@
 
 #include <cstdint>
 
-namespace tao_engine {
+#include "float_kind.h"
 
-enum class LogitsDtype { kFloat32, kBFloat16, kFloat16 };
+namespace tao_engine {
 
 struct TokenLogprobsRows {
   const void* logits;  // row i starts at logits + i * row_stride elements; its `vocab` values are contiguous
   int64_t row_stride;
   int64_t num_rows;  // N
   int64_t vocab;  // V
-  LogitsDtype dtype;
+  FloatKind dtype;
   const int64_t* targets;  // [N], contiguous, each in [0, V) (checked on CPU; asserted on the GPU)
   float inv_temperature;  // 1 / T
 };

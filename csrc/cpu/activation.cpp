@@ -9,6 +9,7 @@
 
 #include <tuple>
 
+#include "../float_kind_of.h"
 #include "activation_kernels.h"
 
 namespace tao_engine {
@@ -18,34 +19,16 @@ namespace {
 // thread, as in rms_norm.cpp; a training batch's [2048, 1536] splits.
 constexpr int64_t kGrain = 1 << 18;
 
-cpu::SiluAndMulFn forward_kernel() {
-#if TAO_CPU_AVX2_KERNELS
-  if (cpu::use_avx2_kernels()) {
-    return &cpu::AVX2::silu_and_mul_range;
-  }
-#endif
-  return &cpu::DEFAULT::silu_and_mul_range;
-}
-
-cpu::SiluAndMulFn backward_kernel() {
-#if TAO_CPU_AVX2_KERNELS
-  if (cpu::use_avx2_kernels()) {
-    return &cpu::AVX2::silu_and_mul_backward_range;
-  }
-#endif
-  return &cpu::DEFAULT::silu_and_mul_backward_range;
-}
-
 void check_pair(const char* op, const char* name, const at::Tensor& gate, const at::Tensor& other) {
   TORCH_CHECK_VALUE(gate.device().is_cpu() && other.device().is_cpu(), op, ": tensors must be on the CPU");
-  TORCH_CHECK_VALUE(cpu::is_float_kind(gate.scalar_type()), op,
+  TORCH_CHECK_VALUE(is_float_kind(gate.scalar_type()), op,
                     ": gate must be float32, bfloat16 or float16, got ", gate.scalar_type());
   TORCH_CHECK_VALUE(other.sizes() == gate.sizes() && other.scalar_type() == gate.scalar_type(), op, ": ", name,
                     " must have gate's shape and dtype, got ", other.sizes(), " ", other.scalar_type(), " for gate ",
                     gate.sizes(), " ", gate.scalar_type());
 }
 
-void run(cpu::SiluAndMulFn kernel, const cpu::SiluAndMul& p, int64_t numel) {
+void run(cpu::SiluAndMulKernel* kernel, const cpu::SiluAndMul& p, int64_t numel) {
   at::parallel_for(0, numel, kGrain, [&](int64_t begin, int64_t end) { kernel(p, begin, end); });
 }
 
@@ -55,8 +38,8 @@ at::Tensor silu_and_mul_cpu(const at::Tensor& gate_in, const at::Tensor& up_in) 
   const at::Tensor up = up_in.contiguous();
   at::Tensor out = at::empty(gate.sizes(), gate.options());
   cpu::SiluAndMul p{gate.const_data_ptr(), up.const_data_ptr(), nullptr, out.mutable_data_ptr(), nullptr,
-                    cpu::float_kind_of(gate.scalar_type())};
-  run(forward_kernel(), p, gate.numel());
+                    float_kind_of(gate.scalar_type())};
+  run(TAO_CPU_KERNEL(silu_and_mul_range), p, gate.numel());
   return out;
 }
 
@@ -70,8 +53,8 @@ std::tuple<at::Tensor, at::Tensor> silu_and_mul_backward_cpu(const at::Tensor& g
   at::Tensor grad_gate = at::empty(gate.sizes(), gate.options());
   at::Tensor grad_up = at::empty(gate.sizes(), gate.options());
   cpu::SiluAndMul p{gate.const_data_ptr(), up.const_data_ptr(), grad.const_data_ptr(), grad_gate.mutable_data_ptr(),
-                    grad_up.mutable_data_ptr(), cpu::float_kind_of(gate.scalar_type())};
-  run(backward_kernel(), p, gate.numel());
+                    grad_up.mutable_data_ptr(), float_kind_of(gate.scalar_type())};
+  run(TAO_CPU_KERNEL(silu_and_mul_backward_range), p, gate.numel());
   return {grad_gate, grad_up};
 }
 

@@ -7,7 +7,7 @@
 #include <cstdint>
 
 #include "cpu_isa.h"  // TAO_CPU_AVX2_KERNELS, use_avx2_kernels()
-#include "float_kind.h"
+#include "../float_kind.h"
 
 namespace tao_engine::cpu {
 
@@ -21,18 +21,11 @@ struct SiluAndMul {
 };
 
 // Elements [begin, end).
-using SiluAndMulFn = void (*)(const SiluAndMul& p, int64_t begin, int64_t end);
+using SiluAndMulKernel = void(const SiluAndMul& p, int64_t begin, int64_t end);
 
-namespace DEFAULT {
-void silu_and_mul_range(const SiluAndMul& p, int64_t begin, int64_t end);
-void silu_and_mul_backward_range(const SiluAndMul& p, int64_t begin, int64_t end);
-}  // namespace DEFAULT
-
-#if TAO_CPU_AVX2_KERNELS
-namespace AVX2 {
-void silu_and_mul_range(const SiluAndMul& p, int64_t begin, int64_t end);
-void silu_and_mul_backward_range(const SiluAndMul& p, int64_t begin, int64_t end);
-}  // namespace AVX2
-#endif
+TAO_CPU_KERNELS(
+    SiluAndMulKernel silu_and_mul_range;
+    SiluAndMulKernel silu_and_mul_backward_range;
+)
 
 }  // namespace tao_engine::cpu

@@ -10,6 +10,31 @@
 #define TAO_CPU_AVX2_KERNELS 0
 #endif
 
+// Declares a kernel family's entry points (a list of declarations) in every namespace it is compiled into, so each
+// signature is written once.
+#if TAO_CPU_AVX2_KERNELS
+#define TAO_CPU_KERNELS(...)   \
+  namespace DEFAULT {          \
+  __VA_ARGS__                  \
+  }                            \
+  namespace AVX2 {             \
+  __VA_ARGS__                  \
+  }
+#else
+#define TAO_CPU_KERNELS(...) \
+  namespace DEFAULT {        \
+  __VA_ARGS__                \
+  }
+#endif
+
+// The copy of kernel `name` (declared with TAO_CPU_KERNELS inside tao_engine::cpu) that this CPU runs.
+#if TAO_CPU_AVX2_KERNELS
+#define TAO_CPU_KERNEL(name) \
+  (::tao_engine::cpu::use_avx2_kernels() ? &::tao_engine::cpu::AVX2::name : &::tao_engine::cpu::DEFAULT::name)
+#else
+#define TAO_CPU_KERNEL(name) (&::tao_engine::cpu::DEFAULT::name)
+#endif
+
 namespace tao_engine::cpu {
 
 // True where the AVX2 copies may run: ATen itself runs AVX2 or AVX512 code and the CPU has FMA and F16C. Following

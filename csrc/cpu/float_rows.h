@@ -5,43 +5,18 @@
 // each per-ISA object keeps its own copy (see avx2_target.h on why no inline symbol may be shared).
 #pragma once
 
-#ifndef CPU_CAPABILITY
-#error "define CPU_CAPABILITY before including float_rows.h"
-#endif
-
-#include <ATen/cpu/vec/functional.h>
-#include <ATen/cpu/vec/vec.h>
-#include <c10/util/BFloat16.h>
-#include <c10/util/Half.h>
-
-#include <cstdint>
 #include <tuple>
 #include <type_traits>
 
-#include "float_kind.h"
+#include "vec_common.h"  // fVec, kW, for_each_fvec, FloatBuffer
 
 namespace tao_engine::cpu::CPU_CAPABILITY {
 namespace {
 
-using fVec = at::vec::Vectorized<float>;
-constexpr int64_t kW = fVec::size();
-
 // dst[0, n) = src[0, n) as fp32.
 template <typename T>
 inline void load_row(const T* src, int64_t n, float* dst) {
-  int64_t i = 0;
-  if constexpr (std::is_same_v<T, float>) {
-    for (; i + kW <= n; i += kW) {
-      fVec::loadu(src + i).store(dst + i);
-    }
-  } else {
-    using rVec = at::vec::Vectorized<T>;  // twice as many lanes as fVec
-    for (; i + rVec::size() <= n; i += rVec::size()) {
-      auto [a, b] = at::vec::convert_to_float<T>(rVec::loadu(src + i));
-      a.store(dst + i);
-      b.store(dst + i + kW);
-    }
-  }
+  int64_t i = for_each_fvec(src, n, [dst](int64_t j, const fVec& v) { v.store(dst + j); });
   for (; i < n; ++i) {
     dst[i] = static_cast<float>(src[i]);
   }
@@ -115,31 +90,6 @@ inline void round2(fVec& a, fVec& b) {
     std::tie(a, b) = at::vec::convert_to_float<T>(at::vec::convert_from_float<T>(a, b));
   }
 }
-
-// Calls f(T{}) with T the C++ type of `kind`.
-template <typename F>
-inline void with_float_kind(FloatKind kind, F&& f) {
-  switch (kind) {
-    case FloatKind::kFloat32:
-      f(float{});
-      break;
-    case FloatKind::kBFloat16:
-      f(c10::BFloat16{});
-      break;
-    case FloatKind::kFloat16:
-      f(c10::Half{});
-      break;
-  }
-}
-
-// A heap buffer of n floats, local to this object (std::vector's members would be weak symbols shared across ISAs).
-struct RowBuffer {
-  explicit RowBuffer(int64_t n) : data(new float[n > 0 ? n : 1]) {}
-  ~RowBuffer() { delete[] data; }
-  RowBuffer(const RowBuffer&) = delete;
-  RowBuffer& operator=(const RowBuffer&) = delete;
-  float* data;
-};
 
 }  // namespace
 }  // namespace tao_engine::cpu::CPU_CAPABILITY

@@ -51,27 +51,17 @@ struct WeightMoments {
 };
 
 // Folds block rows [begin, end) into `stats`.
-using ForwardBlockFn = void (*)(const LogitsBlock& block, const RunningStats& stats, int64_t begin, int64_t end);
-// As ForwardBlockFn, and rescales `moments`' rows [begin, end) to the new max and writes the block's weights.
-using ForwardWeightsBlockFn = void (*)(
+using ForwardBlockKernel = void(const LogitsBlock& block, const RunningStats& stats, int64_t begin, int64_t end);
+// As ForwardBlockKernel, and rescales `moments`' rows [begin, end) to the new max and writes the block's weights.
+using ForwardWeightsBlockKernel = void(
     const LogitsBlock& block, const RunningStats& stats, const WeightMoments& moments, int64_t begin, int64_t end);
 // Overwrites block rows [begin, end) with d loss / d logits = (g_lp * (onehot - p) - g_ent * p * (log p + H)) / T.
-using BackwardBlockFn = void (*)(const LogitsBlock& block, const RowGradients& grads, int64_t begin, int64_t end);
+using BackwardBlockKernel = void(const LogitsBlock& block, const RowGradients& grads, int64_t begin, int64_t end);
 
-namespace DEFAULT {
-void linear_logprobs_forward_block(const LogitsBlock& block, const RunningStats& stats, int64_t begin, int64_t end);
-void linear_logprobs_forward_weights_block(
-    const LogitsBlock& block, const RunningStats& stats, const WeightMoments& moments, int64_t begin, int64_t end);
-void linear_logprobs_backward_block(const LogitsBlock& block, const RowGradients& grads, int64_t begin, int64_t end);
-}  // namespace DEFAULT
-
-#if TAO_CPU_AVX2_KERNELS
-namespace AVX2 {
-void linear_logprobs_forward_block(const LogitsBlock& block, const RunningStats& stats, int64_t begin, int64_t end);
-void linear_logprobs_forward_weights_block(
-    const LogitsBlock& block, const RunningStats& stats, const WeightMoments& moments, int64_t begin, int64_t end);
-void linear_logprobs_backward_block(const LogitsBlock& block, const RowGradients& grads, int64_t begin, int64_t end);
-}  // namespace AVX2
-#endif
+TAO_CPU_KERNELS(
+    ForwardBlockKernel linear_logprobs_forward_block;
+    ForwardWeightsBlockKernel linear_logprobs_forward_weights_block;
+    BackwardBlockKernel linear_logprobs_backward_block;
+)
 
 }  // namespace tao_engine::cpu

@@ -13,51 +13,17 @@
 // for no visible accuracy gain in fp32 results. It does not propagate NaN, so NaN rows are handled before it runs.
 #pragma once
 
-#ifndef CPU_CAPABILITY
-#error "define CPU_CAPABILITY before including linear_logprobs_kernels_impl.h"
-#endif
-
-#include <ATen/cpu/vec/functional.h>
-#include <ATen/cpu/vec/vec.h>
-
 #include <algorithm>
 #include <cmath>
 #include <limits>
 
 #include "linear_logprobs_kernels.h"
+#include "vec_common.h"  // fVec, kNegInf, nan_max, lanes_max, lanes_sum
 
 namespace tao_engine::cpu::CPU_CAPABILITY {
 namespace {
 
-using fVec = at::vec::Vectorized<float>;
-
-constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
-
-// max that propagates NaN, so a NaN logit makes its row's results NaN as in the reference.
-inline float nan_max(float a, float b) {
-  return (a > b || std::isnan(a)) ? a : b;
-}
-
-inline float lanes_max(const fVec& v) {
-  alignas(64) float lanes[fVec::size()];
-  v.store(lanes);
-  float result = kNegInf;
-  for (float lane : lanes) {
-    result = nan_max(result, lane);
-  }
-  return result;
-}
-
-inline float lanes_sum(const fVec& v) {
-  alignas(64) float lanes[fVec::size()];
-  v.store(lanes);
-  float total = 0.0f;
-  for (float lane : lanes) {
-    total += lane;
-  }
-  return total;
-}
 
 // Max of n raw logits (NaN if any is NaN).
 float raw_max(const float* x, int64_t n) {

@@ -16,12 +16,13 @@
 #include <limits>
 #include <string>
 
+#include "../paged_attention.h"
 #include "paged_attention_kernels.h"
 
 namespace tao_engine {
 namespace {
 
-constexpr const char* kOp = "paged_decode_attention";
+constexpr const char* kOp = kPagedDecodeOp;
 // A split of a sequence's context covers at least this many tokens: below it, the merge and the per-unit setup cost
 // more than the extra parallelism gives.
 constexpr int64_t kMinTokensPerSplit = 256;
@@ -29,61 +30,13 @@ constexpr int64_t kMinTokensPerSplit = 256;
 // more than they save.
 constexpr int64_t kMinRowsToParallelize = 2048;
 
-cpu::PagedDecodeUnitsFn decode_kernel() {
-#if TAO_CPU_AVX2_KERNELS
-  if (cpu::use_avx2_kernels()) {
-    return &cpu::AVX2::paged_decode_units;
-  }
-#endif
-  return &cpu::DEFAULT::paged_decode_units;
-}
-
-bool is_float_type(at::ScalarType t) {
-  return t == at::kFloat || t == at::kBFloat16 || t == at::kHalf;
-}
-
-cpu::KvCacheDtype cache_dtype_of(at::ScalarType t) {
-  if (t == at::kBFloat16) {
-    return cpu::KvCacheDtype::kBFloat16;
-  }
-  return t == at::kHalf ? cpu::KvCacheDtype::kFloat16 : cpu::KvCacheDtype::kFloat32;
-}
-
-// The reference's checks and messages (ValueError), then what the kernels need beyond them.
+// The shared checks (csrc/paged_attention.h) with this kernel's device.
 void check_args(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache,
                 const at::Tensor& block_tables, const at::Tensor& context_lens) {
-  TORCH_CHECK_VALUE(k_cache.dim() == 4 && k_cache.sizes() == v_cache.sizes(), kOp,
-                    ": k_cache and v_cache must both be [num_blocks, block_size, Hkv, D], got ", k_cache.sizes(),
-                    " and ", v_cache.sizes());
-  const int64_t hkv = k_cache.size(2);
-  const int64_t d = k_cache.size(3);
-  TORCH_CHECK_VALUE(hkv > 0 && d > 0 && k_cache.size(1) > 0, kOp,
-                    ": k_cache must have block_size, Hkv and D > 0, got ", k_cache.sizes());
-  TORCH_CHECK_VALUE(q.dim() == 3 && q.size(2) == d && q.size(1) % hkv == 0, kOp, ": q must be [B, Hq, ", d,
-                    "] with Hq a multiple of Hkv=", hkv, ", got ", q.sizes());
-  TORCH_CHECK_VALUE(
-      block_tables.dim() == 2 && (block_tables.scalar_type() == at::kInt || block_tables.scalar_type() == at::kLong),
-      kOp, ": block_tables must be int32 [B, max_blocks], got ", block_tables.scalar_type(), " ",
-      block_tables.sizes());
-  const int64_t batch = block_tables.size(0);
-  TORCH_CHECK_VALUE(context_lens.dim() == 1 && context_lens.size(0) == batch, kOp, ": context_lens must be [B=",
-                    batch, "] like block_tables' rows, got ", context_lens.sizes());
-  TORCH_CHECK_VALUE(q.size(0) == batch, kOp, ": q has ", q.size(0), " rows but block_tables ", batch,
-                    "; one query per sequence");
-
-  TORCH_CHECK(is_float_type(k_cache.scalar_type()) && v_cache.scalar_type() == k_cache.scalar_type(), kOp,
-              ": k_cache and v_cache must share one dtype among float32, bfloat16 and float16, got ",
-              k_cache.scalar_type(), " and ", v_cache.scalar_type());
-  TORCH_CHECK(is_float_type(q.scalar_type()), kOp, ": q must be float32, bfloat16 or float16, got ",
-              q.scalar_type());
-  TORCH_CHECK(at::isIntegralType(context_lens.scalar_type(), /*includeBool=*/false), kOp,
-              ": context_lens must be an integer tensor, got ", context_lens.scalar_type());
-  for (const at::Tensor* t : {&q, &k_cache, &v_cache, &block_tables, &context_lens}) {
-    TORCH_CHECK(t->device().is_cpu(), kOp, ": every tensor must be on the CPU for this kernel, got one on ",
-                t->device());
-  }
-  TORCH_CHECK_VALUE(k_cache.is_contiguous() && v_cache.is_contiguous(), kOp,
-                    ": k_cache and v_cache must be contiguous (allocate them with allocate_kv_caches)");
+  check_paged_decode_args(q, k_cache, v_cache, block_tables, context_lens, [](const at::Tensor& t) {
+    TORCH_CHECK(t.device().is_cpu(), kOp, ": every tensor must be on the CPU for this kernel, got one on ",
+                t.device());
+  });
 }
 
 // Every table entry must name a block (the reference's index_select reads padding entries too, so they must be
@@ -195,7 +148,7 @@ at::Tensor paged_decode_attention_cpu(const at::Tensor& q_in, const at::Tensor& 
       .q_stride_h = q.stride(1),
       .k_cache = k_cache.const_data_ptr(),
       .v_cache = v_cache.const_data_ptr(),
-      .cache_dtype = cache_dtype_of(k_cache.scalar_type()),
+      .cache_dtype = float_kind_of(k_cache.scalar_type()),
       .block_tables = tables.const_data_ptr(),
       .tables_int64 = tables.scalar_type() == at::kLong,
       .table_stride = tables.size(1),
@@ -212,7 +165,7 @@ at::Tensor paged_decode_attention_cpu(const at::Tensor& q_in, const at::Tensor& 
       .out = out.mutable_data_ptr<float>(),
       .partial = splits > 1 ? partial.mutable_data_ptr<float>() : nullptr,
   };
-  const cpu::PagedDecodeUnitsFn kernel = decode_kernel();
+  cpu::PagedDecodeUnitsKernel* const kernel = TAO_CPU_KERNEL(paged_decode_units);
   const int64_t units = batch * splits;
   if (threads == 1) {
     kernel(problem, output, 0, units);

@@ -6,11 +6,10 @@
 
 #include <cstdint>
 
+#include "../float_kind.h"
 #include "cpu_isa.h"  // TAO_CPU_AVX2_KERNELS, use_avx2_kernels()
 
 namespace tao_engine::cpu {
-
-enum class KvCacheDtype { kFloat32, kBFloat16, kFloat16 };
 
 // One checked paged_decode_attention call. Sequence b's context is the first context_lens[b] positions of the blocks
 // its table row lists; query head qh reads kv head qh / (Hq / Hkv).
@@ -20,7 +19,7 @@ struct PagedDecodeProblem {
   int64_t q_stride_h;
   const void* k_cache;  // [num_blocks, block_size, Hkv, D], contiguous, in cache_dtype
   const void* v_cache;  // same shape, strides and dtype as k_cache
-  KvCacheDtype cache_dtype;
+  FloatKind cache_dtype;
   const void* block_tables;  // [B, >= ceil(context_len / block_size)] block ids in [0, num_blocks)
   bool tables_int64;  // int64 entries, else int32
   int64_t table_stride;  // entries between table rows
@@ -49,19 +48,11 @@ inline int64_t partial_unit_size(int64_t heads, int64_t head_dim) {
 }
 
 // Runs work units [begin, end) of one call.
-using PagedDecodeUnitsFn = void (*)(const PagedDecodeProblem& problem, const PagedDecodeOutput& output, int64_t begin,
-                                    int64_t end);
+using PagedDecodeUnitsKernel = void(const PagedDecodeProblem& problem, const PagedDecodeOutput& output,
+                                    int64_t begin, int64_t end);
 
-namespace DEFAULT {
-void paged_decode_units(const PagedDecodeProblem& problem, const PagedDecodeOutput& output, int64_t begin,
-                        int64_t end);
-}  // namespace DEFAULT
-
-#if TAO_CPU_AVX2_KERNELS
-namespace AVX2 {
-void paged_decode_units(const PagedDecodeProblem& problem, const PagedDecodeOutput& output, int64_t begin,
-                        int64_t end);
-}  // namespace AVX2
-#endif
+TAO_CPU_KERNELS(
+    PagedDecodeUnitsKernel paged_decode_units;
+)
 
 }  // namespace tao_engine::cpu

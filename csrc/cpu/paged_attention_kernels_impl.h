@@ -224,14 +224,9 @@ void decode_units_for_dim(const PagedDecodeProblem& p, const PagedDecodeOutput& 
 
 void paged_decode_units(const PagedDecodeProblem& problem, const PagedDecodeOutput& output, int64_t begin,
                         int64_t end) {
-  switch (problem.cache_dtype) {
-    case KvCacheDtype::kFloat32:
-      return decode_units_for_dim<float>(problem, output, begin, end);
-    case KvCacheDtype::kBFloat16:
-      return decode_units_for_dim<c10::BFloat16>(problem, output, begin, end);
-    case KvCacheDtype::kFloat16:
-      return decode_units_for_dim<c10::Half>(problem, output, begin, end);
-  }
+  with_float_kind(problem.cache_dtype, [&](auto tag) {
+    decode_units_for_dim<decltype(tag)>(problem, output, begin, end);
+  });
 }
 
 }  // namespace tao_engine::cpu::CPU_CAPABILITY

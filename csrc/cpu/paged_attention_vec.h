@@ -3,25 +3,14 @@
 // an anonymous namespace, so each per-ISA object keeps its own copy.
 #pragma once
 
-#ifndef CPU_CAPABILITY
-#error "define CPU_CAPABILITY before including paged_attention_vec.h"
-#endif
-
-#include <ATen/cpu/vec/functional.h>
-#include <ATen/cpu/vec/vec.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <limits>
-#include <type_traits>
+
+#include "vec_common.h"  // fVec, kW, kNegInf, for_each_fvec, FloatBuffer
 
 namespace tao_engine::cpu::CPU_CAPABILITY {
 namespace {
-
-using fVec = at::vec::Vectorized<float>;
-constexpr int64_t kW = fVec::size();
-constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
 inline int64_t round_up(int64_t n, int64_t multiple) {
   return (n + multiple - 1) / multiple * multiple;
@@ -33,19 +22,7 @@ void rows_to_float(const scalar_t* src, int64_t stride, int64_t rows, int64_t d,
   for (int64_t r = 0; r < rows; ++r) {
     const scalar_t* in = src + r * stride;
     float* out = dst + r * dp;
-    int64_t i = 0;
-    if constexpr (std::is_same_v<scalar_t, float>) {
-      for (; i + kW <= d; i += kW) {
-        fVec::loadu(in + i).store(out + i);
-      }
-    } else {
-      using rVec = at::vec::Vectorized<scalar_t>;  // twice as many lanes as fVec
-      for (; i + rVec::size() <= d; i += rVec::size()) {
-        auto [a, b] = at::vec::convert_to_float<scalar_t>(rVec::loadu(in + i));
-        a.store(out + i);
-        b.store(out + i + kW);
-      }
-    }
+    int64_t i = for_each_fvec(in, d, [out](int64_t j, const fVec& v) { v.store(out + j); });
     for (; i < d; ++i) {
       out[i] = static_cast<float>(in[i]);
     }
@@ -54,16 +31,6 @@ void rows_to_float(const scalar_t* src, int64_t stride, int64_t rows, int64_t d,
     }
   }
 }
-
-// A heap buffer of n floats. Not std::vector: its members are weak symbols, and this object's copies of them would
-// be compiled for this file's ISA (see paged_attention_kernels_avx2.cpp); a local type keeps every copy local.
-struct FloatBuffer {
-  explicit FloatBuffer(int64_t n) : data(new float[n]) {}
-  ~FloatBuffer() { delete[] data; }
-  FloatBuffer(const FloatBuffer&) = delete;
-  FloatBuffer& operator=(const FloatBuffer&) = delete;
-  float* data;
-};
 
 // Asks for the cache lines of [base, base + bytes): the next block's K or V, scattered away from this one by the
 // block table, where the hardware prefetcher cannot guess it.

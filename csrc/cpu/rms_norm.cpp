@@ -12,6 +12,7 @@
 #include <optional>
 #include <tuple>
 
+#include "../float_kind_of.h"
 #include "rms_norm_kernels.h"
 
 namespace tao_engine {
@@ -25,29 +26,11 @@ constexpr int64_t kValuesPerTask = 1 << 18;
 // so the result does not depend on the number of threads.
 constexpr int64_t kRowsPerBlock = 32;
 
-cpu::RmsNormForwardFn forward_kernel() {
-#if TAO_CPU_AVX2_KERNELS
-  if (cpu::use_avx2_kernels()) {
-    return &cpu::AVX2::rms_norm_rows;
-  }
-#endif
-  return &cpu::DEFAULT::rms_norm_rows;
-}
-
-cpu::RmsNormBackwardFn backward_kernel() {
-#if TAO_CPU_AVX2_KERNELS
-  if (cpu::use_avx2_kernels()) {
-    return &cpu::AVX2::rms_norm_backward_blocks;
-  }
-#endif
-  return &cpu::DEFAULT::rms_norm_backward_blocks;
-}
-
 void check_norm_args(const char* op, const at::Tensor& x, const at::Tensor& weight) {
   TORCH_CHECK_VALUE(x.device().is_cpu() && weight.device().is_cpu(), op, ": x and weight must be CPU tensors");
   TORCH_CHECK_VALUE(x.dim() >= 1 && weight.dim() == 1 && x.size(-1) == weight.size(0), op,
                     ": weight must be [H] with H = x.size(-1), got x ", x.sizes(), " and weight ", weight.sizes());
-  TORCH_CHECK_VALUE(cpu::is_float_kind(x.scalar_type()), op, ": x must be float32, bfloat16 or float16, got ",
+  TORCH_CHECK_VALUE(is_float_kind(x.scalar_type()), op, ": x must be float32, bfloat16 or float16, got ",
                     x.scalar_type());
   TORCH_CHECK_VALUE(weight.scalar_type() == x.scalar_type() || weight.scalar_type() == at::kFloat, op,
                     ": weight must have x's dtype or float32, got ", weight.scalar_type(), " for x ", x.scalar_type());
@@ -68,7 +51,7 @@ cpu::RmsNormForward describe_forward(const at::Tensor& rows, const at::Tensor& w
   cpu::RmsNormForward p{};
   p.x = rows.const_data_ptr();
   p.x_stride = rows.size(1) <= 1 ? 1 : rows.stride(0);
-  p.x_kind = cpu::float_kind_of(rows.scalar_type());
+  p.x_kind = float_kind_of(rows.scalar_type());
   p.weight = weight.const_data_ptr();
   p.weight_fp32 = weight.scalar_type() == at::kFloat && rows.scalar_type() != at::kFloat;
   p.out = out.mutable_data_ptr();
@@ -78,7 +61,7 @@ cpu::RmsNormForward describe_forward(const at::Tensor& rows, const at::Tensor& w
 }
 
 void run_forward(const cpu::RmsNormForward& p, int64_t rows) {
-  const cpu::RmsNormForwardFn kernel = forward_kernel();
+  cpu::RmsNormForwardKernel* const kernel = TAO_CPU_KERNEL(rms_norm_rows);
   const int64_t grain = std::max<int64_t>(1, kValuesPerTask / std::max<int64_t>(p.hidden, 1));
   at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) { kernel(p, begin, end); });
 }
@@ -143,7 +126,7 @@ std::tuple<at::Tensor, at::Tensor> rms_norm_backward_cpu(const at::Tensor& grad_
     cpu::RmsNormBackward p{};
     p.grad_out = grad_out.const_data_ptr();
     p.x = x.const_data_ptr();
-    p.x_kind = cpu::float_kind_of(x.scalar_type());
+    p.x_kind = float_kind_of(x.scalar_type());
     p.weight = weight.const_data_ptr();
     p.weight_fp32 = weight.scalar_type() == at::kFloat && x.scalar_type() != at::kFloat;
     p.grad_add = grad_add.defined() ? grad_add.const_data_ptr() : nullptr;
@@ -153,7 +136,7 @@ std::tuple<at::Tensor, at::Tensor> rms_norm_backward_cpu(const at::Tensor& grad_
     p.rows_per_block = kRowsPerBlock;
     p.hidden = h;
     p.eps = static_cast<float>(eps);
-    const cpu::RmsNormBackwardFn kernel = backward_kernel();
+    cpu::RmsNormBackwardKernel* const kernel = TAO_CPU_KERNEL(rms_norm_backward_blocks);
     const int64_t grain = std::max<int64_t>(1, kValuesPerTask / (kRowsPerBlock * h));
     at::parallel_for(0, blocks, grain, [&](int64_t begin, int64_t end) { kernel(p, begin, end); });
     // The blocks' partial sums, added in block order for every column (columns split over threads).

@@ -11,7 +11,7 @@
 #include <cstdint>
 
 #include "cpu_isa.h"  // TAO_CPU_AVX2_KERNELS, use_avx2_kernels()
-#include "float_kind.h"
+#include "../float_kind.h"
 
 namespace tao_engine::cpu {
 
@@ -30,7 +30,7 @@ struct RmsNormForward {
 };
 
 // Rows [begin, end).
-using RmsNormForwardFn = void (*)(const RmsNormForward& p, int64_t begin, int64_t end);
+using RmsNormForwardKernel = void(const RmsNormForward& p, int64_t begin, int64_t end);
 
 struct RmsNormBackward {
   const void* grad_out;  // [N, H] contiguous, in the forward output's dtype (fp32 when weight_fp32, else x_kind)
@@ -48,18 +48,11 @@ struct RmsNormBackward {
 };
 
 // Row blocks [begin, end): grad_x = s (w g - n mean(w g n)) (+ grad_add) per row, and each block's partial sum of g n.
-using RmsNormBackwardFn = void (*)(const RmsNormBackward& p, int64_t block_begin, int64_t block_end);
+using RmsNormBackwardKernel = void(const RmsNormBackward& p, int64_t block_begin, int64_t block_end);
 
-namespace DEFAULT {
-void rms_norm_rows(const RmsNormForward& p, int64_t begin, int64_t end);
-void rms_norm_backward_blocks(const RmsNormBackward& p, int64_t block_begin, int64_t block_end);
-}  // namespace DEFAULT
-
-#if TAO_CPU_AVX2_KERNELS
-namespace AVX2 {
-void rms_norm_rows(const RmsNormForward& p, int64_t begin, int64_t end);
-void rms_norm_backward_blocks(const RmsNormBackward& p, int64_t block_begin, int64_t block_end);
-}  // namespace AVX2
-#endif
+TAO_CPU_KERNELS(
+    RmsNormForwardKernel rms_norm_rows;
+    RmsNormBackwardKernel rms_norm_backward_blocks;
+)
 
 }  // namespace tao_engine::cpu

@@ -67,7 +67,7 @@ void forward_rows(const RmsNormForward& p, int64_t begin, int64_t end) {
   constexpr int64_t kStep = 2 * kW;
   const int64_t h = p.hidden;
   const int64_t body = h / kStep * kStep;
-  RowBuffer v(h), w(h);
+  FloatBuffer v(h), w(h);
   load_row(static_cast<const w_t*>(p.weight), h, w.data);
   const x_t* x = static_cast<const x_t*>(p.x);
   const x_t* residual = static_cast<const x_t*>(p.residual);
@@ -125,7 +125,7 @@ void backward_blocks(const RmsNormBackward& p, int64_t block_begin, int64_t bloc
   const int64_t hp = padded(h);
   // v: the input row, later grad_x; g: the incoming gradient, later w g; n = v s; nr: n rounded as the forward
   // multiplied it by the weight, later grad_add. Loads write [0, h) only, so the zeroed tails stay zero.
-  RowBuffer v(hp), g(hp), w(hp), n(hp), nr(hp), acc(hp);
+  FloatBuffer v(hp), g(hp), w(hp), n(hp), nr(hp), acc(hp);
   load_row(static_cast<const w_t*>(p.weight), h, w.data);
   for (float* buf : {w.data, v.data, g.data}) {
     zero_tail(buf, h);
@@ -172,27 +172,29 @@ void backward_blocks(const RmsNormBackward& p, int64_t block_begin, int64_t bloc
   }
 }
 
-}  // namespace
-
-void rms_norm_rows(const RmsNormForward& p, int64_t begin, int64_t end) {
-  with_float_kind(p.x_kind, [&](auto x_tag) {
-    using x_t = decltype(x_tag);
-    if (p.weight_fp32) {
-      forward_rows<x_t, float>(p, begin, end);
+// Calls f(x_t{}, w_t{}) with x_t the C++ type of `x_kind` and w_t fp32 or x_t, the weight's type.
+template <typename F>
+void with_norm_types(FloatKind x_kind, bool weight_fp32, F&& f) {
+  with_float_kind(x_kind, [&](auto x_tag) {
+    if (weight_fp32) {
+      f(x_tag, float{});
     } else {
-      forward_rows<x_t, x_t>(p, begin, end);
+      f(x_tag, x_tag);
     }
   });
 }
 
+}  // namespace
+
+void rms_norm_rows(const RmsNormForward& p, int64_t begin, int64_t end) {
+  with_norm_types(p.x_kind, p.weight_fp32, [&](auto x_tag, auto w_tag) {
+    forward_rows<decltype(x_tag), decltype(w_tag)>(p, begin, end);
+  });
+}
+
 void rms_norm_backward_blocks(const RmsNormBackward& p, int64_t block_begin, int64_t block_end) {
-  with_float_kind(p.x_kind, [&](auto x_tag) {
-    using x_t = decltype(x_tag);
-    if (p.weight_fp32) {
-      backward_blocks<x_t, float>(p, block_begin, block_end);
-    } else {
-      backward_blocks<x_t, x_t>(p, block_begin, block_end);
-    }
+  with_norm_types(p.x_kind, p.weight_fp32, [&](auto x_tag, auto w_tag) {
+    backward_blocks<decltype(x_tag), decltype(w_tag)>(p, block_begin, block_end);
   });
 }
 

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <tuple>
 
+#include "../float_kind_of.h"
 #include "rotary_kernels.h"
 
 namespace tao_engine {
@@ -18,15 +19,6 @@ namespace {
 constexpr const char* kOp = "apply_rotary";
 // Values one thread handles before another is worth waking: a decode step's 64 tokens x 12 heads x 64 stay on one.
 constexpr int64_t kValuesPerTask = 65536;
-
-cpu::RotaryFn rotary_kernel() {
-#if TAO_CPU_AVX2_KERNELS
-  if (cpu::use_avx2_kernels()) {
-    return &cpu::AVX2::rotary_tokens;
-  }
-#endif
-  return &cpu::DEFAULT::rotary_tokens;
-}
 
 // x [N, H, D] with unit stride along D (a copy otherwise), described for the kernels, and its contiguous output.
 std::tuple<at::Tensor, cpu::RotaryHeads> heads_of(const at::Tensor& x_in, at::Tensor& out) {
@@ -49,7 +41,7 @@ std::tuple<at::Tensor, at::Tensor> apply_rotary_cpu(const at::Tensor& q_in, cons
                     sin_in.sizes());
   TORCH_CHECK_VALUE(cos_in.scalar_type() == at::kFloat && sin_in.scalar_type() == at::kFloat, kOp,
                     ": cos and sin must be float32, got ", cos_in.scalar_type(), " and ", sin_in.scalar_type());
-  TORCH_CHECK_VALUE(cpu::is_float_kind(q_in.scalar_type()) && k_in.scalar_type() == q_in.scalar_type(), kOp,
+  TORCH_CHECK_VALUE(is_float_kind(q_in.scalar_type()) && k_in.scalar_type() == q_in.scalar_type(), kOp,
                     ": q and k must share one dtype of float32, bfloat16 or float16, got ", q_in.scalar_type(),
                     " and ", k_in.scalar_type());
   for (const at::Tensor* t : {&q_in, &k_in, &cos_in, &sin_in}) {
@@ -64,9 +56,9 @@ std::tuple<at::Tensor, at::Tensor> apply_rotary_cpu(const at::Tensor& q_in, cons
   if (n == 0 || d == 0) {
     return {q_out, k_out};
   }
-  const cpu::RotaryProblem p{q_heads, k_heads, cpu::float_kind_of(q.scalar_type()), cos.const_data_ptr<float>(),
+  const cpu::RotaryProblem p{q_heads, k_heads, float_kind_of(q.scalar_type()), cos.const_data_ptr<float>(),
                              sin.const_data_ptr<float>(), d, d, transpose};
-  const cpu::RotaryFn kernel = rotary_kernel();
+  cpu::RotaryKernel* const kernel = TAO_CPU_KERNEL(rotary_tokens);
   const int64_t per_token = (q.size(1) + k.size(1)) * d;
   const int64_t grain = std::max<int64_t>(1, kValuesPerTask / std::max<int64_t>(per_token, 1));
   at::parallel_for(0, n, grain, [&](int64_t begin, int64_t end) { kernel(p, begin, end); });

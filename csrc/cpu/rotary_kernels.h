@@ -11,7 +11,7 @@
 #include <cstdint>
 
 #include "cpu_isa.h"  // TAO_CPU_AVX2_KERNELS, use_avx2_kernels()
-#include "float_kind.h"
+#include "../float_kind.h"
 
 namespace tao_engine::cpu {
 
@@ -36,16 +36,10 @@ struct RotaryProblem {
 };
 
 // Tokens [begin, end) of q and k.
-using RotaryFn = void (*)(const RotaryProblem& p, int64_t begin, int64_t end);
+using RotaryKernel = void(const RotaryProblem& p, int64_t begin, int64_t end);
 
-namespace DEFAULT {
-void rotary_tokens(const RotaryProblem& p, int64_t begin, int64_t end);
-}  // namespace DEFAULT
-
-#if TAO_CPU_AVX2_KERNELS
-namespace AVX2 {
-void rotary_tokens(const RotaryProblem& p, int64_t begin, int64_t end);
-}  // namespace AVX2
-#endif
+TAO_CPU_KERNELS(
+    RotaryKernel rotary_tokens;
+)
 
 }  // namespace tao_engine::cpu

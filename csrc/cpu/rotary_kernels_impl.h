@@ -59,7 +59,7 @@ void rotate_heads(const RotaryHeads& heads, int64_t t, const float* cos, const f
 template <typename T>
 void tokens(const RotaryProblem& p, int64_t begin, int64_t end) {
   const int64_t d = p.head_dim;
-  RowBuffer in_buf(d), out_buf(d);
+  FloatBuffer in_buf(d), out_buf(d);
   for (int64_t t = begin; t < end; ++t) {
     const float* cos = p.cos + t * p.cs_stride;
     const float* sin = p.sin + t * p.cs_stride;

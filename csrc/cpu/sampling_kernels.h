@@ -16,7 +16,7 @@ struct SamplingRows {
   const void* logits;  // row i starts at logits + i * row_stride elements; its `vocab` values are contiguous
   int64_t row_stride;
   int64_t vocab;  // V, 1 <= V < 2**31 (token ids are stored as int32 inside the kernels)
-  LogitsDtype dtype;
+  FloatKind dtype;
   const float* temperature;  // <= 0: greedy row
   const int64_t* top_k;  // 0 < k < V: on
   const float* top_p;  // < 1: on
@@ -35,17 +35,11 @@ struct SampleOutputs {
 };
 
 // For rows [begin, end): the outputs of those rows.
-using SampleRowsFn = void (*)(const SamplingRows& rows, const SampleOutputs& out, int64_t begin, int64_t end);
+using SampleRowsKernel = void(const SamplingRows& rows, const SampleOutputs& out, int64_t begin, int64_t end);
 
-namespace DEFAULT {
-void sample_rows(const SamplingRows& rows, const SampleOutputs& out, int64_t begin, int64_t end);
-}  // namespace DEFAULT
-
-#if TAO_CPU_AVX2_KERNELS
-namespace AVX2 {
-void sample_rows(const SamplingRows& rows, const SampleOutputs& out, int64_t begin, int64_t end);
-}  // namespace AVX2
-#endif
+TAO_CPU_KERNELS(
+    SampleRowsKernel sample_rows;
+)
 
 // splitmix64's finalizer: the reference's `_mix64`, in the uint64 arithmetic it emulates on int64 tensors.
 inline uint64_t splitmix64_mix(uint64_t x) {

@@ -167,14 +167,7 @@ void sample_rows_typed(const SamplingRows& rows, const SampleOutputs& out, int64
 }  // namespace
 
 void sample_rows(const SamplingRows& rows, const SampleOutputs& out, int64_t begin, int64_t end) {
-  switch (rows.dtype) {
-    case LogitsDtype::kFloat32:
-      return sample_rows_typed<float>(rows, out, begin, end);
-    case LogitsDtype::kBFloat16:
-      return sample_rows_typed<c10::BFloat16>(rows, out, begin, end);
-    case LogitsDtype::kFloat16:
-      return sample_rows_typed<c10::Half>(rows, out, begin, end);
-  }
+  with_float_kind(rows.dtype, [&](auto tag) { sample_rows_typed<decltype(tag)>(rows, out, begin, end); });
 }
 
 }  // namespace tao_engine::cpu::CPU_CAPABILITY

@@ -3,41 +3,23 @@
 // from sampling_kernels_impl.h (CPU_CAPABILITY defined; see sampling_kernels.h).
 #pragma once
 
-#ifndef CPU_CAPABILITY
-#error "define CPU_CAPABILITY before including sampling_vec.h"
-#endif
-
-#include <ATen/cpu/vec/functional.h>
-#include <ATen/cpu/vec/vec.h>
-#include <c10/util/BFloat16.h>
-#include <c10/util/Half.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
-#include <type_traits>
 
+#include "vec_common.h"  // fVec, iVec, kNegInf, nan_max, lanes_max, for_each_fvec
 #include "vec_exp.h"  // vexp: within ~1 ulp of torch.exp, so kept sets and draws match the reference
 
 namespace tao_engine::cpu::CPU_CAPABILITY {
 namespace {
 
-using fVec = at::vec::Vectorized<float>;
-using iVec = at::vec::Vectorized<int32_t>;
-
-constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 constexpr float kPosInf = std::numeric_limits<float>::infinity();
 constexpr int kAllLanes = (1 << fVec::size()) - 1;
 
 // Bit i set where lane i of a comparison result is true (comparisons give all-ones lanes, a NaN pattern, or +0.0).
 inline int true_lanes(const fVec& comparison) {
   return ~comparison.zero_mask() & kAllLanes;
-}
-
-// max that propagates NaN, as torch's max and argmax do.
-inline float nan_max(float a, float b) {
-  return (a > b || std::isnan(a)) ? a : b;
 }
 
 // fp64 sum of fp32 lanes with independent partial sums, so long sums are not bound by the latency of one chain.
@@ -87,32 +69,13 @@ template <typename scalar_t>
 float load_row(const scalar_t* src, int64_t n, float t, float* dst) {
   const fVec tv(t);
   fVec vmax(kNegInf);
-  int64_t i = 0;
-  if constexpr (std::is_same_v<scalar_t, float>) {
-    for (; i + fVec::size() <= n; i += fVec::size()) {
-      const fVec v = fVec::loadu(src + i);
-      vmax = at::vec::maximum(vmax, v);
-      if (dst != nullptr) {
-        (v / tv).store(dst + i);
-      }
+  int64_t i = for_each_fvec(src, n, [&](int64_t j, const fVec& v) {
+    vmax = at::vec::maximum(vmax, v);
+    if (dst != nullptr) {
+      (v / tv).store(dst + j);
     }
-  } else {
-    using rVec = at::vec::Vectorized<scalar_t>;  // twice as many lanes as fVec
-    for (; i + rVec::size() <= n; i += rVec::size()) {
-      auto [a, b] = at::vec::convert_to_float<scalar_t>(rVec::loadu(src + i));
-      vmax = at::vec::maximum(vmax, at::vec::maximum(a, b));
-      if (dst != nullptr) {
-        (a / tv).store(dst + i);
-        (b / tv).store(dst + i + fVec::size());
-      }
-    }
-  }
-  alignas(64) float lanes[fVec::size()];
-  vmax.store(lanes);
-  float row_max = kNegInf;
-  for (float lane : lanes) {
-    row_max = nan_max(row_max, lane);
-  }
+  });
+  float row_max = lanes_max(vmax);
   for (; i < n; ++i) {
     const float x = static_cast<float>(src[i]);
     row_max = nan_max(row_max, x);

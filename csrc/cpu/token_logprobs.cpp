@@ -18,26 +18,6 @@
 namespace tao_engine {
 namespace {
 
-using cpu::BackwardRowsFn;
-using cpu::ForwardRowsFn;
-
-ForwardRowsFn forward_kernel() {
-#if TAO_CPU_AVX2_KERNELS
-  if (cpu::use_avx2_kernels()) {
-    return &cpu::AVX2::token_logprobs_rows;
-  }
-#endif
-  return &cpu::DEFAULT::token_logprobs_rows;
-}
-
-BackwardRowsFn backward_kernel() {
-#if TAO_CPU_AVX2_KERNELS
-  if (cpu::use_avx2_kernels()) {
-    return &cpu::AVX2::token_logprobs_backward_rows;
-  }
-#endif
-  return &cpu::DEFAULT::token_logprobs_backward_rows;
-}
 
 void check_targets_in_range(const char* op, const at::Tensor& targets, int64_t vocab) {
   const int64_t* t = targets.const_data_ptr<int64_t>();
@@ -62,7 +42,7 @@ at::Tensor token_logprobs_cpu(const at::Tensor& logits_in, const at::Tensor& tar
   check_targets_in_range(op, targets, logits.size(1));
   at::Tensor out = at::empty({logits.size(0)}, logits.options().dtype(at::kFloat));
   const TokenLogprobsRows rows = describe_token_logprobs_rows(logits, targets, temperature);
-  const ForwardRowsFn kernel = forward_kernel();
+  cpu::ForwardRowsKernel* const kernel = TAO_CPU_KERNEL(token_logprobs_rows);
   float* result = out.mutable_data_ptr<float>();
   at::parallel_for(0, logits.size(0), row_grain(rows.vocab), [&](int64_t begin, int64_t end) {
     kernel(rows, result, begin, end);
@@ -80,7 +60,7 @@ at::Tensor token_logprobs_backward_cpu(
   check_targets_in_range(op, targets, logits.size(1));
   at::Tensor grad_logits = at::empty(logits.sizes(), logits.options());  // contiguous [N, V]
   const TokenLogprobsRows rows = describe_token_logprobs_rows(logits, targets, temperature);
-  const BackwardRowsFn kernel = backward_kernel();
+  cpu::BackwardRowsKernel* const kernel = TAO_CPU_KERNEL(token_logprobs_backward_rows);
   const float* grad = grad_out.const_data_ptr<float>();
   void* result = grad_logits.mutable_data_ptr();
   at::parallel_for(0, logits.size(0), row_grain(rows.vocab), [&](int64_t begin, int64_t end) {

@@ -13,24 +13,15 @@
 namespace tao_engine::cpu {
 
 // For rows [begin, end): out[i] = log_softmax(logits[i] * inv_temperature)[targets[i]] in fp32, clamped to <= 0.
-using ForwardRowsFn = void (*)(const TokenLogprobsRows& rows, float* out, int64_t begin, int64_t end);
+using ForwardRowsKernel = void(const TokenLogprobsRows& rows, float* out, int64_t begin, int64_t end);
 // For rows [begin, end): grad_logits[i] = grad_out[i] * (onehot(targets[i]) - softmax(logits[i] * inv_t)) * inv_t,
 // written in the logits' dtype to grad_logits, a contiguous [N, vocab] buffer.
-using BackwardRowsFn =
-    void (*)(const TokenLogprobsRows& rows, const float* grad_out, void* grad_logits, int64_t begin, int64_t end);
+using BackwardRowsKernel =
+    void(const TokenLogprobsRows& rows, const float* grad_out, void* grad_logits, int64_t begin, int64_t end);
 
-namespace DEFAULT {
-void token_logprobs_rows(const TokenLogprobsRows& rows, float* out, int64_t begin, int64_t end);
-void token_logprobs_backward_rows(
-    const TokenLogprobsRows& rows, const float* grad_out, void* grad_logits, int64_t begin, int64_t end);
-}  // namespace DEFAULT
-
-#if TAO_CPU_AVX2_KERNELS
-namespace AVX2 {
-void token_logprobs_rows(const TokenLogprobsRows& rows, float* out, int64_t begin, int64_t end);
-void token_logprobs_backward_rows(
-    const TokenLogprobsRows& rows, const float* grad_out, void* grad_logits, int64_t begin, int64_t end);
-}  // namespace AVX2
-#endif
+TAO_CPU_KERNELS(
+    ForwardRowsKernel token_logprobs_rows;
+    BackwardRowsKernel token_logprobs_backward_rows;
+)
 
 }  // namespace tao_engine::cpu

@@ -6,37 +6,18 @@
 // running sum of exp is rescaled once for the whole tile; then exp(x - max) is summed from the buffer.
 #pragma once
 
-#ifndef CPU_CAPABILITY
-#error "define CPU_CAPABILITY before including token_logprobs_kernels_impl.h"
-#endif
-
-#include <ATen/cpu/vec/functional.h>
-#include <ATen/cpu/vec/vec.h>
-#include <c10/util/BFloat16.h>
-#include <c10/util/Half.h>
-
 #include <algorithm>
 #include <cmath>
-#include <limits>
-#include <type_traits>
 
 #include "token_logprobs_kernels.h"
+#include "vec_common.h"  // fVec, iVec, kNegInf, nan_max, lanes_max, lanes_sum, for_each_fvec
 #include "vec_exp.h"
 
 namespace tao_engine::cpu::CPU_CAPABILITY {
 namespace {
 
-using fVec = at::vec::Vectorized<float>;
-using iVec = at::vec::Vectorized<int32_t>;
-
-constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 // Values per tile: 4 KiB of fp32 on the stack, re-read from L1 by the exp pass. A multiple of every vector width.
 constexpr int64_t kTile = 1024;
-
-// max that propagates NaN, so a NaN logit makes the row's result NaN as in the reference.
-inline float nan_max(float a, float b) {
-  return (a > b || std::isnan(a)) ? a : b;
-}
 
 inline int64_t round_up_to_vec(int64_t n) {
   return (n + fVec::size() - 1) / fVec::size() * fVec::size();
@@ -48,30 +29,12 @@ template <typename scalar_t>
 float load_scaled_tile(const scalar_t* src, int64_t n, float inv_t, float* buf) {
   const fVec scale(inv_t);
   fVec vmax(kNegInf);
-  int64_t i = 0;
-  if constexpr (std::is_same_v<scalar_t, float>) {
-    for (; i + fVec::size() <= n; i += fVec::size()) {
-      const fVec v = fVec::loadu(src + i) * scale;
-      v.store(buf + i);
-      vmax = at::vec::maximum(vmax, v);
-    }
-  } else {
-    using rVec = at::vec::Vectorized<scalar_t>;  // twice as many lanes as fVec
-    for (; i + rVec::size() <= n; i += rVec::size()) {
-      auto [a, b] = at::vec::convert_to_float<scalar_t>(rVec::loadu(src + i));
-      a = a * scale;
-      b = b * scale;
-      a.store(buf + i);
-      b.store(buf + i + fVec::size());
-      vmax = at::vec::maximum(vmax, at::vec::maximum(a, b));
-    }
-  }
-  alignas(64) float lanes[fVec::size()];
-  vmax.store(lanes);
-  float tile_max = kNegInf;
-  for (float lane : lanes) {
-    tile_max = nan_max(tile_max, lane);
-  }
+  int64_t i = for_each_fvec(src, n, [&](int64_t j, const fVec& raw) {
+    const fVec v = raw * scale;
+    v.store(buf + j);
+    vmax = at::vec::maximum(vmax, v);
+  });
+  float tile_max = lanes_max(vmax);
   // The same fp32 multiply as the vector path, so the target's scaled logit compares exactly with the max.
   for (; i < n; ++i) {
     buf[i] = static_cast<float>(src[i]) * inv_t;
@@ -81,16 +44,6 @@ float load_scaled_tile(const scalar_t* src, int64_t n, float inv_t, float* buf) 
     buf[i] = kNegInf;
   }
   return tile_max;
-}
-
-inline float horizontal_sum(const fVec& v) {
-  alignas(64) float lanes[fVec::size()];
-  v.store(lanes);
-  float total = 0.0f;
-  for (float lane : lanes) {
-    total += lane;
-  }
-  return total;
 }
 
 // Of one row's x = logits / T: the max, and the sum of exp(x - max) (both NaN when the row holds a NaN).
@@ -121,7 +74,7 @@ RowStats row_stats(const scalar_t* row, int64_t vocab, float inv_t, float* buf) 
       sum = sum + vexp(fVec::loadu(buf + i) - shift);
     }
   }
-  return {running_max, horizontal_sum(sum)};
+  return {running_max, lanes_sum(sum)};
 }
 
 template <typename scalar_t>
@@ -197,26 +150,12 @@ void backward_rows(const TokenLogprobsRows& rows, const float* grad_out, void* g
 }  // namespace
 
 void token_logprobs_rows(const TokenLogprobsRows& rows, float* out, int64_t begin, int64_t end) {
-  switch (rows.dtype) {
-    case LogitsDtype::kFloat32:
-      return forward_rows<float>(rows, out, begin, end);
-    case LogitsDtype::kBFloat16:
-      return forward_rows<c10::BFloat16>(rows, out, begin, end);
-    case LogitsDtype::kFloat16:
-      return forward_rows<c10::Half>(rows, out, begin, end);
-  }
+  with_float_kind(rows.dtype, [&](auto tag) { forward_rows<decltype(tag)>(rows, out, begin, end); });
 }
 
 void token_logprobs_backward_rows(
     const TokenLogprobsRows& rows, const float* grad_out, void* grad_logits, int64_t begin, int64_t end) {
-  switch (rows.dtype) {
-    case LogitsDtype::kFloat32:
-      return backward_rows<float>(rows, grad_out, grad_logits, begin, end);
-    case LogitsDtype::kBFloat16:
-      return backward_rows<c10::BFloat16>(rows, grad_out, grad_logits, begin, end);
-    case LogitsDtype::kFloat16:
-      return backward_rows<c10::Half>(rows, grad_out, grad_logits, begin, end);
-  }
+  with_float_kind(rows.dtype, [&](auto tag) { backward_rows<decltype(tag)>(rows, grad_out, grad_logits, begin, end); });
 }
 
 }  // namespace tao_engine::cpu::CPU_CAPABILITY

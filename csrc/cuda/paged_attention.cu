@@ -137,14 +137,7 @@ void launch_paged_decode_attention(const PagedDecodeArgs& args, cudaStream_t str
   if (args.batch == 0 || args.q_heads == 0) {
     return;
   }
-  switch (args.dtype) {
-    case CacheDtype::kFloat32:
-      return launch<float>(args, stream);
-    case CacheDtype::kBFloat16:
-      return launch<__nv_bfloat16>(args, stream);
-    case CacheDtype::kFloat16:
-      return launch<__half>(args, stream);
-  }
+  with_float_kind(args.dtype, [&](auto tag) { launch<decltype(tag)>(args, stream); });
 }
 
 }  // namespace tao_engine::cuda

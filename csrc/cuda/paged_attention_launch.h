@@ -6,9 +6,9 @@
 
 #include <cstdint>
 
-namespace tao_engine::cuda {
+#include "../float_kind.h"
 
-enum class CacheDtype { kFloat32, kBFloat16, kFloat16 };
+namespace tao_engine::cuda {
 
 struct PagedDecodeArgs {
   const void* q;  // [B, Hq, D] contiguous, in the cache dtype
@@ -25,7 +25,7 @@ struct PagedDecodeArgs {
   int64_t max_blocks;
   int64_t num_blocks;
   float scale;
-  CacheDtype dtype;
+  FloatKind dtype;
 };
 
 constexpr int64_t kMaxHeadDim = 256;

@@ -344,14 +344,7 @@ void launch_sample(const SampleArgs& args, cudaStream_t stream) {
   if (args.num_rows == 0) {
     return;
   }
-  switch (args.dtype) {
-    case LogitsDtype::kFloat32:
-      return launch<float>(args, stream);
-    case LogitsDtype::kBFloat16:
-      return launch<__nv_bfloat16>(args, stream);
-    case LogitsDtype::kFloat16:
-      return launch<__half>(args, stream);
-  }
+  with_float_kind(args.dtype, [&](auto tag) { launch<decltype(tag)>(args, stream); });
 }
 
 }  // namespace tao_engine::cuda

@@ -15,7 +15,7 @@ struct SampleArgs {
   int64_t row_stride;
   int64_t num_rows;  // B
   int64_t vocab;  // V
-  LogitsDtype dtype;
+  FloatKind dtype;
   const float* temperature;  // [B] each; <= 0 = greedy
   const int64_t* top_k;  // 0 / -1 / >= V = off
   const float* top_p;  // 1 = off

@@ -159,14 +159,7 @@ void launch_token_logprobs(const TokenLogprobsRows& rows, float* out, cudaStream
   if (rows.num_rows == 0) {
     return;
   }
-  switch (rows.dtype) {
-    case LogitsDtype::kFloat32:
-      return launch_forward<float>(rows, out, stream);
-    case LogitsDtype::kBFloat16:
-      return launch_forward<__nv_bfloat16>(rows, out, stream);
-    case LogitsDtype::kFloat16:
-      return launch_forward<__half>(rows, out, stream);
-  }
+  with_float_kind(rows.dtype, [&](auto tag) { launch_forward<decltype(tag)>(rows, out, stream); });
 }
 
 void launch_token_logprobs_backward(
@@ -174,14 +167,7 @@ void launch_token_logprobs_backward(
   if (rows.num_rows == 0) {
     return;
   }
-  switch (rows.dtype) {
-    case LogitsDtype::kFloat32:
-      return launch_backward<float>(rows, grad_out, grad_logits, stream);
-    case LogitsDtype::kBFloat16:
-      return launch_backward<__nv_bfloat16>(rows, grad_out, grad_logits, stream);
-    case LogitsDtype::kFloat16:
-      return launch_backward<__half>(rows, grad_out, grad_logits, stream);
-  }
+  with_float_kind(rows.dtype, [&](auto tag) { launch_backward<decltype(tag)>(rows, grad_out, grad_logits, stream); });
 }
 
 }  // namespace tao_engine::cuda
