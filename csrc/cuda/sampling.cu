@@ -96,6 +96,21 @@ struct Histogram {
   double mass[kBins];
 };
 
+// The fp64 mass sum exp(scaled - row_max) of the row's values at or above `threshold`, summed over the block (thread 0
+// holds the total).
+template <typename T>
+__device__ __forceinline__ double kept_mass(const Row<T>& row, float threshold, float row_max,
+                                            typename DoubleReduce::TempStorage& storage) {
+  double mass = 0.0;
+  for (int64_t j = threadIdx.x; j < row.vocab; j += blockDim.x) {
+    const float value = row.scaled(j);
+    if (value >= threshold) {
+      mass += static_cast<double>(expf(value - row_max));
+    }
+  }
+  return DoubleReduce(storage).Sum(mass);
+}
+
 // The key of the k-th largest scaled value (1 <= k <= V): _cutoffs' `kth`.
 template <typename T>
 __device__ uint32_t kth_largest_key(const Row<T>& row, int64_t k, Histogram& hist) {
@@ -253,14 +268,7 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(SampleArgs args) {
   // 3. top-p cutoff over the top-k-kept tokens.
   float cutoff = kth;
   if (use_p) {
-    double mass = 0.0;
-    for (int64_t j = threadIdx.x; j < vocab; j += blockDim.x) {
-      const float value = row.scaled(j);
-      if (value >= kth) {
-        mass += static_cast<double>(expf(value - row_max));
-      }
-    }
-    const double total_mass = DoubleReduce(scratch.double_sum).Sum(mass);
+    const double total_mass = kept_mass(row, kth, row_max, scratch.double_sum);
     if (threadIdx.x == 0) {
       shared_double = static_cast<double>(top_p) * total_mass;
     }
@@ -271,14 +279,7 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(SampleArgs args) {
   cutoff = fmaxf(cutoff, row_max + logf(args.min_p[b]));
 
   // 4. total kept mass, then the CDF inversion in vocabulary order.
-  double kept = 0.0;
-  for (int64_t j = threadIdx.x; j < vocab; j += blockDim.x) {
-    const float value = row.scaled(j);
-    if (value >= cutoff) {
-      kept += static_cast<double>(expf(value - row_max));
-    }
-  }
-  const double total = DoubleReduce(scratch.double_sum).Sum(kept);
+  const double total = kept_mass(row, cutoff, row_max, scratch.double_sum);
   if (threadIdx.x == 0) {
     // u * total may round up to total itself; stay strictly below so the search lands on a token with mass.
     shared_double = fmin(row_uniform(args.seeds[b], args.steps[b]) * total, nextafter(total, 0.0));
