@@ -231,31 +231,14 @@ def test_compiled_op_checks_its_input():
 def test_cpp_baseline_isa_kernels_match_reference():
     # ATEN_CPU_CAPABILITY=default makes csrc/cpu/linear_logprobs.cpp pick the baseline-ISA copy of the kernels; the
     # rest of this file runs the AVX2 copy wherever the CPU has AVX2.
-    code = (
-        """
+    code = """
         import torch
-        from tao_engine import ops
-        from tao_engine.ops.extension import load_extension
-        from tests.error_bounds import assert_within_bound, linear_logprobs_grad_bounds
-        from tests.tolerances import check
-        assert load_extension() is not None
-        gen = torch.Generator().manual_seed(0)
-        h = torch.randn(13, 20, generator=gen, requires_grad=True)
-        w = (torch.randn(9001, 20, generator=gen) * 0.7).requires_grad_()
-        t = torch.randint(0, 9001, (13,), generator=gen)
-        lp, ent = ops.linear_logprobs(h, w, t, 0.7, return_entropy=True, backend="cpp")
-        (lp + 0.5 * ent).sum().backward()
-        logp = torch.log_softmax(h.detach().double() @ w.detach().double().T / 0.7, -1)
-        ref_lp, ref_ent = logp.gather(-1, t[:, None]).squeeze(-1), -(logp.exp() * logp).sum(-1)
-        assert (lp <= 0).all()
-        check("linear_logprobs", lp, ref_lp, hidden=h, weight=w, targets=t, temperature=0.7)
-        check("linear_entropy", ent, ref_ent, hidden=h, weight=w, temperature=0.7)
-        grads = linear_logprobs_grad_bounds(h, w, t, 0.7, torch.ones(13), torch.full((13,), 0.5), torch.float32)
-        assert_within_bound(h.grad, grads[0], grads[1], "grad_hidden")
-        assert_within_bound(w.grad, grads[2], grads[3], "grad_weight")
+        from tests.ops.linear_logprobs_cases import inputs
+        from tests.ops.test_linear_logprobs import _check_gradients
+        hidden, weight, targets = inputs(13, 9001, 20, torch.float32, seed=0)
+        _check_gradients(hidden, weight, targets, 0.7, "logprobs+entropy", torch.float32, "cpp")
         print("ok")
         """
-    )
     assert run_at_baseline_isa(code).stdout.strip() == "ok"
 
 

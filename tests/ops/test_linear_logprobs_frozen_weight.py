@@ -243,31 +243,14 @@ def test_cpp_opcheck(dtype, entropy_grad):
 def test_cpp_baseline_isa_kernels_match_reference():
     # ATEN_CPU_CAPABILITY=default selects the baseline-ISA copy of the row kernels; the rest of this file runs the
     # AVX2 copy wherever the CPU has AVX2.
-    code = (
-        """
+    code = """
         import torch
-        from tao_engine import ops
-        from tao_engine.ops.extension import load_extension
-        from tests.error_bounds import assert_within_bound, linear_logprobs_grad_bounds
-        from tests.tolerances import check
-        assert load_extension() is not None
-        gen = torch.Generator().manual_seed(0)
-        h = torch.randn(13, 20, generator=gen, requires_grad=True)
-        w = torch.randn(9001, 20, generator=gen) * 0.7
-        t = torch.randint(0, 9001, (13,), generator=gen)
-        lp, ent = ops.linear_logprobs(h, w, t, 0.7, return_entropy=True, backend="cpp")
-        assert "frozen_weight" in type(lp.grad_fn).__name__
-        g = torch.randn(13, generator=gen)
-        (g * lp + 0.5 * ent).sum().backward()
-        logp = torch.log_softmax(h.detach().double() @ w.double().T / 0.7, -1)
-        ref_lp, ref_ent = logp.gather(-1, t[:, None]).squeeze(-1), -(logp.exp() * logp).sum(-1)
-        check("linear_logprobs", lp, ref_lp, hidden=h, weight=w, targets=t, temperature=0.7)
-        check("linear_entropy", ent, ref_ent, hidden=h, weight=w, temperature=0.7)
-        ref, bound, _, _ = linear_logprobs_grad_bounds(h, w, t, 0.7, g, torch.full((13,), 0.5), torch.float32)
-        assert_within_bound(h.grad, ref, bound, "grad_hidden")
+        from tests.ops.linear_logprobs_cases import inputs
+        from tests.ops.test_linear_logprobs_frozen_weight import _check_frozen
+        hidden, weight, targets = inputs(13, 9001, 20, torch.float32, seed=0)
+        _check_frozen(hidden, weight, targets, 0.7, "logprobs+entropy", torch.float32, 1, "cpp")
         print("ok")
         """
-    )
     assert run_at_baseline_isa(code).stdout.strip() == "ok"
 
 

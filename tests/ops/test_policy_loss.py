@@ -122,31 +122,24 @@ def test_gradient_reaches_logprobs_only_and_scales_with_upstream(backend, device
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_bad_input_names_the_field(backend, device):
     x = make_inputs(3, 4, seed=8, ref=False, device=device)
-    call = lambda **kw: ops.policy_loss(**{**x, **kw}, backend=backend)  # noqa: E731
-    with pytest.raises(ValueError, match="kl_coef = 0.1 adds a KL penalty.*ref_logprobs is None"):
-        call(kl_coef=0.1)
-    with pytest.raises(ValueError, match="loss_agg must be one of"):
-        call(loss_agg="mean")
-    with pytest.raises(ValueError, match="ratio_level must be one of"):
-        call(ratio_level="seq")
-    with pytest.raises(ValueError, match="kl_type must be one of"):
-        call(kl_type="k4")
-    with pytest.raises(ValueError, match="pass max_tokens"):
-        call(loss_agg="seq_mean_token_sum_norm")
-    with pytest.raises(ValueError, match="dual_clip must be None or a finite number > 1"):
-        call(dual_clip=1.0)
-    with pytest.raises(ValueError, match="clip_low must be a finite number >= 0"):
-        call(clip_low=-0.1)
-    with pytest.raises(ValueError, match=r"old_logprobs must have shape \[B, T\]"):
-        call(old_logprobs=x["old_logprobs"][:, :3])
-    with pytest.raises(ValueError, match=r"advantages must have shape \[B\]"):
-        call(advantages=torch.zeros(4, device=device))
-    with pytest.raises(ValueError, match="mask must be a bool or floating-point tensor"):
-        call(mask=x["mask"].long())
-    with pytest.raises(ValueError, match=r"logprobs must be a 2-D \[B, T\] tensor"):
-        call(logprobs=x["logprobs"][0])
+    bad = [
+        (dict(kl_coef=0.1), "kl_coef = 0.1 adds a KL penalty.*ref_logprobs is None"),
+        (dict(loss_agg="mean"), "loss_agg must be one of"),
+        (dict(ratio_level="seq"), "ratio_level must be one of"),
+        (dict(kl_type="k4"), "kl_type must be one of"),
+        (dict(loss_agg="seq_mean_token_sum_norm"), "pass max_tokens"),
+        (dict(dual_clip=1.0), "dual_clip must be None or a finite number > 1"),
+        (dict(clip_low=-0.1), "clip_low must be a finite number >= 0"),
+        (dict(old_logprobs=x["old_logprobs"][:, :3]), r"old_logprobs must have shape \[B, T\]"),
+        (dict(advantages=torch.zeros(4, device=device)), r"advantages must have shape \[B\]"),
+        (dict(mask=x["mask"].long()), "mask must be a bool or floating-point tensor"),
+        (dict(logprobs=x["logprobs"][0]), r"logprobs must be a 2-D \[B, T\] tensor"),
+    ]
+    for kwargs, message in bad:
+        with pytest.raises(ValueError, match=message):
+            ops.policy_loss(**{**x, **kwargs}, backend=backend)
     with pytest.raises(TypeError):
-        call(clip_ratio=0.2)
+        ops.policy_loss(**x, clip_ratio=0.2, backend=backend)
 
 
 @pytest.mark.parametrize("loss_agg", ["token_mean", "seq_mean_token_sum"])
@@ -209,24 +202,20 @@ def test_compiled_op_rejects_bad_input_naming_the_field():
     load_extension()
     op = torch.ops.tao_engine.policy_loss
     x = make_inputs(3, 4, seed=12)
-    with pytest.raises(ValueError, match="loss_agg must be one of"):
-        op(*_op_args(x, loss_agg="sum"))
-    with pytest.raises(ValueError, match="ratio_level must be 'token' or 'sequence'"):
-        op(*_op_args(x, ratio_level="seq"))
-    with pytest.raises(ValueError, match="kl_type must be 'k1', 'k2' or 'k3'"):
-        op(*_op_args(x, kl_type="k9"))
-    with pytest.raises(ValueError, match="needs max_tokens > 0, got None"):
-        op(*_op_args(x, loss_agg="seq_mean_token_sum_norm"))
-    with pytest.raises(ValueError, match="needs ref_logprobs"):
-        op(*_op_args({**x, "ref_logprobs": None}, kl_coef=0.5))
-    with pytest.raises(ValueError, match="dual_clip must be None or a finite number > 1"):
-        op(*_op_args(x, dual_clip=0.5))
-    with pytest.raises(ValueError, match=r"advantages must have shape \[B\] or \[B, T\] = \[3, 4\]"):
-        op(*_op_args({**x, "advantages": torch.zeros(4)}))
-    with pytest.raises(ValueError, match="old_logprobs must be float32"):
-        op(*_op_args({**x, "old_logprobs": x["old_logprobs"].double()}))
-    with pytest.raises(ValueError, match="mask must be bool or float32"):
-        op(*_op_args({**x, "mask": x["mask"].long()}))
+    bad = [
+        (_op_args(x, loss_agg="sum"), "loss_agg must be one of"),
+        (_op_args(x, ratio_level="seq"), "ratio_level must be 'token' or 'sequence'"),
+        (_op_args(x, kl_type="k9"), "kl_type must be 'k1', 'k2' or 'k3'"),
+        (_op_args(x, loss_agg="seq_mean_token_sum_norm"), "needs max_tokens > 0, got None"),
+        (_op_args({**x, "ref_logprobs": None}, kl_coef=0.5), "needs ref_logprobs"),
+        (_op_args(x, dual_clip=0.5), "dual_clip must be None or a finite number > 1"),
+        (_op_args({**x, "advantages": torch.zeros(4)}), r"advantages must have shape \[B\] or \[B, T\] = \[3, 4\]"),
+        (_op_args({**x, "old_logprobs": x["old_logprobs"].double()}), "old_logprobs must be float32"),
+        (_op_args({**x, "mask": x["mask"].long()}), "mask must be bool or float32"),
+    ]
+    for args, message in bad:
+        with pytest.raises(ValueError, match=message):
+            op(*args)
 
 
 @pytest.mark.ext

@@ -98,16 +98,7 @@ PARAM_CYCLE = [
 ]
 # Only rows whose kept tokens lie among their largest logits (top-k, a short nucleus, greedy): the op then inverts
 # the CDF over those columns alone instead of over the whole vocabulary.
-FILTERED_CYCLE = [
-    (0.7, 0, 0.9, 0.0),
-    (1.3, 5, 1.0, 0.0),
-    (0.0, 0, 1.0, 0.0),
-    (0.8, 20, 0.7, 0.0),
-    (0.5, 50, 0.95, 0.01),
-    (1.0, -1, 0.5, 0.0),
-    (2.0, 1, 1.0, 0.0),
-    (1.0, 7, 1.0, 0.2),
-]
+FILTERED_CYCLE = [(t, k, p, m) for t, k, p, m in PARAM_CYCLE if t == 0 or k != 0 or p < 1] + [(1.0, 7, 1.0, 0.2)]
 CYCLES = {"mixed": PARAM_CYCLE, "filtered": FILTERED_CYCLE}
 
 
