@@ -26,6 +26,11 @@ class RMSNorm(nn.Module):
         """[..., size] -> [..., size]. With a residual: (norm(x + residual), x + residual), the add fused in."""
         if residual is None:
             return ops.rms_norm(x, self.weight, self.eps)
+        if x.dtype != residual.dtype:
+            # Under autocast a sublayer's output (a linear's, bf16) meets the fp32 residual stream: the unfused add
+            # would promote, and so does the fused one, so the stream keeps its dtype as in transformers' models.
+            dtype = torch.promote_types(x.dtype, residual.dtype)
+            x, residual = x.to(dtype), residual.to(dtype)
         return ops.add_rms_norm(x, residual, self.weight, self.eps)
 
     def reset_parameters(self) -> None:

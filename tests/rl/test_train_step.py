@@ -196,11 +196,13 @@ class _LinearPolicy(torch.nn.Module):
         return torch.tanh(self.proj(self.embed(ids)))  # [N, 16]
 
 
-def test_the_first_pass_ratio_is_exactly_one_under_autocast():
+@pytest.mark.parametrize("make_policy", [_LinearPolicy, lambda: _model()], ids=["linear", "decoder"])
+def test_the_first_pass_ratio_is_exactly_one_under_autocast(make_policy):
     # The old log-probs (a no-grad forward of the whole batch) and the update's come from the same weights, so the
-    # ratio is exactly 1 only when autocast wraps both forwards alike. CPU autocast stands in for CUDA's here.
+    # ratio is exactly 1 only when autocast wraps both forwards alike. CPU autocast stands in for CUDA's here. The
+    # decoder case also runs our own model with fp32 weights under bf16 autocast (the residual stream stays fp32).
     torch.manual_seed(0)
-    policy = _LinearPolicy()
+    policy = make_policy()
     sampling = SamplingParams(n=4, temperature=1.0, max_tokens=6, ignore_eos=True, seed=1)
     ro = _random_rewards(rollout(_engine(_model()), PROMPTS, sampling), seed=0)
     config = TrainConfig(algorithm=AlgorithmConfig(name="grpo", epochs=2), autocast_devices=("cuda", "cpu"))
