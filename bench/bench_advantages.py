@@ -9,14 +9,13 @@ Ends with one JSON line (bench/common.py). Run: .venv/bin/python bench/bench_adv
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from op_bench import TOLERANCES, Report, add_common_args, op_providers, run_providers  # noqa: E402
+from op_bench import TOLERANCES, Report, bench_parser, op_providers, run_providers  # noqa: E402
 
 MODES = ("mean_std", "mean_batch_std")
 
@@ -30,8 +29,7 @@ def make_rewards(prompts: int, n: int, device: str) -> torch.Tensor:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_args(parser, reps=50)
+    parser = bench_parser(__doc__, reps=50)
     args = parser.parse_args(argv)
     shapes = ((7, 5),) if args.quick else ((512, 8), (8192, 16))
     reps = 2 if args.quick else args.reps

@@ -22,9 +22,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from op_bench import (  # noqa: E402
     TOLERANCES,
     Report,
-    add_common_args,
     add_dtypes_arg,
     add_names_arg,
+    bench_parser,
     chosen_dtypes,
     chosen_names,
     dtype_name,
@@ -110,8 +110,7 @@ def _copy_section(name: str, heads: Heads, copies: int, dtype: torch.dtype, args
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_args(parser, reps=20)
+    parser = bench_parser(__doc__, reps=20)
     add_names_arg(parser, "--heads", HEADS)
     add_dtypes_arg(parser)
     args = parser.parse_args(argv)

@@ -13,7 +13,6 @@ Ends with one JSON line (bench/common.py). Run: .venv/bin/python bench/bench_pag
 
 from __future__ import annotations
 
-import argparse
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,9 +24,9 @@ from common import print_json_line, print_table  # noqa: E402
 from op_bench import (  # noqa: E402
     TOLERANCES,
     Report,
-    add_common_args,
     add_dtypes_arg,
     add_names_arg,
+    bench_parser,
     chosen_dtypes,
     chosen_names,
     copy_bandwidth,
@@ -73,8 +72,7 @@ def _inputs(shape: Shape, dtype: torch.dtype, device: str, ragged: bool) -> tupl
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_args(parser, reps=20)
+    parser = bench_parser(__doc__, reps=20)
     add_names_arg(parser, "--shapes", SHAPES)
     add_dtypes_arg(parser)
     args = parser.parse_args(argv)

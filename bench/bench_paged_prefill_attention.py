@@ -14,7 +14,6 @@ Ends with one JSON line (bench/common.py). Run: .venv/bin/python bench/bench_pag
 
 from __future__ import annotations
 
-import argparse
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,9 +26,9 @@ from op_bench import (  # noqa: E402
     TOLERANCES,
     Provider,
     Report,
-    add_common_args,
     add_dtypes_arg,
     add_names_arg,
+    bench_parser,
     chosen_dtypes,
     chosen_names,
     dtype_name,
@@ -124,8 +123,7 @@ def matmul_tflops(dtype: torch.dtype, device: str, reps: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_args(parser, reps=10)
+    parser = bench_parser(__doc__, reps=10)
     add_names_arg(parser, "--shapes", HEADS)
     add_dtypes_arg(parser)
     parser.add_argument("--block-size", type=int, default=16)

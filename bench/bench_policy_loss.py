@@ -16,7 +16,6 @@ Ends with one JSON line (bench/common.py). Run: .venv/bin/python bench/bench_pol
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -26,7 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import print_json_line, print_table  # noqa: E402
-from op_bench import add_common_args, op_providers, run_providers, speedups  # noqa: E402
+from op_bench import bench_parser, op_providers, run_providers, speedups  # noqa: E402
 from policy_loss_peers import logits_section  # noqa: E402
 
 OPTIONS = dict(clip_low=0.2, clip_high=0.28, kl_type="k3", kl_coef=0.04, loss_agg="seq_mean_token_mean")
@@ -120,8 +119,7 @@ def print_linear_memory_verdict(ratios: dict[str, float]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_args(parser, reps=10)
+    parser = bench_parser(__doc__, reps=10)
     parser.add_argument("--batch", type=int, default=None, help="sequences (default 64 on CPU, 256 on CUDA)")
     parser.add_argument("--length", type=int, default=None, help="tokens per sequence (default 1024 / 2048)")
     args = parser.parse_args(argv)

@@ -8,7 +8,6 @@ Ends with one JSON line (bench/common.py). Run: .venv/bin/python bench/bench_rms
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -18,8 +17,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from op_bench import (  # noqa: E402
     TOLERANCES,
     Report,
-    add_common_args,
     add_dtypes_arg,
+    bench_parser,
     chosen_dtypes,
     dtype_name,
     op_providers,
@@ -30,8 +29,7 @@ EPS = 1e-6
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_args(parser, reps=20)
+    parser = bench_parser(__doc__, reps=20)
     add_dtypes_arg(parser)
     args = parser.parse_args(argv)
     dtypes = chosen_dtypes(args)

@@ -45,11 +45,14 @@ class Provider:
     skip: str = ""  # why it cannot run here
 
 
-def add_common_args(parser: argparse.ArgumentParser, reps: int) -> None:
+def bench_parser(doc: str, reps: int) -> argparse.ArgumentParser:
+    """The command line of an op bench: its docstring as the help, and the flags every op bench takes."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
     parser.add_argument("--reps", type=int, default=reps)
     parser.add_argument("--quick", action="store_true", help="tiny shapes and 2 reps: a smoke test, not a benchmark")
     parser.add_argument("--providers", default="", help="comma-separated subset (default: every provider)")
+    return parser
 
 
 def parse_dtypes(flag: str, value: str) -> list[torch.dtype]:
