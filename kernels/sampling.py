@@ -112,14 +112,17 @@ def _narrow(lo, hi, lo_min, hi_max, keys, enough, min_at_or_above, max_below):
 
 
 @triton.jit
-def _empty_brackets(NUM_PIVOTS: tl.constexpr):
-    """Per pivot, before any block: the smallest value at or above it (+inf) and the largest below it (-inf)."""
-    return tl.zeros((NUM_PIVOTS,), tl.float32) + float("inf"), tl.zeros((NUM_PIVOTS,), tl.float32) + float("-inf")
+def _round_start(lo, hi, NUM_PIVOTS: tl.constexpr):
+    """One round of a pivot search over the keys (lo, hi): the pivots' keys and values [P], and per pivot, before
+    any block, the smallest value at or above it (+inf) and the largest below it (-inf)."""
+    keys = _pivots(lo, hi, NUM_PIVOTS)
+    inf = tl.zeros((NUM_PIVOTS,), tl.float32) + float("inf")
+    return keys, _key_float(keys), inf, -inf
 
 
 @triton.jit
 def _fold_brackets(x, at_or_above, min_at_or_above, max_below):
-    """The two bounds of `_empty_brackets` folded over one block: x [BLOCK, 1], at_or_above [BLOCK, P]. When they
+    """The two bounds of `_round_start` folded over one block: x [BLOCK, 1], at_or_above [BLOCK, P]. When they
     meet, the pivot search's range holds one value and can end early."""
     min_at_or_above = tl.minimum(min_at_or_above, tl.min(tl.where(at_or_above, x, float("inf")), axis=0))
     max_below = tl.maximum(max_below, tl.max(tl.where(at_or_above, float("-inf"), x), axis=0))
@@ -135,10 +138,8 @@ def _kth_largest(row_ptr, V, temperature, row_min, row_max, k, BLOCK: tl.constex
     lo_min = row_min  # the smallest value at or above float(lo)
     hi_max = row_max  # the largest value below float(hi)
     while (hi - lo > 1) & (lo_min != hi_max):
-        keys = _pivots(lo, hi, NUM_PIVOTS)
-        pivots = _key_float(keys)  # [P]
+        keys, pivots, min_at_or_above, max_below = _round_start(lo, hi, NUM_PIVOTS)
         counts = tl.zeros((NUM_PIVOTS,), tl.int32)
-        min_at_or_above, max_below = _empty_brackets(NUM_PIVOTS)
         for start in range(0, V, BLOCK):
             cols = start + tl.arange(0, BLOCK)
             x = _load_scaled(row_ptr, cols, V, temperature)[:, None]  # [BLOCK, 1]; padding -inf
@@ -175,10 +176,8 @@ def _top_p_cutoff(
     lo_min = tl.zeros((), tl.float32) + float("-inf")
     hi_max = row_max
     while (hi - lo > 1) & (lo_min != hi_max):
-        keys = _pivots(lo, hi, NUM_PIVOTS)
-        pivots = _key_float(keys)  # [P]
+        keys, pivots, min_at_or_above, max_below = _round_start(lo, hi, NUM_PIVOTS)
         masses = tl.zeros((NUM_PIVOTS,), tl.float64)
-        min_at_or_above, max_below = _empty_brackets(NUM_PIVOTS)
         for start in range(0, V, BLOCK):
             cols = start + tl.arange(0, BLOCK)
             x = _load_scaled(row_ptr, cols, V, temperature)  # [BLOCK]; padding -inf
