@@ -52,17 +52,10 @@ def comparable_sampler_logprobs(rollouts: Any, temperature: float) -> torch.Tens
         and sampling.frequency_penalty == 0.0
     )
     if temperature == 1.0:
-        source = rollouts.raw_logprobs  # the raw model at temperature 1, whatever the sampler filtered
-    elif unfiltered and sampling.temperature == temperature:
-        source = rollouts.sampler_logprobs
-    else:
-        return None
-    rows = [lps for group in source for lps in group]
-    width = max((len(r) for r in rows), default=0)
-    out = torch.zeros(len(rows), width, dtype=torch.float32)
-    for i, lps in enumerate(rows):
-        out[i, : len(lps)] = torch.tensor(lps, dtype=torch.float32)
-    return out
+        return rollouts.padded_raw_logprobs()  # the raw model at temperature 1, whatever the sampler filtered
+    if unfiltered and sampling.temperature == temperature:
+        return rollouts.padded_sampler_logprobs()
+    return None
 
 
 def kl_per_token(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, kl_type: str) -> torch.Tensor:
