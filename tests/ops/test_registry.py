@@ -123,6 +123,10 @@ def test_dispatch_traces_under_torch_compile_fullgraph():
     x, w = torch.randn(3, 7), torch.randn(7)
     compiled = torch.compile(loss, fullgraph=True, backend="aot_eager")
     # aot_eager runs the very kernels eager mode runs, on the same machine: bit for bit the same.
-    assert torch.equal(compiled(logits, targets, x, w), loss(logits, targets, x, w))
+    eager = loss(logits, targets, x, w)
+    assert torch.equal(compiled(logits, targets, x, w), eager)
+    # The backend was chosen when the function was traced (registry docstring): a later scope does not reach it, so
+    # the compiled function still runs what eager mode ran outside the scope. (Comparing with eager mode inside the
+    # scope, the torch reference, held only where the two backends happened to round alike: 3 seeds in 16 did not.)
     with use_backend("torch"):
-        assert torch.equal(compiled(logits, targets, x, w), loss(logits, targets, x, w))
+        assert torch.equal(compiled(logits, targets, x, w), eager)
