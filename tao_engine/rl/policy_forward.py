@@ -9,12 +9,15 @@ update's ran in bf16, and the first ratio would be off by bf16's rounding).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
 from tao_engine.rl.logprobs import CompletionLogprobs, completion_logprobs
+from tao_engine.rl.lora import lora_disabled
 
 
 @dataclass(frozen=True)
@@ -47,3 +50,21 @@ class PolicyForward:
                 return_entropy=return_entropy, max_tokens_per_forward=max_tokens_per_forward,
                 gradient_checkpointing=gradient_checkpointing,
             )
+
+    def batch_logprobs(self, module: nn.Module, rollouts: Any, max_tokens_per_forward: int | None,
+                       data_parallel: Any = None) -> CompletionLogprobs:
+        """[B, T] log-probs of every completion of `rollouts` without grad (old or reference), as the update's."""
+        # Sharded (FSDP2) modules forward with their full weights here: ranks pack different numbers of forwards.
+        weights = nullcontext() if data_parallel is None else data_parallel.full_weights(module, "update: log-probs")
+        with torch.no_grad(), weights:
+            return self.logprobs(module, rollouts.prompt_token_ids, rollouts.completion_token_ids,
+                                 max_tokens_per_forward=max_tokens_per_forward)
+
+    def reference_logprobs(self, policy: nn.Module, reference: nn.Module | None, rollouts: Any,
+                           max_tokens_per_forward: int | None, data_parallel: Any = None) -> CompletionLogprobs:
+        """The reference policy's `batch_logprobs`: `reference`'s, or under LoRA the policy's frozen base weights'
+        (no copy needed)."""
+        if reference is not None:
+            return self.batch_logprobs(reference, rollouts, max_tokens_per_forward, data_parallel)
+        with lora_disabled(policy):
+            return self.batch_logprobs(policy, rollouts, max_tokens_per_forward, data_parallel)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +26,7 @@ from torch import nn
 from tao_engine import ops
 from tao_engine.rl.algorithms import AlgorithmConfig
 from tao_engine.rl.batching import Minibatch, plan_minibatches
-from tao_engine.rl.lora import has_lora, lora_disabled
+from tao_engine.rl.lora import has_lora
 from tao_engine.rl.optim import GuardedStep
 from tao_engine.rl.policy_forward import PolicyForward
 from tao_engine.rl.preference import best_and_worst, dpo_loss, sft_nll
@@ -110,20 +109,66 @@ def train_step(
         rollouts = rollouts.pick(best_and_worst(rewards)[0].tolist())
         rewards = rewards_tensor(rollouts)  # [P, 1]
     forward = config.policy_forward(_loss_temperature(rollouts, config))
-    stats = StepStats()
-    timings = {"logprob_s": 0.0, "update_s": 0.0}
     start = time.perf_counter()
+    old_all, ref_all, rewards = _old_and_reference(policy, reference, rollouts, rewards, forward, config, data_parallel)
+    logprob_s = time.perf_counter() - start
+    signal = _batch_signal(rollouts, rewards, algo, forward, data_parallel)
+    stats, accum = StepStats(), _Accumulator()
+    update_s = _run_minibatches(
+        policy, rollouts, optimizer, GuardedStep(optimizer, lr_scheduler, config.max_grad_norm), config, forward,
+        signal, old_all, ref_all, data_parallel, stats, accum, on_micro_batch,
+    )
+    valid = signal.rewards[~torch.isnan(signal.rewards)]
+    stats.metrics.update(
+        {
+            "reward_mean": float(valid.mean()) if valid.numel() else math.nan,
+            "reward_std": float(valid.std()) if valid.numel() > 1 else 0.0,
+            "advantage_abs_mean": float(signal.advantages.abs().mean()),
+            "zero_variance_frac": float(signal.zero_variance.float().mean()),
+            "groups_trained": int(signal.keep.sum()),
+            **accum.means(),
+            "logprob_s": logprob_s,
+            "update_s": update_s,
+            "step_s": time.perf_counter() - start,
+            "peak_memory_mb": _peak_memory_mb(policy),
+        }
+    )
+    return stats
 
+
+@dataclass(frozen=True)
+class _BatchSignal:
+    """What the loss reads of the whole batch, fixed before the first micro-batch."""
+
+    rewards: torch.Tensor  # [P_global, n]: every rank's groups (the local ones in a single process)
+    advantages: torch.Tensor  # [P_global, n], the guards' scale applied where it applies
+    zero_variance: torch.Tensor  # [P_global] bool
+    keep: torch.Tensor  # [P_global] bool: the groups trained
+    local_rewards: torch.Tensor  # [P_local, n]
+    local_advantages: torch.Tensor  # [P_local, n]
+    sampler_lp: torch.Tensor | None  # [B_local, T] the sampler's log-probs when comparable with the trainer's
+    shard: Any  # data_parallel.gather's view of this rank's share, None in a single process
+
+
+def _old_and_reference(policy, reference, rollouts, rewards: torch.Tensor, forward: PolicyForward,
+                       config: TrainConfig, data_parallel) -> tuple[Any, Any, torch.Tensor]:
+    """The old and reference log-probs the algorithm needs (None otherwise), and the rewards with the KL penalty
+    taken out of them when it goes into the reward."""
+    algo = config.algorithm
     needs_old = algo.old_logprobs == "trainer" and (algo.epochs * algo.num_minibatches > 1 or algo.kl_in_reward)
-    old_all = _forward_all(policy, rollouts, forward, config, data_parallel) if needs_old else None
-    ref_all = (_reference_logprobs(policy, reference, rollouts, forward, config, data_parallel)
+    budget = config.max_tokens_per_forward
+    old_all = forward.batch_logprobs(policy, rollouts, budget, data_parallel) if needs_old else None
+    ref_all = (forward.reference_logprobs(policy, reference, rollouts, budget, data_parallel)
                if algo.needs_reference else None)
     if algo.kl_in_reward:
         assert old_all is not None and ref_all is not None
         seq_kl = (kl_per_token(old_all.logprobs, ref_all.logprobs, algo.kl_type) * old_all.mask).sum(dim=1)
         rewards = rewards - algo.kl_coef * seq_kl.view_as(rewards)
-    timings["logprob_s"] += time.perf_counter() - start
+    return old_all, ref_all, rewards
 
+
+def _batch_signal(rollouts, rewards: torch.Tensor, algo: AlgorithmConfig, forward: PolicyForward,
+                  data_parallel) -> _BatchSignal:
     local_rewards = rewards  # [P_local, n]; equal to the global rewards in a single process
     shard = data_parallel.gather(rollouts, rewards) if data_parallel is not None else None
     if shard is not None:
@@ -134,7 +179,6 @@ def train_step(
     if scale is not None:
         local_advantages = local_advantages * scale
         advantages = local_advantages if shard is None else advantages
-    keep = _groups_to_train(algo, rewards, zero_variance)
     sampler_lp = comparable_sampler_logprobs(rollouts, forward.temperature)  # [B, T] or None
     if algo.old_logprobs == "sampler" and sampler_lp is None:
         raise ValueError(
@@ -143,16 +187,24 @@ def train_step(
         )
     if algo.tis_cap is not None and sampler_lp is None:
         raise ValueError("train_step: tis_cap needs sampler log-probs comparable with the trainer's (see old_logprobs)")
+    keep = _groups_to_train(algo, rewards, zero_variance)
+    return _BatchSignal(rewards, advantages, zero_variance, keep, local_rewards, local_advantages, sampler_lp, shard)
 
-    guarded = GuardedStep(optimizer, lr_scheduler, config.max_grad_norm)
+
+def _run_minibatches(
+    policy, rollouts, optimizer: torch.optim.Optimizer, guarded: GuardedStep, config: TrainConfig,
+    forward: PolicyForward, signal: _BatchSignal, old_all, ref_all, data_parallel, stats: StepStats,
+    accum: _Accumulator, on_micro_batch: Callable[[int, int], None] | None,
+) -> float:
+    """Every epoch's minibatches, one optimizer step each over accumulated micro-batches; returns their seconds."""
+    algo, shard = config.algorithm, signal.shard
     plan = plan_minibatches(
-        rollouts if shard is None else shard.layout, keep, algo.num_minibatches, config.max_tokens_per_forward,
+        rollouts if shard is None else shard.layout, signal.keep, algo.num_minibatches, config.max_tokens_per_forward,
         config.seed, config.shared_prompt,
     )
-    accum = _Accumulator()
     schedule = [plan.epoch(epoch) for epoch in range(algo.epochs)]
     total_micro = sum(len(minibatch.micro_batches) for minibatches in schedule for minibatch in minibatches)
-    micro_done = 0
+    micro_done, seconds = 0, 0.0
     for epoch, minibatches in enumerate(schedule):
         for minibatch in minibatches:
             t0 = time.perf_counter()
@@ -165,8 +217,8 @@ def train_step(
                 if not mine:
                     continue
                 minibatch_loss += _micro_step(
-                    policy, rollouts, mine, minibatch, algo, config, forward, local_advantages, local_rewards,
-                    old_all, ref_all, sampler_lp, accum, first_pass=epoch == 0,
+                    policy, rollouts, mine, minibatch, algo, config, forward, signal.local_advantages,
+                    signal.local_rewards, old_all, ref_all, signal.sampler_lp, accum, first_pass=epoch == 0,
                 )
                 ran += 1
                 if on_micro_batch is not None:
@@ -180,23 +232,8 @@ def train_step(
                 minibatch_loss = data_parallel.sync_gradients(optimizer, minibatch_loss)
             accum.add("loss", minibatch_loss)
             _optimizer_step(guarded, stats, accum, minibatch_loss)
-            timings["update_s"] += time.perf_counter() - t0
-
-    valid = rewards[~torch.isnan(rewards)]
-    stats.metrics.update(
-        {
-            "reward_mean": float(valid.mean()) if valid.numel() else math.nan,
-            "reward_std": float(valid.std()) if valid.numel() > 1 else 0.0,
-            "advantage_abs_mean": float(advantages.abs().mean()),
-            "zero_variance_frac": float(zero_variance.float().mean()),
-            "groups_trained": int(keep.sum()),
-            **accum.means(),
-            **timings,
-            "step_s": time.perf_counter() - start,
-            "peak_memory_mb": _peak_memory_mb(policy),
-        }
-    )
-    return stats
+            seconds += time.perf_counter() - t0
+    return seconds
 
 
 def _micro_step(
@@ -300,22 +337,6 @@ def _groups_to_train(algo: AlgorithmConfig, rewards: torch.Tensor, zero_variance
     if algo.dynamic_sampling:
         return has_reward & ~zero_variance
     return has_reward
-
-
-def _forward_all(module, rollouts, forward: PolicyForward, config: TrainConfig, data_parallel=None):
-    """[B, T] log-probs of every completion without grad (old or reference), computed as the update's are."""
-    # Sharded (FSDP2) modules forward with their full weights here: ranks pack different numbers of forwards.
-    weights = data_parallel.full_weights(module, "update: log-probs") if data_parallel is not None else nullcontext()
-    with torch.no_grad(), weights:
-        return forward.logprobs(module, rollouts.prompt_token_ids, rollouts.completion_token_ids,
-                                max_tokens_per_forward=config.max_tokens_per_forward)
-
-
-def _reference_logprobs(policy, reference, rollouts, forward: PolicyForward, config: TrainConfig, data_parallel=None):
-    if reference is not None:
-        return _forward_all(reference, rollouts, forward, config, data_parallel)
-    with lora_disabled(policy):  # under LoRA the frozen base weights are the reference: no copy needed
-        return _forward_all(policy, rollouts, forward, config, data_parallel)
 
 
 def _rows_of_groups(rollouts, groups: Sequence[int]) -> list[int]:
