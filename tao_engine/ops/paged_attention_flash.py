@@ -1,6 +1,7 @@
 """flash-attn 2 (the optional `flash_attn` package) behind the contracts of paged_prefill_attention and
 paged_decode_attention. UNVERIFIED: written on a machine with neither a GPU nor flash_attn; its tests
-(tests/ops/test_paged_attention_flash.py) compare it with the fp64 reference and skip where flash_attn is missing.
+(tests/ops/test_paged_attention.py, tests/ops/test_paged_prefill_attention.py) compare it with the fp64 reference
+and skip where flash_attn is missing.
 
 The mapping needs no copy of the cache: our layout [num_blocks, block_size, Hkv, D] is flash-attn's paged layout
 (num_blocks, page_block_size, nheads_k, headdim), and flash-attn's causal mask is aligned to the bottom right corner

@@ -1,5 +1,5 @@
 """The frozen-weight path of linear_logprobs on the `cpp` (csrc/cpu/linear_logprobs_frozen_weight.cpp and its
-autograd formula in ops/_C_registrations.py), `triton` (kernels/linear_logprobs.py, LinearLogprobsFrozenWeightFunction)
+autograd formula in ops/linear_logprobs.py), `triton` (kernels/linear_logprobs.py, LinearLogprobsFrozenWeightFunction)
 and `cuda` backends: when hidden requires grad and the weight does not (a frozen LM head, as under LoRA), the forward
 also returns E_p[W] and Cov_p(z, W) per row and the backward is elementwise. Checked against fp64 autograd of
 log_softmax(hidden @ W.T / T) at odd shapes, with random upstream gradients for both outputs, the vocabulary in one

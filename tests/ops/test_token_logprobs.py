@@ -261,7 +261,8 @@ def test_opcheck(dtype):
 @pytest.mark.ext
 def test_torch_compile_traces_the_op_fullgraph():
     # aot_eager traces through the fake kernels and the autograd formula without generating code. The op is called
-    # directly: this checks the registrations of tao_engine/ops/_C_registrations.py, not the dispatch layer.
+    # directly: this checks the fake kernels and autograd formula registered in tao_engine/ops/logprobs.py, not the
+    # dispatch layer.
     load_extension()
 
     def loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
