@@ -38,8 +38,11 @@ def arithmetic_questions(count: int, seed: int) -> list[dict]:
 
 
 def demo_config(run_dir: Path, steps: int = 8) -> TAOConfig:
-    train_file, eval_file = run_dir / "prompts.jsonl", run_dir / "eval.jsonl"
-    run_dir.mkdir(parents=True, exist_ok=True)
+    # The prompt files sit beside the run directory, not in it: a run's directory holds only what the run writes,
+    # so that `make demo` again may replace the previous run (tao_engine.rl.run_dir).
+    data_dir = run_dir.with_name(run_dir.name + "-data")
+    train_file, eval_file = data_dir / "prompts.jsonl", data_dir / "eval.jsonl"
+    data_dir.mkdir(parents=True, exist_ok=True)
     # Training prompts carry no answer: the tuner never sees a label.
     train_file.write_text("".join(json.dumps({"messages": q["messages"]}) + "\n" for q in arithmetic_questions(48, 1)))
     eval_file.write_text("".join(json.dumps(q) + "\n" for q in arithmetic_questions(24, 2)))
