@@ -49,8 +49,10 @@ def _token_logprobs_fwd_kernel(
     target = tl.load(targets_ptr + _row_offsets(row, inner, t_outer_stride, t_inner_stride)).to(tl.int64)
     valid = (target >= 0) & (target < V)
     z_target = tl.load(row_ptr + target, mask=valid, other=0.0).to(tl.float32) / temperature
-    # z_target <= m and s >= 1 make this <= 0 mathematically; the clamp keeps it so under rounding.
-    logp = tl.minimum(z_target - lse, 0.0)
+    # z_target <= m and s >= 1 make this <= 0 mathematically; the clamp keeps it so under rounding. Not tl.minimum:
+    # it would turn the NaN of a row holding a NaN logit into 0, where the reference gives NaN.
+    logp = z_target - lse
+    logp = tl.where(logp > 0.0, 0.0, logp)
     tl.store(out_ptr + row, tl.where(valid, logp, float("nan")))
     tl.store(lse_ptr + row, lse)
 
@@ -82,7 +84,7 @@ def _token_logprobs_bwd_kernel(
 def _split_rows(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """logits [..., V] -> [outer, inner, V] and targets [...] -> [outer, inner], as views whenever possible."""
     lead = logits.shape[:-1]
-    inner = lead[-1] if len(lead) > 0 else 1
+    inner = lead[-1] if len(lead) > 0 and lead[-1] > 0 else 1  # an empty batch reshapes as [0, 1, V]
     logits3 = logits.reshape(-1, inner, logits.shape[-1])  # [outer, inner, V]
     if logits3.stride(-1) != 1:
         logits3 = logits3.contiguous()
