@@ -8,10 +8,12 @@ Every provider runs in its own child process (bench/isolated.py), one after anot
 is not installed is a row saying so ("crashed: signal 11 (SIGSEGV)"), and the rest of the run completes.
 --profile adds the breakdown of one decode step at full batch (bench/generate_profile.py) and `decode_gemm_share`
 (GEMM time replayed alone / step time) to the JSON line. --compile-decode adds a row for the engine with its decode
-forward through torch.compile (EngineConfig.compile_decode), its compile time in "warm-up s".
+forward through torch.compile (EngineConfig.compile_decode), its compile time in "warm-up s"; --unpacked one with
+the modules' own weights (EngineConfig.pack_linears=False) instead of the packed copy the default may use.
 
 Run: .venv/bin/python bench/bench_generate.py [--prompts 8] [--n 8] [--max-tokens 64] [--dtype auto]
      [--profile [--profile-steps 5]] [--skip-peers] [--peer-timeout 900] [--threads N] [--compile-decode]
+     [--unpacked]
 """
 
 from __future__ import annotations
@@ -39,8 +41,15 @@ QUESTIONS = [
     "What is 17 times 23? Show your work.",
     "Summarize the plot of Romeo and Juliet in one sentence.",
 ]
-PROVIDERS = ("tao_engine", "tao_engine_compiled", "transformers", "llama.cpp")
+PROVIDERS = ("tao_engine", "tao_engine_compiled", "tao_engine_unpacked", "transformers", "llama.cpp")
 COMPILED = "tao_engine (compiled decode)"
+UNPACKED = "tao_engine (unpacked linears)"
+# The engine's variants: provider -> (row name, EngineConfig overrides)
+ENGINE_VARIANTS = {
+    "tao_engine": ("tao_engine", {}),
+    "tao_engine_compiled": (COMPILED, {"compile_decode": True}),
+    "tao_engine_unpacked": (UNPACKED, {"pack_linears": False}),
+}
 
 
 def matmul_flops(dtype: torch.dtype, size: int = 1024, reps: int = 5) -> float:
@@ -70,10 +79,11 @@ def cpu_description() -> dict[str, object]:
             "torch_capability": torch.backends.cpu.get_cpu_capability()}
 
 
-def bench_engine(model_dir: Path, prompts, args, compile_decode: bool = False) -> dict:
+def bench_engine(model_dir: Path, prompts, args, variant: str = "tao_engine") -> dict:
     from tao_engine.engine import Engine, EngineConfig, SamplingParams
 
-    engine = Engine(model_dir, EngineConfig(dtype=args.dtype, compile_decode=compile_decode))
+    name, overrides = ENGINE_VARIANTS[variant]
+    engine = Engine(model_dir, EngineConfig(dtype=args.dtype, **overrides))
     sampling = SamplingParams(n=args.n, temperature=0.7, top_p=0.9, max_tokens=args.max_tokens, seed=0)
     start = time.perf_counter()
     engine.generate(prompts[:1], SamplingParams(n=2, max_tokens=4, seed=0))  # warm-up (and the compile)
@@ -83,9 +93,10 @@ def bench_engine(model_dir: Path, prompts, args, compile_decode: bool = False) -
     outputs = engine.generate(prompts, sampling)
     elapsed = time.perf_counter() - start
     generated = sum(len(s.token_ids) for o in outputs for s in o.samples)
-    row = {"provider": COMPILED if compile_decode else "tao_engine", "seconds": elapsed, "generated": generated,
-           "tok/s": generated / elapsed, "warm-up s": warmup, **engine.stats()}
-    if args.profile and not compile_decode:  # the breakdown reads eager ops (inductor fuses them away)
+    row = {"provider": name, "seconds": elapsed, "generated": generated, "tok/s": generated / elapsed,
+           "warm-up s": warmup, "packed linears": engine.packing.reason if engine.packing.enabled else "no: "
+           + engine.packing.reason, **engine.stats()}
+    if args.profile and variant == "tao_engine":  # the breakdown of the default engine (inductor fuses ops away)
         from generate_profile import profile_decode
 
         profile_sampling = SamplingParams(n=args.n, temperature=0.7, top_p=0.9, max_tokens=args.max_tokens, seed=1,
@@ -145,8 +156,8 @@ def bench_llama_cpp(gguf: Path, prompts, args) -> dict:
 
 
 def _child(args: argparse.Namespace, prompts) -> None:
-    if args.child in ("tao_engine", "tao_engine_compiled"):
-        report_result(bench_engine(Path(args.model_dir), prompts, args, args.child == "tao_engine_compiled"))
+    if args.child in ENGINE_VARIANTS:
+        report_result(bench_engine(Path(args.model_dir), prompts, args, args.child))
     elif args.child == "transformers":
         report_result(bench_transformers(Path(args.model_dir), prompts, args))
     else:
@@ -187,6 +198,8 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads in every provider")
     parser.add_argument("--compile-decode", action="store_true",
                         help="also run the engine with EngineConfig(compile_decode=True) (torch.compile of decode)")
+    parser.add_argument("--unpacked", action="store_true",
+                        help="also run the engine with EngineConfig(pack_linears=False) (the modules' own weights)")
     parser.add_argument("--child", choices=PROVIDERS, help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", help=argparse.SUPPRESS)
     parser.add_argument("--gguf", help=argparse.SUPPRESS)
@@ -211,6 +224,7 @@ def main() -> None:
 
     floor = matmul_flops(getattr(torch, args.dtype))
     providers = ["tao_engine"] + (["tao_engine_compiled"] if args.compile_decode else [])
+    providers += ["tao_engine_unpacked"] if args.unpacked else []
     providers += [] if args.skip_peers else ["transformers", "llama.cpp"]
     rows: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -236,10 +250,13 @@ def main() -> None:
             f"KV blocks saved by sharing prompt blocks: {ours['kv_blocks_saved']} "
             f"({ours['kv_bytes_saved'] / 2**20:.1f} MiB)"
         )
+        print(f"engine linears packed: {ours['packed linears']} ({ours['packed_weight_bytes'] / 2**20:.0f} MiB)")
     ratios: dict[str, object] = {}
     for r in rows[1:]:
-        if r["provider"] == COMPILED and r["status"] == "ok" and ours["status"] == "ok":
-            ratios["compiled_decode_speedup (decode tok/s)"] = r["decode_tok/s"] / ours["decode_tok/s"]
+        if r["provider"] in (COMPILED, UNPACKED):
+            if r["status"] == "ok" and ours["status"] == "ok":
+                key = "compiled_decode_speedup" if r["provider"] == COMPILED else "unpacked_over_default"
+                ratios[f"{key} (decode tok/s)"] = r["decode_tok/s"] / ours["decode_tok/s"]
             continue
         ok = ours["status"] == "ok" and r["status"] == "ok"
         ratios[f"speedup_vs_{r['provider']}"] = ours["tok/s"] / r["tok/s"] if ok else r["status"]

@@ -3,10 +3,12 @@
 The workload is the bench's own (P prompts x n samples) with `ignore_eos`, so every decode step holds all P x n
 sequences (batch 64 at the defaults) and the steps measured are alike. On one warm engine:
 1. `--profile-steps` decode steps under torch.profiler: each op's self time, summed per category (below), as a share
-   of those steps' own wall time; and the shapes of the step's matrix multiplies (aten::linear);
-2. as many rounds of one plain decode step followed by the step's GEMMs replayed alone: F.linear over the model's
-   own weights (every nn.Linear once, in forward order, the LM head included: the same weights streamed from memory
-   as in the step) on inputs of the recorded batch. Interleaving the two keeps them under the same machine load;
+   of those steps' own wall time; and the shapes of the step's matrix multiplies (aten::linear, or the engine's
+   packed mkldnn linears);
+2. as many rounds of one plain decode step followed by the step's GEMMs replayed alone: the same weights the step
+   multiplies by, streamed from memory in forward order, the LM head included (the engine's packed matrices when it
+   packs, else F.linear over every nn.Linear once), on inputs of the recorded batch. Interleaving the two keeps
+   them under the same machine load;
    `decode_gemm_share` is the median over rounds of GEMM time / step time.
 
 Categories: GEMM (aten mm/addmm/bmm), attention (the attention ops), sampling (everything the engine runs inside its
@@ -27,7 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-GEMM_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::_weight_int8pack_mm", "mkldnn::_linear_pointwise")
+PACKED_GEMM = "mkldnn::_linear_pointwise"  # the engine's packed linears (EngineConfig.pack_linears)
+GEMM_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::_weight_int8pack_mm", PACKED_GEMM)
 ATTENTION_OPS = ("attention",)  # any op whose name contains it (tao_engine::paged_decode_attention, sdpa, ...)
 KV_OPS = ("tao_engine::write_kv_cache", "tao_engine::copy_blocks", "aten::index_copy_")
 SAMPLE_RANGE = "tao.sample"  # the engine's record_function range around its sampler
@@ -69,17 +72,24 @@ def _full_batch_step(engine: Any, batch: int) -> float:
 
 
 class _GemmReplay:
-    """Every nn.Linear of the model once, in module (= forward) order, on a fresh input of the step's batch."""
+    """The step's GEMMs alone, in forward order, on fresh inputs of the step's batch: the engine's packed matrices
+    (q|k|v, o, gate|up, down per layer, then the LM head) when it packs, else every nn.Linear of the model once."""
 
-    def __init__(self, model: nn.Module, batch: int) -> None:
-        self.linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-        self.inputs = {m.in_features: torch.randn(batch, m.in_features, dtype=m.weight.dtype) for m in self.linears}
+    def __init__(self, engine: Any, batch: int) -> None:
+        packed = engine.runner.packed
+        if packed is not None:
+            gemms = [lin for layer in packed.layers for lin in (layer.qkv, layer.o, layer.gate_up, layer.down)]
+            self.gemms = [(g, g.in_features) for g in gemms + [packed.head]]
+        else:
+            self.gemms = [(lambda x, m=m: F.linear(x, m.weight, m.bias), m.in_features)
+                          for m in engine.model.modules() if isinstance(m, nn.Linear)]
+        self.inputs = {k: torch.randn(batch, k, dtype=engine.dtype) for _, k in self.gemms}
 
     @torch.inference_mode()
     def __call__(self) -> float:
         start = time.perf_counter()
-        for m in self.linears:
-            F.linear(self.inputs[m.in_features], m.weight, m.bias)
+        for gemm, k in self.gemms:
+            gemm(self.inputs[k])
         return time.perf_counter() - start
 
 
@@ -108,7 +118,7 @@ def profile_decode(engine: Any, prompts: list[Any], sampling: Any, steps: int) -
         _full_batch_step(engine, batch)
     with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
         profiled = [_full_batch_step(engine, batch) for _ in range(steps)]
-    replay = _GemmReplay(engine.model, batch)
+    replay = _GemmReplay(engine, batch)
     replay()  # warm
     rounds = [(_full_batch_step(engine, batch), replay()) for _ in range(steps)]
     while engine.has_unfinished():
@@ -127,7 +137,7 @@ def profile_decode(engine: Any, prompts: list[Any], sampling: Any, steps: int) -
         per_category[category] += seconds
         if category == "small ops":
             op_seconds[event.name] += seconds
-        if event.name == "aten::linear":
+        if event.name in ("aten::linear", PACKED_GEMM):
             x_shape, w_shape, b_shape = (tuple(s) for s in event.input_shapes[:3])
             shapes[(x_shape, w_shape, bool(b_shape))] += 1
             in_step[(x_shape, w_shape)] += event.cpu_time_total / 1e6

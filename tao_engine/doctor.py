@@ -1,5 +1,5 @@
-"""`tao-engine doctor`: what this machine offers, which dtype `dtype="auto"` picks and why, and which backend each op
-will run."""
+"""`tao-engine doctor`: what this machine offers, which dtype `dtype="auto"` picks and why, whether the engine packs
+its CPU linears (EngineConfig.pack_linears), and which backend each op will run."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import platform
 import torch
 
 from tao_engine import __version__
+from tao_engine.models.packed_weights import auto_packing
 from tao_engine.ops import all_ops
 from tao_engine.ops.extension import extension_status, load_extension
 from tao_engine.precision import choose_dtype
@@ -43,6 +44,9 @@ def report() -> str:
     for device in ["cpu"] + (["cuda"] if cuda else []):
         choice = choose_dtype(device)
         print(f"dtype auto {device}: {choice.name} ({choice.reason})", file=out)
+    packing = auto_packing(choose_dtype("cpu").dtype)
+    verdict = "packed" if packing.enabled else "not packed"
+    print(f"linears cpu: {verdict} by the engine at the auto dtype ({packing.reason})", file=out)
     print("", file=out)
     devices = ["cpu"] + (["cuda"] if cuda else [])
     header = f"{'op':<26}{'backends (available?)':<44}" + "".join(f"{'runs on ' + d:<16}" for d in devices)

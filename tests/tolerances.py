@@ -129,6 +129,16 @@ def _sum_of(terms: torch.Tensor, dim: int = -1) -> torch.Tensor:
     return (LAMBDA * math.sqrt(t.shape[dim]) + 1) * U32 * t.abs().sum(dim)
 
 
+def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    # y = x W^T + b accumulated in fp32 (bf16 inputs upcast exactly), the bias one more fp32 term, one rounding into
+    # x's dtype: matmul_bound over the K products and the bias.
+    x64, w64 = x.detach().double().cpu(), weight.detach().double().cpu()
+    ones = torch.ones(*x64.shape[:-1], 1, dtype=torch.float64)
+    b64 = torch.zeros(w64.shape[0], dtype=torch.float64) if bias is None else bias.detach().double().cpu()
+    a, b = torch.cat([x64, ones], -1), torch.cat([w64, b64[:, None]], -1).T  # [M, K+1], [K+1, N]
+    return matmul_bound(a, b, a @ b, output=x.dtype)
+
+
 TOLERANCES: dict[str, Fixed | Derived] = {
     # ---- derived from the computation (tests/bounds/)
     "token_logprobs": Derived(_token_logprobs, "log_softmax(x / T)[target] in fp32: the sum of V exponentials "
@@ -192,6 +202,8 @@ TOLERANCES: dict[str, Fixed | Derived] = {
                            "the 2-norm of K fp32 values, any order: the sum of squares' LAMBDA sqrt(K) u (all "
                            "terms positive: relative), halved by the square root, plus the squares, the root and one "
                            "unscaling"),
+    "linear": Derived(_linear, "x W^T + b: K products and the bias summed in fp32 in any order (LAMBDA sqrt(K+1) u "
+                      "of |x| |W|^T + |b|), rounded once into x's dtype"),
     "sum": Derived(_sum_of, "a sum of K fp32 terms in any order: LAMBDA sqrt(K) u sum |t|"),
     "regrouped_update": Derived(
         lambda parts, tokens, weights: (LAMBDA * math.sqrt(tokens) + len(parts)) * U32

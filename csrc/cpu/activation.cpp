@@ -7,6 +7,7 @@
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <tuple>
 
 #include "../float_kind_of.h"
@@ -32,8 +33,36 @@ void run(cpu::SiluAndMulKernel* kernel, const cpu::SiluAndMul& p, int64_t numel)
   at::parallel_for(0, numel, kGrain, [&](int64_t begin, int64_t end) { kernel(p, begin, end); });
 }
 
+// gate and up as column blocks of one wider matrix (the engine's joined gate|up GEMM output, [N, 2I] chunked): rows
+// with unit column stride, read in place row by row instead of copied whole by .contiguous().
+bool strided_rows(const at::Tensor& gate, const at::Tensor& up) {
+  return gate.dim() == 2 && gate.stride(1) == 1 && up.stride(1) == 1 && !(gate.is_contiguous() && up.is_contiguous());
+}
+
+at::Tensor silu_and_mul_rows(cpu::SiluAndMulKernel* kernel, const at::Tensor& gate, const at::Tensor& up) {
+  at::Tensor out = at::empty(gate.sizes(), gate.options());  // [R, C], contiguous
+  const int64_t cols = gate.size(1);
+  const int64_t item = gate.element_size();
+  const auto* g = static_cast<const char*>(gate.const_data_ptr());
+  const auto* u = static_cast<const char*>(up.const_data_ptr());
+  auto* o = static_cast<char*>(out.mutable_data_ptr());
+  const int64_t gs = gate.stride(0) * item, us = up.stride(0) * item, os = cols * item;
+  const FloatKind kind = float_kind_of(gate.scalar_type());
+  at::parallel_for(0, gate.size(0), std::max<int64_t>(1, kGrain / std::max<int64_t>(cols, 1)),
+                   [&](int64_t begin, int64_t end) {
+                     for (int64_t r = begin; r < end; ++r) {
+                       const cpu::SiluAndMul p{g + r * gs, u + r * us, nullptr, o + r * os, nullptr, kind};
+                       kernel(p, 0, cols);
+                     }
+                   });
+  return out;
+}
+
 at::Tensor silu_and_mul_cpu(const at::Tensor& gate_in, const at::Tensor& up_in) {
   check_pair("silu_and_mul", "up", gate_in, up_in);
+  if (strided_rows(gate_in, up_in)) {
+    return silu_and_mul_rows(TAO_CPU_KERNEL(silu_and_mul_range), gate_in, up_in);
+  }
   const at::Tensor gate = gate_in.contiguous();
   const at::Tensor up = up_in.contiguous();
   at::Tensor out = at::empty(gate.sizes(), gate.options());

@@ -35,6 +35,11 @@ class EngineConfig:
     # 2-core AVX2 CPU: ~11% less CPU time per batch-64 SmolLM2 decode step, after ~1-2 minutes of compiling per
     # process, so it pays off from a few thousand decode steps on (long TAO runs, serving), not in short benches.
     compile_decode: bool = False
+    # A second copy of the linear weights, q|k|v and gate|up joined and prepacked for oneDNN, packed again whenever
+    # the module's weights change (tao_engine/models/packed_weights.py). None: where measured faster (bf16 weights on
+    # CPU, eager decode: SmolLM2's batch-64 decode GEMMs 46.6 -> 26.2 ms on an AMX Xeon); True: always, or an error
+    # saying why it cannot; False: never.
+    pack_linears: bool | None = None
 
     def __post_init__(self) -> None:
         check_positive_ints(self, ("block_size", "max_num_seqs", "max_num_batched_tokens"))
@@ -49,6 +54,9 @@ class EngineConfig:
             raise ValueError(f"EngineConfig.max_model_len must be an int >= 1 or None, got {self.max_model_len!r}")
         if not isinstance(self.compile_decode, bool):
             raise ValueError(f"EngineConfig.compile_decode must be true or false, got {self.compile_decode!r}")
+        if self.pack_linears is not None and not isinstance(self.pack_linears, bool):
+            raise ValueError(f"EngineConfig.pack_linears must be true, false or None (automatic), got "
+                             f"{self.pack_linears!r}")
         if self.dtype is not None and self.dtype not in _DTYPES:
             raise ValueError(f"EngineConfig.dtype must be one of {_DTYPES} or None, got {self.dtype!r}")
 

@@ -36,6 +36,7 @@ from tao_engine.engine.scheduler import Scheduler, SchedulerConfig
 from tao_engine.engine.sequence import ScheduledSeq, SequenceGroup
 from tao_engine.engine.sequence import Sequence as Seq
 from tao_engine.engine.stop_strings import SampleText
+from tao_engine.models.packed_weights import PackedDecoderWeights, choose_packing
 from tao_engine.tokenizer import Tokenizer
 
 DEFAULT_KV_FRACTION = 0.25  # of free memory, on CUDA or when EngineConfig.kv_cache_memory_fraction asks for it
@@ -103,7 +104,10 @@ class Engine:
             ),
             self.block_manager,
         )
-        self.runner = ModelRunner(model, self.kv_caches, cfg.block_size, cfg.compile_decode)
+        # Why the linears are (not) packed stays readable for `doctor` and the benches.
+        self.packing = choose_packing(cfg.pack_linears, model, cfg.compile_decode)
+        packed = PackedDecoderWeights(model, cfg.max_num_seqs) if self.packing.enabled else None
+        self.runner = ModelRunner(model, self.kv_caches, cfg.block_size, cfg.compile_decode, packed)
         self.eos_token_ids = frozenset(tokenizer.eos_token_ids) if tokenizer is not None else frozenset(
             _as_ids(model_config.eos_token_id)
         )
@@ -136,6 +140,7 @@ class Engine:
         if self._requests:
             raise RuntimeError("Engine.weights_updated: requests are running; update weights between generate calls")
         self.block_manager.reset_prefix_cache()
+        self.runner.sync_weights()
         self._weights_version = self._current_weights_version()
 
     def _current_weights_version(self) -> tuple[int, ...]:
@@ -150,8 +155,11 @@ class Engine:
         self, encoded: tuple[str | None, list[int]], params: SamplingParams, request_id: str | None = None
     ) -> RequestOutput:
         """Queue a prompt already encoded by `encode_prompt`: (its text or None, its token ids)."""
-        if not self._requests and self._current_weights_version() != self._weights_version:
-            self.weights_updated()
+        if not self._requests:
+            if self._current_weights_version() != self._weights_version:
+                self.weights_updated()
+            else:  # a tensor replaced on the module (load_state_dict(assign=True)) bumps no version
+                self.runner.sync_weights()
         if not isinstance(params, SamplingParams):
             raise TypeError(f"Engine.add_request: params must be SamplingParams, got {type(params).__name__}")
         request_id = request_id if request_id is not None else f"req-{next(self._ids)}"
@@ -434,6 +442,7 @@ class Engine:
             "kv_bytes_saved": s.shared_prompt_blocks * self.block_bytes,
             "prefix_cache_hit_rate": self.block_manager.prefix_hit_rate,
             "kv_blocks": self.block_manager.num_blocks,
+            "packed_weight_bytes": 0 if self.runner.packed is None else self.runner.packed.nbytes,
         }
 
 

@@ -9,6 +9,7 @@ from tao_engine import ops
 from tao_engine.engine.sequence import ScheduledSeq, SchedulerOutput
 from tao_engine.engine.step_buffers import StepBuffers
 from tao_engine.forward_batch import ForwardBatch
+from tao_engine.models.packed_weights import PackedDecoderWeights
 
 
 class ModelRunner:
@@ -18,8 +19,10 @@ class ModelRunner:
         kv_caches: list[tuple[torch.Tensor, torch.Tensor]],
         block_size: int,
         compile_decode: bool = False,
+        packed: PackedDecoderWeights | None = None,
     ) -> None:
         self.model = model
+        self.packed = packed  # the engine's packed copy of the linear weights, or None: the modules' own
         # One inductor graph for every decode batch size (dynamic), over the same module and parameters: an update by
         # the trainer reaches it with no recompile. The custom ops trace through their fake kernels.
         self.decode_model = torch.compile(model, dynamic=True) if compile_decode else model
@@ -75,7 +78,13 @@ class ModelRunner:
         if not out.is_prefill and self.decode_model is not self.model:
             forward = self.decode_model
             _mark_batch_dynamic(input_ids, batch)
-        hidden = forward(input_ids, batch, self.kv_caches)  # [N, H]
+        head = None
+        if self.packed is None:
+            hidden = forward(input_ids, batch, self.kv_caches)  # [N, H]
+        else:
+            self.packed.refresh()  # a weight written in place since the last step is packed again first
+            hidden = forward(input_ids, batch, self.kv_caches, linears=self.packed.layers)
+            head = self.packed.head
         rows: list[int] = []
         sampled: list[ScheduledSeq] = []
         end = 0
@@ -88,9 +97,15 @@ class ModelRunner:
             return sampled, hidden.new_empty((0, 0))
         # Only the rows that sample go through the LM head: a prefill chunk of 2048 tokens needs one row, not 2048.
         if len(rows) == hidden.shape[0]:  # a decode step: every token samples
-            return sampled, self.model.compute_logits(hidden)
+            return sampled, self.model.compute_logits(hidden, head)
         index = self.buffers.vector("sample_rows", rows, torch.int64)
-        return sampled, self.model.compute_logits(hidden.index_select(0, index))
+        return sampled, self.model.compute_logits(hidden.index_select(0, index), head)
+
+    def sync_weights(self) -> None:
+        """Re-read the model's weight tensors for the packed copy (they may have been replaced, not only written)."""
+        if self.packed is not None:
+            with torch.inference_mode():
+                self.packed.sync()
 
 
 def _mark_batch_dynamic(input_ids: torch.Tensor, batch: ForwardBatch) -> None:

@@ -18,6 +18,7 @@ from tao_engine.forward_batch import ForwardBatch
 from tao_engine.layers.attention import Attention
 from tao_engine.layers.mlp import GatedMLP
 from tao_engine.layers.norm import RMSNorm
+from tao_engine.layers.packed_linear import LayerLinears, PackedLinear
 from tao_engine.layers.rotary import RotaryEmbedding
 from tao_engine.models.config import ModelConfig
 
@@ -58,6 +59,7 @@ class DecoderLayer(nn.Module):
         sin: torch.Tensor,
         batch: ForwardBatch,
         kv_cache: tuple[torch.Tensor, torch.Tensor] | None = None,
+        linears: LayerLinears | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """hidden [N, H]: the previous layer's MLP output, not yet added to the residual stream [N, H] (None for the
         first layer, whose hidden is the embeddings) -> (this layer's MLP output, the residual stream before it).
@@ -67,9 +69,9 @@ class DecoderLayer(nn.Module):
             normed, residual = self.input_layernorm(hidden), hidden
         else:
             normed, residual = self.input_layernorm(hidden, residual)
-        hidden = self.self_attn(normed, cos, sin, batch, kv_cache)
+        hidden = self.self_attn(normed, cos, sin, batch, kv_cache, linears)
         normed, residual = self.post_attention_layernorm(hidden, residual)
-        return self.mlp(normed), residual
+        return self.mlp(normed, linears), residual
 
 
 class DecoderModel(nn.Module):
@@ -90,6 +92,7 @@ class DecoderModel(nn.Module):
         batch: ForwardBatch,
         kv_caches: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
         checkpoint_layers: bool = False,
+        linears: list[LayerLinears] | None = None,
     ) -> torch.Tensor:
         hidden = self.embed_tokens(input_ids)  # [N, H]
         cos, sin = self.rotary_emb(batch.positions)  # [N, D] each, fp32, shared by every layer
@@ -103,7 +106,9 @@ class DecoderModel(nn.Module):
             if recompute:
                 hidden, residual = checkpoint(layer, hidden, residual, cos, sin, batch, None, use_reentrant=False)
             else:
-                hidden, residual = layer(hidden, residual, cos, sin, batch, None if kv_caches is None else kv_caches[i])
+                kv_cache = None if kv_caches is None else kv_caches[i]
+                packed = None if linears is None else linears[i]
+                hidden, residual = layer(hidden, residual, cos, sin, batch, kv_cache, packed)
         if residual is None:  # no layers
             return self.norm(hidden)
         return self.norm(hidden, residual)[0]
@@ -164,6 +169,7 @@ class DecoderForCausalLM(nn.Module):
         batch: ForwardBatch,
         kv_caches: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
         checkpoint_layers: bool = False,
+        linears: list[LayerLinears] | None = None,
     ) -> torch.Tensor:
         """Packed tokens [num_tokens] -> final-normed hidden states [num_tokens, hidden].
 
@@ -171,6 +177,8 @@ class DecoderForCausalLM(nn.Module):
         `tao_engine.engine.kv_allocation`); the batch then carries slot_mapping, and block_tables/context_lens for
         decode steps and for prefills with a cached prefix. None: a full-sequence forward (prefill/training).
         checkpoint_layers: recompute each layer in the backward instead of keeping its activations (training).
+        linears: the engine's packed copy of each layer's projections (tao_engine.models.packed_weights), read
+        instead of the modules' weights; inference only (no gradient reaches the modules through it).
         """
         if kv_caches is not None:
             self._check_cache_batch(kv_caches, batch)
@@ -184,7 +192,10 @@ class DecoderForCausalLM(nn.Module):
                 f"{type(self).__name__}.forward: input_ids must be 1-D with batch.num_tokens={batch.num_tokens} "
                 f"entries (packed tokens), got shape {tuple(input_ids.shape)}"
             )
-        return self.model(input_ids, batch, kv_caches, checkpoint_layers)
+        if linears is not None and torch.is_grad_enabled():
+            raise ValueError(f"{type(self).__name__}.forward: linears (a packed copy of the weights) is for "
+                             "inference; run it under torch.no_grad() or torch.inference_mode()")
+        return self.model(input_ids, batch, kv_caches, checkpoint_layers, linears)
 
     def _check_cache_batch(self, kv_caches: list[tuple[torch.Tensor, torch.Tensor]], batch: ForwardBatch) -> None:
         name = f"{type(self).__name__}.forward"
@@ -207,9 +218,9 @@ class DecoderForCausalLM(nn.Module):
                 f"{batch.num_seqs} sequences"
             )
 
-    def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        # [..., H] -> [..., V]
-        return self.lm_head(hidden)
+    def compute_logits(self, hidden: torch.Tensor, head: PackedLinear | None = None) -> torch.Tensor:
+        # [..., H] -> [..., V]; head: the engine's packed copy of lm_head
+        return self.lm_head(hidden) if head is None else head(hidden)
 
     def forward_padded(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Padded batch [B, T] (right or left padding; 1 = token) -> logits [B, T, V], zeros at padding.

@@ -1,9 +1,10 @@
 """Gated activation of the Llama MLP: silu(gate) * up.
 
-gate and up come as two tensors, not concatenated on the last dim as in vLLM's fused gate_up projection: the model
+gate and up come as two tensors, not one concatenated on the last dim as vLLM's kernel takes: the model
 keeps gate_proj and up_proj as separate (HF-named, LoRA-targetable) weights, and joining their outputs would cost a
-[N, 2I] copy in the forward and another one (the chunk's backward) in the backward of every layer.
-The `cpp` backend (csrc/cpu/activation.cpp) computes in fp32 and rounds once, with an autograd formula.
+[N, 2I] copy in the forward and another one (the chunk's backward) in the backward of every layer. The engine's
+packed decode (tao_engine/layers/packed_linear.py) does run gate|up as one GEMM and passes its two column halves:
+the `cpp` forward reads such strided rows in place. It computes in fp32 and rounds once, with an autograd formula.
 """
 
 from __future__ import annotations

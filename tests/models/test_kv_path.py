@@ -42,8 +42,10 @@ class Pager:
         return self.tables[seq][position // BLOCK_SIZE] * BLOCK_SIZE + position % BLOCK_SIZE
 
 
-def run_step(model, caches, pager: Pager, tokens: dict[int, list[int]], spans: list[tuple[int, int, int]], prefill):
-    """One forward over spans (seq, start, end) of tokens[seq] -> {seq: logits of its span [end - start, V]}."""
+def run_step(model, caches, pager: Pager, tokens: dict[int, list[int]], spans: list[tuple[int, int, int]], prefill,
+             packed=None, grad: bool = False):
+    """One forward over spans (seq, start, end) of tokens[seq] -> {seq: logits of its span [end - start, V]};
+    packed: the engine's packed weights (PackedDecoderWeights) to run instead of the modules'."""
     for seq, _, end in spans:
         pager.reserve(seq, end)
     q_lens = [end - start for _, start, end in spans]
@@ -65,8 +67,11 @@ def run_step(model, caches, pager: Pager, tokens: dict[int, list[int]], spans: l
         has_cached_prefix=any(start > 0 for _, start, _ in spans),
     )
     ids = torch.tensor([t for seq, s, e in spans for t in tokens[seq][s:e]])
-    with torch.no_grad():
-        logits = model.compute_logits(model(ids, batch, kv_caches=caches))
+    with torch.set_grad_enabled(grad):
+        if packed is None:
+            logits = model.compute_logits(model(ids, batch, kv_caches=caches))
+        else:
+            logits = model.compute_logits(model(ids, batch, kv_caches=caches, linears=packed.layers), packed.head)
     return {seq: out for (seq, _, _), out in zip(spans, logits.split(q_lens), strict=True)}
 
 

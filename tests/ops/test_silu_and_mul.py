@@ -61,6 +61,22 @@ def test_non_contiguous_inputs(backend):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("rows,cols", [(1, 1), (7, 129), (65, 1537)])
+def test_halves_of_one_wider_matrix(backend, rows, cols, dtype):
+    # The engine's packed MLP: gate and up are the two column halves of one [N, 2I] GEMM output, read in place (the
+    # cpp kernel walks their rows; a copy-free path with its own indexing), with a gap column so no half ends where
+    # the other starts.
+    gen = torch.Generator().manual_seed(rows + cols)
+    joined = (torch.randn(rows, 2 * cols + 1, generator=gen) * 3).to(dtype)
+    gate, up = joined[:, :cols], joined[:, cols + 1:]
+    before = joined.clone()
+    out = ops.silu_and_mul(gate, up, backend=backend)
+    assert out.shape == (rows, cols) and out.is_contiguous()
+    assert torch.equal(joined, before)  # inputs untouched
+    check("silu_and_mul", out, silu_and_mul_reference(gate.double(), up.double()), gate=gate, up=up)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", [(1,), (7, 129), (33, 4099)])
 def test_gradients_match_fp64(backend, shape, dtype):
     gate, up = _inputs(shape, dtype, seed=3 + sum(shape))

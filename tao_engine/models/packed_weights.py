@@ -1,0 +1,185 @@
+"""The engine's packed copy of a decoder's linear weights (see tao_engine/layers/packed_linear.py), kept in step with
+the module: the module stays the one owner of the weights (the trainer updates it in place, no weight sync), and an
+entry is packed again as soon as one of its source tensors changes.
+
+Change detection: every in-place write bumps a tensor's version counter (an optimizer step), `p.data = ...` swaps
+its storage (data_ptr), and `load_state_dict(assign=True)` or `module.weight = ...` replaces the tensor itself.
+`refresh()` (each engine step, ~40 us for SmolLM2's 211 weights) sees the first two on the tensors it packed;
+`sync()` also re-reads the modules' attributes to see the third (~0.4 ms: when the engine starts work from idle and
+on `Engine.weights_updated()`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from tao_engine.layers.packed_linear import LayerLinears, PackedLinear
+from tao_engine.models.decoder import DecoderForCausalLM
+
+PACKED_DTYPES = (torch.bfloat16, torch.float32)
+
+
+@dataclass(frozen=True)
+class PackingChoice:
+    enabled: bool
+    reason: str
+
+
+def choose_packing(requested: bool | None, model: nn.Module, compile_decode: bool) -> PackingChoice:
+    """What `EngineConfig.pack_linears` means for this model: None packs where measured faster (CPU bf16 with oneDNN,
+    eager decode), True packs or raises naming why it cannot, False never packs."""
+    blocker = _packing_blocker(model)
+    if requested is True:
+        if blocker is not None:
+            raise ValueError(f"EngineConfig.pack_linears=True: {blocker}; set pack_linears to None or False")
+        if compile_decode:
+            raise ValueError("EngineConfig.pack_linears=True with compile_decode=True: the compiled decode graph "
+                             "runs the module's own weights; choose one of the two")
+        return PackingChoice(True, "asked for (pack_linears=True)")
+    if requested is False:
+        return PackingChoice(False, "pack_linears=False")
+    if blocker is not None:
+        return PackingChoice(False, blocker)
+    if compile_decode:
+        return PackingChoice(False, "compile_decode runs the module's own weights")
+    return auto_packing(next(model.parameters()).dtype)
+
+
+def auto_packing(dtype: torch.dtype) -> PackingChoice:
+    """What pack_linears=None does for a plain decoder of `dtype` on this machine's CPU (eager decode)."""
+    blocker = _dtype_blocker(dtype)
+    if blocker is not None:
+        return PackingChoice(False, blocker)
+    if dtype != torch.bfloat16:
+        return PackingChoice(False, f"{dtype} weights: packing saves ~8% of fp32 GEMM time, not worth a second copy")
+    return PackingChoice(True, "bf16 CPU weights: oneDNN's per-call weight reorder skipped, q|k|v and gate|up joined")
+
+
+def _dtype_blocker(dtype: torch.dtype) -> str | None:
+    if not torch.backends.mkldnn.is_available():
+        return "this torch build has no oneDNN (torch.backends.mkldnn)"
+    if dtype not in PACKED_DTYPES:
+        return f"{dtype} weights: oneDNN packing covers bfloat16 and float32"
+    if dtype == torch.bfloat16 and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return "this CPU has no oneDNN bf16 support (AVX-512 BW or newer)"
+    return None
+
+
+def _packing_blocker(model: nn.Module) -> str | None:
+    """Why this model's linears cannot be packed, or None."""
+    if not isinstance(model, DecoderForCausalLM):
+        return f"packing knows the tao_engine decoder only, got {type(model).__name__}"
+    for name, module in _projections(model):
+        if type(module) is not nn.Linear:
+            return f"{name} is a {type(module).__name__}, not a plain nn.Linear (an adapter or a quantized layer)"
+    weight = model.lm_head.weight
+    for name, module in _projections(model):
+        w = module.weight
+        if w.device.type != "cpu" or type(w.data) is not torch.Tensor:
+            return f"{name}.weight is a {type(w.data).__name__} on {w.device}: packing is for plain CPU tensors"
+        if w.dtype != weight.dtype:
+            return f"{name}.weight is {w.dtype} while lm_head.weight is {weight.dtype}: packing needs one dtype"
+    blocker = _dtype_blocker(weight.dtype)
+    if blocker is not None:
+        return blocker
+    if weight.is_inference():
+        return "inference-mode weights carry no version counter, so updates could not be seen"
+    return None
+
+
+def _projections(model: DecoderForCausalLM) -> list[tuple[str, nn.Module]]:
+    named = [("lm_head", model.lm_head)]
+    for i, layer in enumerate(model.model.layers):
+        attn, mlp = layer.self_attn, layer.mlp
+        for part, module in (("self_attn.q_proj", attn.q_proj), ("self_attn.k_proj", attn.k_proj),
+                             ("self_attn.v_proj", attn.v_proj), ("self_attn.o_proj", attn.o_proj),
+                             ("mlp.gate_proj", mlp.gate_proj), ("mlp.up_proj", mlp.up_proj),
+                             ("mlp.down_proj", mlp.down_proj)):
+            named.append((f"model.layers.{i}.{part}", module))
+    return named
+
+
+class _Entry:
+    """One packed matrix and the (weight, bias) pairs of the modules it was packed from."""
+
+    def __init__(self, modules: tuple[nn.Linear, ...], batch_hint: int) -> None:
+        self.modules = modules
+        self.batch_hint = batch_hint
+        self.sources: tuple[tuple[torch.Tensor, torch.Tensor | None], ...] = ()
+        self.stamp: tuple[int, ...] = ()
+        self.packed: PackedLinear | None = None
+
+    def current_sources(self) -> tuple[tuple[torch.Tensor, torch.Tensor | None], ...]:
+        return tuple((m.weight, m.bias) for m in self.modules)
+
+    def pack(self, sources: tuple[tuple[torch.Tensor, torch.Tensor | None], ...]) -> None:
+        self.packed = PackedLinear([w for w, _ in sources], [b for _, b in sources], self.batch_hint)
+        self.sources, self.stamp = sources, _stamp(sources)
+
+
+def _stamp(sources: tuple[tuple[torch.Tensor, torch.Tensor | None], ...]) -> tuple[int, ...]:
+    return tuple(v for pair in sources for t in pair if t is not None for v in (t._version, t.data_ptr()))
+
+
+class PackedDecoderWeights:
+    """`layers[i]`: layer i's LayerLinears; `head`: the LM head. Build with `choose_packing` saying yes."""
+
+    def __init__(self, model: DecoderForCausalLM, batch_hint: int) -> None:
+        blocker = _packing_blocker(model)
+        if blocker is not None:
+            raise ValueError(f"PackedDecoderWeights: {blocker}")
+        self._layer_entries = [
+            tuple(_Entry(modules, batch_hint) for modules in (
+                (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj),
+                (layer.self_attn.o_proj,),
+                (layer.mlp.gate_proj, layer.mlp.up_proj),
+                (layer.mlp.down_proj,),
+            ))
+            for layer in model.model.layers
+        ]
+        self._head_entry = _Entry((model.lm_head,), batch_hint)
+        self._entries = [e for entries in self._layer_entries for e in entries] + [self._head_entry]
+        self.layers: list[LayerLinears] = []
+        self.head: PackedLinear
+        self.sync()
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the packed copy (the module's own weights not counted)."""
+        return sum(e.packed.nbytes for e in self._entries if e.packed is not None)
+
+    @torch.no_grad()
+    def sync(self) -> int:
+        """Re-read every module's weight and bias tensors and repack what changed, replaced tensors included;
+        returns how many matrices were packed again."""
+        repacked = 0
+        for entry in self._entries:
+            sources = entry.current_sources()
+            same = len(sources) == len(entry.sources) and all(
+                a is b for new, old in zip(sources, entry.sources, strict=True) for a, b in zip(new, old, strict=True))
+            if not same or _stamp(sources) != entry.stamp:
+                entry.pack(sources)
+                repacked += 1
+        if repacked:
+            self._publish()
+        return repacked
+
+    @torch.no_grad()
+    def refresh(self) -> int:
+        """Repack the matrices whose packed-from tensors were written in place or had their storage swapped; returns
+        how many. Cheap enough for every step; a tensor replaced on the module needs `sync()`."""
+        repacked = 0
+        for entry in self._entries:
+            if _stamp(entry.sources) != entry.stamp:
+                entry.pack(entry.sources)
+                repacked += 1
+        if repacked:
+            self._publish()
+        return repacked
+
+    def _publish(self) -> None:
+        self.layers = [LayerLinears(*(e.packed for e in entries)) for entries in self._layer_entries]
+        self.head = self._head_entry.packed

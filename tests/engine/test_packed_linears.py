@@ -1,0 +1,61 @@
+"""EngineConfig.pack_linears: an engine on the packed copy of the weights gives the tokens and log-probs of one on the
+modules' weights, and follows the module when a trainer writes it in place or a load replaces its tensors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tao_engine.engine import Engine, EngineConfig, SamplingParams
+from tests import helpers
+from tests.tolerances import check
+
+pytestmark = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="this torch build has no oneDNN")
+
+PROMPTS = [[1, 2, 3, 4, 5], [7, 8], [9, 10, 11]]
+
+
+def _generate(engine: Engine, seed: int):
+    # max_tokens differ per prompt, so the decode batch shrinks from 9 to 3 sequences along the way
+    params = [SamplingParams(n=3, temperature=0.9, max_tokens=m, seed=seed, ignore_eos=True) for m in (12, 5, 8)]
+    return engine.generate(PROMPTS, params)
+
+
+def _engine(model, pack: bool) -> Engine:
+    return Engine(model, EngineConfig(kv_cache_bytes=2**22, block_size=4, pack_linears=pack))
+
+
+def _same(model, a, b) -> None:
+    """The same tokens, and log-probs within the bound of two fp32 computations of them."""
+    for prompt, x, y in zip(PROMPTS, a, b, strict=True):
+        for s1, s2 in zip(x.samples, y.samples, strict=True):
+            assert s1.token_ids == s2.token_ids
+        completions = [s.token_ids for s in x.samples]
+        check("sequence_logprobs", torch.tensor([v for s in y.samples for v in s.logprobs]),
+              torch.tensor([v for s in x.samples for v in s.logprobs], dtype=torch.float64), model=model,
+              prompts=[prompt] * len(completions), completions=completions, temperature=0.9)
+
+
+def test_packed_engine_matches_and_follows_updates():
+    model = helpers.tiny_model(0, eos_token_id=100)
+    packed = _engine(model, True)
+    linear_bytes = sum(m.weight.numel() * 4 for m in model.modules() if isinstance(m, torch.nn.Linear))
+    assert packed.stats()["packed_weight_bytes"] == linear_bytes  # one copy of every linear, the LM head included
+    _same(model, _generate(_engine(model, False), seed=4), _generate(packed, seed=4))
+
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(1.05)  # in place, as an optimizer step
+    before = _generate(_engine(model, False), seed=5)
+    _same(model, before, _generate(packed, seed=5))
+
+    model.load_state_dict({k: v * 0.9 for k, v in model.state_dict().items()}, assign=True)  # replaced tensors
+    after = _generate(_engine(model, False), seed=5)
+    changed = [x.samples[0].token_ids != y.samples[0].token_ids for x, y in zip(before, after, strict=True)]
+    assert any(changed)  # the load did change what the model generates
+    _same(model, after, _generate(packed, seed=5))
+
+
+def test_pack_linears_must_be_a_bool_or_none():
+    with pytest.raises(ValueError, match="EngineConfig.pack_linears must be true, false or None"):
+        EngineConfig(pack_linears="yes")
