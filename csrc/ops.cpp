@@ -74,6 +74,15 @@ TORCH_LIBRARY(tao_engine, m) {
   // q [N, Hq, D], k [N, Hkv, D] of one float dtype, cos/sin [N, D] fp32 -> rotated (q, k), new contiguous tensors
   // (tao_engine/ops/rotary.py); transpose=True applies the adjoint rotation (the backward, on gradients).
   m.def("apply_rotary(Tensor q, Tensor k, Tensor cos, Tensor sin, bool transpose=False) -> (Tensor, Tensor)");
+  // One decoder layer's decode step over the paged cache with the engine's packed (oneDNN) weights: hidden [N, H],
+  // residual [N, H] or None (the first layer), cos/sin [N, D] fp32, the batch's slot_mapping / block_tables /
+  // context_lens, the layer's caches (written), norms [input, post_attention(, q_norm, k_norm)], weights and biases
+  // [q|k|v, o, gate|up, down] -> (MLP output, residual stream) (tao_engine/ops/decode_layer.py).
+  m.def(
+      "decode_layer(Tensor hidden, Tensor? residual, Tensor cos, Tensor sin, Tensor slot_mapping, "
+      "Tensor block_tables, Tensor context_lens, Tensor(a!) k_cache, Tensor(b!) v_cache, Tensor[] norms, "
+      "Tensor[] weights, Tensor?[] biases, int num_heads, int num_kv_heads, float eps, float scale) -> "
+      "(Tensor, Tensor)");
 }
 
 namespace {

@@ -79,12 +79,13 @@ class ModelRunner:
             forward = self.decode_model
             _mark_batch_dynamic(input_ids, batch)
         head = None
-        if self.packed is None:
+        if self.packed is not None:
+            self.packed.refresh()  # a weight written in place since the last step is packed again first
+            head = self.packed.head
+        if self.packed is None or out.is_prefill:  # prefill GEMMs have rows enough to amortize oneDNN's reorder
             hidden = forward(input_ids, batch, self.kv_caches)  # [N, H]
         else:
-            self.packed.refresh()  # a weight written in place since the last step is packed again first
             hidden = forward(input_ids, batch, self.kv_caches, linears=self.packed.layers)
-            head = self.packed.head
         rows: list[int] = []
         sampled: list[ScheduledSeq] = []
         end = 0

@@ -8,7 +8,6 @@ from torch import nn
 from tao_engine import ops
 from tao_engine.forward_batch import ForwardBatch
 from tao_engine.layers.norm import RMSNorm
-from tao_engine.layers.packed_linear import LayerLinears
 
 
 class Attention(nn.Module):
@@ -48,7 +47,6 @@ class Attention(nn.Module):
         sin: torch.Tensor,
         batch: ForwardBatch,
         kv_cache: tuple[torch.Tensor, torch.Tensor] | None = None,
-        linears: LayerLinears | None = None,
     ) -> torch.Tensor:
         """hidden [N, H], cos/sin [N, D] -> [N, H].
 
@@ -56,17 +54,11 @@ class Attention(nn.Module):
         block_size, Hkv, D], the new tokens' K/V are first written to their slots (batch.slot_mapping); a prefill
         with no cached prefix then attends over the fresh K/V, any other step reads the cache via batch.block_tables.
         A batch with the shared-prompt layout (batch.prompt_seq, no cache) goes to `ops.shared_prefix_attention`.
-        linears: the engine's packed copy of this layer's weights (q|k|v in one GEMM), or None for the modules'.
         """
         n = hidden.shape[0]
-        if linears is None:
-            q, k, v = self.q_proj(hidden), self.k_proj(hidden), self.v_proj(hidden)
-        else:  # column blocks of one [N, (Hq + 2 Hkv) D] output: strided views, no copy
-            kv_size = self.num_kv_heads * self.head_dim
-            q, k, v = linears.qkv(hidden).split([self.num_heads * self.head_dim, kv_size, kv_size], dim=-1)
-        q = q.view(n, self.num_heads, self.head_dim)
-        k = k.view(n, self.num_kv_heads, self.head_dim)
-        v = v.view(n, self.num_kv_heads, self.head_dim)
+        q = self.q_proj(hidden).view(n, self.num_heads, self.head_dim)
+        k = self.k_proj(hidden).view(n, self.num_kv_heads, self.head_dim)
+        v = self.v_proj(hidden).view(n, self.num_kv_heads, self.head_dim)
         if self.q_norm is not None and self.k_norm is not None:
             q = self.q_norm(q)
             k = self.k_norm(k)
@@ -85,8 +77,7 @@ class Attention(nn.Module):
             out = ops.varlen_causal_attention(q, k, v, batch.cu_seqlens_q, batch.max_seqlen_q, self.scale)
         else:
             out = self._paged_attention(q, k, v, batch, *kv_cache)
-        o_proj = self.o_proj if linears is None else linears.o
-        return o_proj(out.reshape(n, self.num_heads * self.head_dim))  # out [N, Hq, D]
+        return self.o_proj(out.reshape(n, self.num_heads * self.head_dim))  # out [N, Hq, D]
 
     def _paged_attention(
         self,

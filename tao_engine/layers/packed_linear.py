@@ -16,6 +16,7 @@ an entry when a source weight changes (an optimizer step, `p.data = ...`).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 
@@ -44,9 +45,18 @@ class PackedLinear:
 
 @dataclass(frozen=True)
 class LayerLinears:
-    """One decoder layer's projections, packed: q|k|v and gate|up joined, o and down alone."""
+    """One decoder layer's projections, packed: q|k|v and gate|up joined, o and down alone; `weights` and `biases` in
+    that order, as ops.decode_layer takes them."""
 
     qkv: PackedLinear  # [N, H] -> [N, (Hq + 2 Hkv) D]
     o: PackedLinear  # [N, Hq D] -> [N, H]
     gate_up: PackedLinear  # [N, H] -> [N, 2 I]
     down: PackedLinear  # [N, I] -> [N, H]
+
+    @cached_property
+    def weights(self) -> list[torch.Tensor]:
+        return [lin.weight for lin in (self.qkv, self.o, self.gate_up, self.down)]
+
+    @cached_property
+    def biases(self) -> list[torch.Tensor | None]:
+        return [lin.bias for lin in (self.qkv, self.o, self.gate_up, self.down)]

@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from tao_engine import ops
 from tao_engine.forward_batch import ForwardBatch
 from tao_engine.layers.attention import Attention
 from tao_engine.layers.mlp import GatedMLP
@@ -64,14 +65,38 @@ class DecoderLayer(nn.Module):
         """hidden [N, H]: the previous layer's MLP output, not yet added to the residual stream [N, H] (None for the
         first layer, whose hidden is the embeddings) -> (this layer's MLP output, the residual stream before it).
         Each residual add happens inside the norm after it (ops.add_rms_norm), as in vLLM; the stream stays in the
-        model dtype, as transformers keeps it."""
+        model dtype, as transformers keeps it. linears: the engine's packed weights, for a decode step."""
+        if linears is not None:
+            return self._packed_decode(hidden, residual, cos, sin, batch, kv_cache, linears)
         if residual is None:
             normed, residual = self.input_layernorm(hidden), hidden
         else:
             normed, residual = self.input_layernorm(hidden, residual)
-        hidden = self.self_attn(normed, cos, sin, batch, kv_cache, linears)
+        hidden = self.self_attn(normed, cos, sin, batch, kv_cache)
         normed, residual = self.post_attention_layernorm(hidden, residual)
-        return self.mlp(normed, linears), residual
+        return self.mlp(normed), residual
+
+    def _packed_decode(
+        self,
+        hidden: torch.Tensor,
+        residual: torch.Tensor | None,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        batch: ForwardBatch,
+        kv_cache: tuple[torch.Tensor, torch.Tensor] | None,
+        linears: LayerLinears,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """forward's decode step on the engine's packed weights: the whole layer as one op (ops.decode_layer)."""
+        if kv_cache is None or batch.is_prefill:
+            raise ValueError("DecoderLayer: packed linears run decode steps over the KV cache only (a prefill or a "
+                             "cache-free forward uses the modules' weights)")
+        attn = self.self_attn
+        norms = [self.input_layernorm.weight, self.post_attention_layernorm.weight]
+        if attn.q_norm is not None and attn.k_norm is not None:
+            norms += [attn.q_norm.weight, attn.k_norm.weight]
+        return ops.decode_layer(hidden, residual, cos, sin, batch.slot_mapping, batch.block_tables,
+                                batch.context_lens, kv_cache[0], kv_cache[1], norms, linears.weights, linears.biases,
+                                attn.num_heads, attn.num_kv_heads, self.input_layernorm.eps, attn.scale)
 
 
 class DecoderModel(nn.Module):
@@ -178,7 +203,7 @@ class DecoderForCausalLM(nn.Module):
         decode steps and for prefills with a cached prefix. None: a full-sequence forward (prefill/training).
         checkpoint_layers: recompute each layer in the backward instead of keeping its activations (training).
         linears: the engine's packed copy of each layer's projections (tao_engine.models.packed_weights), read
-        instead of the modules' weights; inference only (no gradient reaches the modules through it).
+        instead of the modules' weights in a decode step (each layer one ops.decode_layer); inference only.
         """
         if kv_caches is not None:
             self._check_cache_batch(kv_caches, batch)

@@ -7,6 +7,7 @@ from tao_engine.ops.activation import silu_and_mul
 from tao_engine.ops.add_rms_norm import add_rms_norm
 from tao_engine.ops.advantages import group_advantages
 from tao_engine.ops.attention import varlen_causal_attention
+from tao_engine.ops.decode_layer import decode_layer
 from tao_engine.ops.kv_cache import copy_blocks, write_kv_cache
 from tao_engine.ops.linear_logprobs import linear_logprobs
 from tao_engine.ops.logprobs import token_logprobs
@@ -25,6 +26,7 @@ __all__ = [
     "all_ops",
     "apply_rotary",
     "copy_blocks",
+    "decode_layer",
     "group_advantages",
     "linear_logprobs",
     "paged_decode_attention",

@@ -45,7 +45,8 @@ class Pager:
 def run_step(model, caches, pager: Pager, tokens: dict[int, list[int]], spans: list[tuple[int, int, int]], prefill,
              packed=None, grad: bool = False):
     """One forward over spans (seq, start, end) of tokens[seq] -> {seq: logits of its span [end - start, V]};
-    packed: the engine's packed weights (PackedDecoderWeights) to run instead of the modules'."""
+    packed: the engine's packed weights (PackedDecoderWeights) for the LM head and, in a decode step, the layers, as
+    the engine runs them (a prefill uses the modules' weights)."""
     for seq, _, end in spans:
         pager.reserve(seq, end)
     q_lens = [end - start for _, start, end in spans]
@@ -71,7 +72,8 @@ def run_step(model, caches, pager: Pager, tokens: dict[int, list[int]], spans: l
         if packed is None:
             logits = model.compute_logits(model(ids, batch, kv_caches=caches))
         else:
-            logits = model.compute_logits(model(ids, batch, kv_caches=caches, linears=packed.layers), packed.head)
+            linears = None if prefill else packed.layers
+            logits = model.compute_logits(model(ids, batch, kv_caches=caches, linears=linears), packed.head)
     return {seq: out for (seq, _, _), out in zip(spans, logits.split(q_lens), strict=True)}
 
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tao_engine import ops
+from tao_engine.forward_batch import ForwardBatch
 from tao_engine.layers.packed_linear import PackedLinear
 from tao_engine.models.packed_weights import PackedDecoderWeights, choose_packing
 from tests import helpers
@@ -59,7 +61,17 @@ def _logits(model, packed, tokens, spans, caches, pager, prefill):
 
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))
-def test_packed_prefill_then_decode_matches_full_forward(name):
+def test_packed_decode_matches_full_forward(name):
+    _packed_decode_matches_full_forward(name)  # decode_layer's cpp backend where the extension is built
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_packed_decode_reference_matches_full_forward(name):
+    with ops.use_backend("torch"):  # decode_layer's reference, every op inside it on its own reference
+        _packed_decode_matches_full_forward(name)
+
+
+def _packed_decode_matches_full_forward(name):
     model, pager = tiny_model(name), Pager(seed=1)
     packed = PackedDecoderWeights(model, batch_hint=4)
     caches = fresh(model)
@@ -76,8 +88,11 @@ def test_packed_prefill_then_decode_matches_full_forward(name):
         assert_logits(model, torch.cat(got[seq])[: len(ids) - 1], ids, slice(None, -1))
 
 
-def _prefill_logits(model, packed, ids):
-    return _logits(model, packed, {0: ids}, [(0, 0, len(ids))], fresh(model), Pager(seed=2), True)[0]
+def _last_logits(model, packed, ids):
+    """Prefill ids[:-1], then decode ids[-1] through the packed layers: the last token's logits [1, V]."""
+    caches, pager, tokens = fresh(model), Pager(seed=2), {0: ids}
+    _logits(model, packed, tokens, [(0, 0, len(ids) - 1)], caches, pager, True)
+    return _logits(model, packed, tokens, [(0, len(ids) - 1, len(ids))], caches, pager, False)[0]
 
 
 def test_an_update_in_place_is_packed_again_and_only_it():
@@ -87,7 +102,7 @@ def test_an_update_in_place_is_packed_again_and_only_it():
     with torch.no_grad():
         model.model.layers[1].mlp.up_proj.weight.mul_(1.5)  # an optimizer step writes in place
     assert packed.refresh() == 1  # layer 1's gate|up matrix, nothing else
-    assert_logits(model, _prefill_logits(model, packed, ids), ids)
+    assert_logits(model, _last_logits(model, packed, ids), ids, slice(-1, None))
     assert packed.refresh() == 0
 
 
@@ -98,7 +113,7 @@ def test_a_storage_swap_is_packed_again():
     weight = model.model.layers[0].self_attn.k_proj.weight
     weight.data = weight.data * 2  # `p.data = ...`: same Parameter, new storage, no version bump
     assert packed.refresh() == 1
-    assert_logits(model, _prefill_logits(model, packed, ids), ids)
+    assert_logits(model, _last_logits(model, packed, ids), ids, slice(-1, None))
 
 
 def test_a_replaced_tensor_is_seen_by_sync():
@@ -107,17 +122,27 @@ def test_a_replaced_tensor_is_seen_by_sync():
     ids = random_tokens(9, 5)
     state = {k: v * 1.25 for k, v in model.state_dict().items()}
     model.load_state_dict(state, assign=True)  # new Parameter objects: nothing written in place
-    stale = _prefill_logits(model, packed, ids)
-    assert not torch.allclose(stale, _prefill_logits(model, None, ids))  # refresh alone cannot see it ...
+    stale = _last_logits(model, packed, ids)
+    assert not torch.allclose(stale, _last_logits(model, None, ids))  # refresh alone cannot see it ...
     assert packed.sync() == 4 * len(model.model.layers) + 1  # ... sync re-reads every module
-    assert_logits(model, _prefill_logits(model, packed, ids), ids)
+    assert_logits(model, _last_logits(model, packed, ids), ids, slice(-1, None))
 
 
 def test_packed_forward_refuses_to_build_a_graph():
     model = tiny_model("llama_gqa")
     packed = PackedDecoderWeights(model, batch_hint=4)
+    caches, pager, tokens = fresh(model), Pager(1), {0: [1, 2, 3, 4]}
+    run_step(model, caches, pager, tokens, [(0, 0, 3)], True)
     with pytest.raises(ValueError, match="linears .* is for inference"):
-        run_step(model, fresh(model), Pager(1), {0: [1, 2, 3]}, [(0, 0, 3)], True, packed=packed, grad=True)
+        run_step(model, caches, pager, tokens, [(0, 3, 4)], False, packed=packed, grad=True)
+
+
+def test_packed_layers_refuse_a_prefill():
+    model = tiny_model("llama_gqa")
+    packed = PackedDecoderWeights(model, batch_hint=4)
+    batch = ForwardBatch.for_sequences([3])
+    with torch.no_grad(), pytest.raises(ValueError, match="decode steps over the KV cache only"):
+        model(torch.tensor([1, 2, 3]), batch, linears=packed.layers)
 
 
 def test_choice_says_why():
