@@ -16,9 +16,9 @@
 namespace tao_engine {
 namespace {
 
-// Elements one thread handles before another is worth waking: a decode step's [64, 1536] (~0.1 ms) stays on one
-// thread, as in rms_norm.cpp; a training batch's [2048, 1536] splits.
-constexpr int64_t kGrain = 1 << 18;
+// Elements one thread handles before another is worth waking: a decode step's [64, 1536] (~80 us on one thread, bf16)
+// splits over two threads (~43 us); see rms_norm.cpp for what that did to a whole decode step.
+constexpr int64_t kGrain = 1 << 15;
 
 void check_pair(const char* op, const char* name, const at::Tensor& gate, const at::Tensor& other) {
   TORCH_CHECK_VALUE(gate.device().is_cpu() && other.device().is_cpu(), op, ": tensors must be on the CPU");

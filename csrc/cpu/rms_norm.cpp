@@ -18,10 +18,11 @@
 namespace tao_engine {
 namespace {
 
-// Values one thread handles before another is worth waking. A decode step's [64, 576] norm (~10 us) stays on one
-// thread: split in two it saved nothing on 2 cores, and under load the fork/join waited on a descheduled thread (the
-// norms' share of a decode step rose from ~1% to 5%). ATen's own grain (32768) would split it.
-constexpr int64_t kValuesPerTask = 1 << 18;
+// Values one thread handles before another is worth waking: a decode step's [64, 576] norm splits over two threads.
+// On the AMX Xeon (2 cores, bf16) that took add_rms_norm from 45 to 28 us a call, and with silu_and_mul split alike a
+// batch-64 SmolLM2 decode step from 55.8 to 52.0 ms (medians of 3 processes each, alternating). An earlier AMD EPYC
+// measurement saw no gain from splitting; there the threads then also waited out a busy machine.
+constexpr int64_t kValuesPerTask = 1 << 14;
 // Rows whose weight-gradient terms one backward block sums: the blocks' partial sums are then added in block order,
 // so the result does not depend on the number of threads.
 constexpr int64_t kRowsPerBlock = 32;
