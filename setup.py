@@ -60,8 +60,9 @@ def _extension_kwargs() -> dict:
     # No -march: the wheel must run on any machine of the architecture, and CI's CPU differs from users'. Everything
     # is compiled for the baseline ISA except the kernel copies in `csrc/cpu/*_avx2.cpp` and `*_avx512.cpp`, which
     # raise their own ISA with `#pragma GCC target` and are called only when ATen reports AVX2 / AVX512 at run time
-    # (ATen's CPU_CAPABILITY scheme, done per file because one setuptools Extension cannot give files different flags). At baseline flags
-    # at::vec::Vectorized is a generic array type (NEON on aarch64) and ran ~10x slower than its AVX2 form here.
+    # (ATen's CPU_CAPABILITY scheme, done per file because one setuptools Extension cannot give files different
+    # flags). At baseline flags at::vec::Vectorized is a generic array type (NEON on aarch64) and ran ~10x slower than
+    # its AVX2 form here.
     cxx_flags = ["-O3", "-Wno-unknown-pragmas"]  # torch's vec headers carry `#pragma unroll`, unknown to GCC
     link_flags: list[str] = []
     if torch.backends.openmp.is_available():

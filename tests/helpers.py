@@ -127,7 +127,8 @@ def run_at_baseline_isa(code: str, timeout: int = 300, root_on_path: bool = True
     return run_at_isa("default", code, timeout, root_on_path)
 
 
-def run_at_isa(capability: str, code: str, timeout: int = 300, root_on_path: bool = True) -> subprocess.CompletedProcess:
+def run_at_isa(capability: str, code: str, timeout: int = 300,
+               root_on_path: bool = True) -> subprocess.CompletedProcess:
     """Runs `code` in a child Python with ATEN_CPU_CAPABILITY=capability ("default", "avx2"), which makes ATen and the
     extension's host code pick that ISA's copies of the kernels, and asserts that the child really ran at that
     capability and exited 0. The child starts with -P in the repository root; `root_on_path` puts the root on its
