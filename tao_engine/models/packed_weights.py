@@ -29,8 +29,8 @@ class PackingChoice:
 
 
 def choose_packing(requested: bool | None, model: nn.Module, compile_decode: bool) -> PackingChoice:
-    """What `EngineConfig.pack_linears` means for this model: None packs where measured faster (CPU bf16 with oneDNN,
-    eager decode), True packs or raises naming why it cannot, False never packs."""
+    """What `EngineConfig.pack_linears` means for this model: None packs where it can (CPU bf16/fp32 weights with
+    oneDNN, eager decode), True packs or raises naming why it cannot, False never packs."""
     blocker = _packing_blocker(model)
     if requested is True:
         if blocker is not None:
@@ -53,9 +53,8 @@ def auto_packing(dtype: torch.dtype) -> PackingChoice:
     blocker = _dtype_blocker(dtype)
     if blocker is not None:
         return PackingChoice(False, blocker)
-    if dtype != torch.bfloat16:
-        return PackingChoice(False, f"{dtype} weights: packing saves ~8% of fp32 GEMM time, not worth a second copy")
-    return PackingChoice(True, "bf16 CPU weights: oneDNN's per-call weight reorder skipped, q|k|v and gate|up joined")
+    return PackingChoice(True, f"{str(dtype).removeprefix('torch.')} CPU weights: oneDNN's per-call weight reorder "
+                         "skipped, q|k|v and gate|up joined, each decode layer one C++ op")
 
 
 def _dtype_blocker(dtype: torch.dtype) -> str | None:

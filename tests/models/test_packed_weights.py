@@ -147,9 +147,14 @@ def test_packed_layers_refuse_a_prefill():
 
 def test_choice_says_why():
     fp32 = tiny_model("llama_gqa")
-    off = choose_packing(None, fp32, compile_decode=False)
-    assert not off.enabled and "float32" in off.reason
+    auto = choose_packing(None, fp32, compile_decode=False)
+    assert auto.enabled and "float32 CPU weights" in auto.reason
     assert choose_packing(True, fp32, compile_decode=False).enabled
+    half = tiny_model("llama_gqa").to(torch.float16)
+    off = choose_packing(None, half, compile_decode=False)
+    assert not off.enabled and "float16" in off.reason
+    with pytest.raises(ValueError, match="pack_linears=True: torch.float16 weights"):
+        choose_packing(True, half, compile_decode=False)
     assert not choose_packing(False, fp32, compile_decode=False).enabled
     with pytest.raises(ValueError, match="compile_decode"):
         choose_packing(True, fp32, compile_decode=True)
@@ -165,7 +170,7 @@ def test_doctor_says_what_auto_does_here():
     from tao_engine.precision import choose_dtype
 
     packing = auto_packing(choose_dtype("cpu").dtype)
-    assert packing.enabled == (choose_dtype("cpu").dtype == torch.bfloat16 and BF16_OK)
+    assert packing.enabled == (choose_dtype("cpu").dtype == torch.float32 or BF16_OK)
     verdict = "packed" if packing.enabled else "not packed"
     assert f"linears cpu: {verdict} by the engine at the auto dtype ({packing.reason})" in report()
 
