@@ -170,15 +170,18 @@ class PackedDecoderWeights:
     def refresh(self) -> int:
         """Repack the matrices whose packed-from tensors were written in place or had their storage swapped; returns
         how many. Cheap enough for every step; a tensor replaced on the module needs `sync()`."""
+        if _stamp(self._sources) == self._stamp:  # the common case, one pass over every tensor (~40 us)
+            return 0
         repacked = 0
         for entry in self._entries:
             if _stamp(entry.sources) != entry.stamp:
                 entry.pack(entry.sources)
                 repacked += 1
-        if repacked:
-            self._publish()
+        self._publish()
         return repacked
 
     def _publish(self) -> None:
         self.layers = [LayerLinears(*(e.packed for e in entries)) for entries in self._layer_entries]
         self.head = self._head_entry.packed
+        self._sources = tuple(pair for e in self._entries for pair in e.sources)
+        self._stamp = _stamp(self._sources)
