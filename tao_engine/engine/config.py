@@ -31,9 +31,10 @@ class EngineConfig:
     device: str = "cpu"  # where a model loaded from a path goes (a module stays where it is)
     seed: int = 0  # the engine's generator, which draws a seed for each request that gives none
     sampler_backend: str | None = None  # backend of ops.sample; None: automatic
-    # torch.compile (inductor, dynamic batch) of the model's decode forward; prefill stays eager. Measured on a
-    # 2-core AVX2 CPU: ~11% less CPU time per batch-64 SmolLM2 decode step, after ~1-2 minutes of compiling per
-    # process, so it pays off from a few thousand decode steps on (long TAO runs, serving), not in short benches.
+    # torch.compile (inductor, dynamic batch) of the model's decode forward on the modules' own weights (it turns
+    # pack_linears' automatic choice off); prefill stays eager. Measured on a 2-core AVX2 CPU: ~11% less CPU time per
+    # batch-64 SmolLM2 decode step than the unpacked eager engine, after ~1-2 minutes of compiling per process; on an
+    # AMX Xeon the packed eager engine is faster than it (783 vs 593 tok/s in one run).
     compile_decode: bool = False
     # A second copy of the linear weights, q|k|v and gate|up joined and prepacked for oneDNN, packed again whenever
     # the module's weights change (tao_engine/models/packed_weights.py); decode steps then run each layer as one C++
