@@ -4,20 +4,8 @@
 // older CPUs, so setup.py links these objects after every baseline one. (No include guard on purpose: the pragma
 // must apply to the including file.)
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")
-// GCC applies the pragma to code generation but does not define the ISA macros that headers test; define them as
-// -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx2 -mfma -mf16c would.
-#ifndef __AVX__
-#define __AVX__ 1
-#endif
-#ifndef __AVX2__
-#define __AVX2__ 1
-#endif
-#ifndef __FMA__
-#define __FMA__ 1
-#endif
-#ifndef __F16C__
-#define __F16C__ 1
-#endif
+// The ISA macros the pragma does not define, as -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx2 -mfma -mf16c would.
+#include "avx2_macros.h"
 #ifndef __AVX512F__
 #define __AVX512F__ 1
 #endif
@@ -31,5 +19,9 @@
 #define __AVX512DQ__ 1
 #endif
 #define CPU_CAPABILITY AVX512
+// As in avx2_target.h: no helper GCC generates with AVX-512 values is emitted out of line (checked with nm).
 #pragma GCC diagnostic ignored "-Wpsabi"
+// GCC 12 reports the deliberately undefined register of its own _mm512_undefined_* intrinsics (through at::vec's
+// conversions) as maybe uninitialized.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #define CPU_CAPABILITY_AVX512

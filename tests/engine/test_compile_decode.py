@@ -9,7 +9,7 @@ import torch
 
 from tao_engine.engine import Engine, EngineConfig, SamplingParams
 from tests import helpers
-from tests.tolerances import check
+from tests.engine.same_generations import assert_same_generations
 
 pytestmark = pytest.mark.slow  # inductor compiles C++ for the CPU: tens of seconds on 2 cores
 
@@ -24,26 +24,14 @@ def _generate(model, compile_decode: bool, seed: int):
     return engine, engine.generate(PROMPTS, params)
 
 
-def _same(model, a, b) -> None:
-    """The same tokens, and log-probs within the bound of two fp32 computations of them (inductor's kernels sum in
-    another order than eager's)."""
-    for prompt, x, y in zip(PROMPTS, a, b, strict=True):
-        for s1, s2 in zip(x.samples, y.samples, strict=True):
-            assert s1.token_ids == s2.token_ids
-        completions = [s.token_ids for s in x.samples]
-        check("sequence_logprobs", torch.tensor([v for s in y.samples for v in s.logprobs]),
-              torch.tensor([v for s in x.samples for v in s.logprobs], dtype=torch.float64), model=model,
-              prompts=[prompt] * len(completions), completions=completions, temperature=0.9)
-
-
 def test_compiled_decode_matches_eager_and_follows_updates():
     model = helpers.tiny_model(0, eos_token_id=100)
     _, eager = _generate(model, False, seed=4)
     engine, compiled = _generate(model, True, seed=4)
-    _same(model, eager, compiled)
+    assert_same_generations(model, PROMPTS, eager, compiled, temperature=0.9)
     with torch.no_grad():
         for p in model.parameters():
             p.mul_(1.05)  # an in-place update, as an optimizer step makes it
     _, eager_after = _generate(model, False, seed=5)
     params = [SamplingParams(n=3, temperature=0.9, max_tokens=m, seed=5, ignore_eos=True) for m in (12, 5, 8)]
-    _same(model, eager_after, engine.generate(PROMPTS, params))
+    assert_same_generations(model, PROMPTS, eager_after, engine.generate(PROMPTS, params), temperature=0.9)

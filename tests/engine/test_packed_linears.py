@@ -8,7 +8,7 @@ import torch
 
 from tao_engine.engine import Engine, EngineConfig, SamplingParams
 from tests import helpers
-from tests.tolerances import check
+from tests.engine.same_generations import assert_same_generations
 
 pytestmark = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="this torch build has no oneDNN")
 
@@ -25,35 +25,25 @@ def _engine(model, pack: bool) -> Engine:
     return Engine(model, EngineConfig(kv_cache_bytes=2**22, block_size=4, pack_linears=pack))
 
 
-def _same(model, a, b) -> None:
-    """The same tokens, and log-probs within the bound of two fp32 computations of them."""
-    for prompt, x, y in zip(PROMPTS, a, b, strict=True):
-        for s1, s2 in zip(x.samples, y.samples, strict=True):
-            assert s1.token_ids == s2.token_ids
-        completions = [s.token_ids for s in x.samples]
-        check("sequence_logprobs", torch.tensor([v for s in y.samples for v in s.logprobs]),
-              torch.tensor([v for s in x.samples for v in s.logprobs], dtype=torch.float64), model=model,
-              prompts=[prompt] * len(completions), completions=completions, temperature=0.9)
-
-
 def test_packed_engine_matches_and_follows_updates():
     model = helpers.tiny_model(0, eos_token_id=100)
     packed = _engine(model, True)
     linear_bytes = sum(m.weight.numel() * 4 for m in model.modules() if isinstance(m, torch.nn.Linear))
     assert packed.stats()["packed_weight_bytes"] == linear_bytes  # one copy of every linear, the LM head included
-    _same(model, _generate(_engine(model, False), seed=4), _generate(packed, seed=4))
+    unpacked = _generate(_engine(model, False), seed=4)
+    assert_same_generations(model, PROMPTS, unpacked, _generate(packed, seed=4), temperature=0.9)
 
     with torch.no_grad():
         for p in model.parameters():
             p.mul_(1.05)  # in place, as an optimizer step
     before = _generate(_engine(model, False), seed=5)
-    _same(model, before, _generate(packed, seed=5))
+    assert_same_generations(model, PROMPTS, before, _generate(packed, seed=5), temperature=0.9)
 
     model.load_state_dict({k: v * 0.9 for k, v in model.state_dict().items()}, assign=True)  # replaced tensors
     after = _generate(_engine(model, False), seed=5)
     changed = [x.samples[0].token_ids != y.samples[0].token_ids for x, y in zip(before, after, strict=True)]
     assert any(changed)  # the load did change what the model generates
-    _same(model, after, _generate(packed, seed=5))
+    assert_same_generations(model, PROMPTS, after, _generate(packed, seed=5), temperature=0.9)
 
 
 def test_pack_linears_must_be_a_bool_or_none():
