@@ -22,6 +22,7 @@
 // As in avx2_target.h: no helper GCC generates with AVX-512 values is emitted out of line (checked with nm).
 #pragma GCC diagnostic ignored "-Wpsabi"
 // GCC 12 reports the deliberately undefined register of its own _mm512_undefined_* intrinsics (through at::vec's
-// conversions) as maybe uninitialized.
+// conversions) as (maybe) uninitialized.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #define CPU_CAPABILITY_AVX512
