@@ -39,8 +39,9 @@ class EngineConfig:
     # A second copy of the linear weights, q|k|v and gate|up joined and prepacked for oneDNN, packed again whenever
     # the module's weights change (tao_engine/models/packed_weights.py); decode steps then run each layer as one C++
     # op (ops.decode_layer). None: wherever it can (bf16 or fp32 weights on CPU, eager decode; on an AMX Xeon
-    # SmolLM2's batch-64 decode step ran 1.35x faster in bf16, 1.19x in fp32); True: always, or an error saying why
-    # it cannot; False: never (saves the copy: the size of the model's linear weights).
+    # SmolLM2's batch-64 decode step ran 1.35x faster in bf16, 1.19x in fp32) and the copy takes at most half of the
+    # memory left after the KV cache; True: always, or an error saying why it cannot; False: never (saves the copy:
+    # the size of the model's linear weights).
     pack_linears: bool | None = None
 
     def __post_init__(self) -> None:

@@ -18,7 +18,12 @@ from torch import nn
 
 from tao_engine.engine.block_manager import BlockManager
 from tao_engine.engine.config import EngineConfig
-from tao_engine.engine.kv_allocation import allocate_kv_caches, kv_cache_bytes_per_block, num_blocks_for_budget
+from tao_engine.engine.kv_allocation import (
+    allocate_kv_caches,
+    available_memory_bytes,
+    kv_cache_bytes_per_block,
+    num_blocks_for_budget,
+)
 from tao_engine.engine.logprob_journal import LogprobJournal
 from tao_engine.engine.outputs import (
     FINISH_ABORT,
@@ -105,7 +110,7 @@ class Engine:
             self.block_manager,
         )
         # Why the linears are (not) packed stays readable for `doctor` and the benches.
-        self.packing = choose_packing(cfg.pack_linears, model, cfg.compile_decode)
+        self.packing = choose_packing(cfg.pack_linears, model, cfg.compile_decode, self._memory_left())
         packed = PackedDecoderWeights(model, cfg.max_num_seqs) if self.packing.enabled else None
         self.runner = ModelRunner(model, self.kv_caches, cfg.block_size, cfg.compile_decode, packed)
         self.eos_token_ids = frozenset(tokenizer.eos_token_ids) if tokenizer is not None else frozenset(
@@ -118,6 +123,13 @@ class Engine:
         self._stats = EngineStats()
         self._journal = LogprobJournal()  # sampled log-probs, pending as tensors until an output is read
         self._weights_version = self._current_weights_version()
+
+    def _memory_left(self) -> int | None:
+        """Bytes free for new allocations on the engine's device after its KV cache, None where that is unknown."""
+        try:
+            return available_memory_bytes(self.device)
+        except (RuntimeError, ValueError):  # no /proc/meminfo (not Linux), a device type without a probe
+            return None
 
     def _kv_blocks(self, model_config) -> int:
         cfg = self.config

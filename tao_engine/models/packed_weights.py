@@ -20,6 +20,9 @@ from tao_engine.layers.packed_linear import LayerLinears, PackedLinear
 from tao_engine.models.decoder import DecoderForCausalLM
 
 PACKED_DTYPES = (torch.bfloat16, torch.float32)
+# pack_linears=None packs only while the copy takes at most this share of the memory available when the engine
+# starts (a 1.5B fp32 model's linears are ~6 GB): the speed-up must not be what runs a machine out of memory.
+MAX_AUTO_MEMORY_SHARE = 0.5
 
 
 @dataclass(frozen=True)
@@ -28,9 +31,11 @@ class PackingChoice:
     reason: str
 
 
-def choose_packing(requested: bool | None, model: nn.Module, compile_decode: bool) -> PackingChoice:
+def choose_packing(requested: bool | None, model: nn.Module, compile_decode: bool,
+                   available_bytes: int | None = None) -> PackingChoice:
     """What `EngineConfig.pack_linears` means for this model: None packs where it can (CPU bf16/fp32 weights with
-    oneDNN, eager decode), True packs or raises naming why it cannot, False never packs."""
+    oneDNN, eager decode) and the copy fits in MAX_AUTO_MEMORY_SHARE of `available_bytes` (None: not known, not
+    checked), True packs or raises naming why it cannot, False never packs."""
     blocker = _packing_blocker(model)
     if requested is True:
         if blocker is not None:
@@ -45,7 +50,18 @@ def choose_packing(requested: bool | None, model: nn.Module, compile_decode: boo
         return PackingChoice(False, blocker)
     if compile_decode:
         return PackingChoice(False, "compile_decode runs the module's own weights")
+    copy_bytes = linear_weight_bytes(model)
+    if available_bytes is not None and copy_bytes > MAX_AUTO_MEMORY_SHARE * available_bytes:
+        share, available = f"{MAX_AUTO_MEMORY_SHARE:.0%}", f"{available_bytes / 2**30:.2f} GiB"
+        return PackingChoice(False, f"the packed copy ({copy_bytes / 2**30:.2f} GiB) would take more than {share} "
+                             f"of the memory available ({available}); pack_linears=True packs anyway")
     return auto_packing(next(model.parameters()).dtype)
+
+
+def linear_weight_bytes(model: DecoderForCausalLM) -> int:
+    """Bytes of every projection's weight and bias, the LM head included: the size of the packed copy."""
+    tensors = [t for _, m in _projections(model) for t in (m.weight, m.bias) if t is not None]
+    return sum(t.numel() * t.element_size() for t in tensors)
 
 
 def auto_packing(dtype: torch.dtype) -> PackingChoice:

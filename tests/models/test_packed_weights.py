@@ -164,6 +164,18 @@ def test_choice_says_why():
         assert not choose_packing(None, bf16, compile_decode=True).enabled
 
 
+def test_auto_leaves_a_copy_that_would_crowd_memory_out():
+    from tao_engine.models.packed_weights import linear_weight_bytes
+
+    model = tiny_model("llama_gqa")
+    need = linear_weight_bytes(model)
+    assert need == sum(m.weight.numel() * 4 for m in model.modules() if isinstance(m, torch.nn.Linear))
+    assert choose_packing(None, model, compile_decode=False, available_bytes=2 * need).enabled
+    crowded = choose_packing(None, model, compile_decode=False, available_bytes=2 * need - 1)
+    assert not crowded.enabled and "more than 50% of the memory available" in crowded.reason
+    assert choose_packing(True, model, compile_decode=False, available_bytes=need).enabled  # asked for: packs
+
+
 def test_doctor_says_what_auto_does_here():
     from tao_engine.doctor import report
     from tao_engine.models.packed_weights import auto_packing
