@@ -77,7 +77,7 @@ class _GemmReplay:
 
     def __init__(self, engine: Any, batch: int) -> None:
         packed = engine.runner.packed
-        if packed is not None:
+        if packed is not None and packed.active:
             gemms = [lin for layer in packed.layers for lin in (layer.qkv, layer.o, layer.gate_up, layer.down)]
             self.gemms = [(g, g.in_features) for g in gemms + [packed.head]]
         else:

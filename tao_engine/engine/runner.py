@@ -78,14 +78,15 @@ class ModelRunner:
         if not out.is_prefill and self.decode_model is not self.model:
             forward = self.decode_model
             _mark_batch_dynamic(input_ids, batch)
+        packed = self.packed if self.packed is not None and self.packed.active else None
         head = None
-        if self.packed is not None:
-            self.packed.refresh()  # a weight written in place since the last step is packed again first
-            head = self.packed.head
-        if self.packed is None or out.is_prefill:  # prefill GEMMs have rows enough to amortize oneDNN's reorder
+        if packed is not None:
+            packed.refresh()  # a weight written in place since the last step is packed again first
+            head = packed.head
+        if packed is None or out.is_prefill:  # prefill GEMMs have rows enough to amortize oneDNN's reorder
             hidden = forward(input_ids, batch, self.kv_caches)  # [N, H]
         else:
-            hidden = forward(input_ids, batch, self.kv_caches, linears=self.packed.layers)
+            hidden = forward(input_ids, batch, self.kv_caches, linears=packed.layers)
         rows: list[int] = []
         sampled: list[ScheduledSeq] = []
         end = 0
@@ -103,7 +104,8 @@ class ModelRunner:
         return sampled, self.model.compute_logits(hidden.index_select(0, index), head)
 
     def sync_weights(self) -> None:
-        """Re-read the model's weight tensors for the packed copy (they may have been replaced, not only written)."""
+        """Re-read the model's projections for the packed copy (modules and tensors may have been replaced, not only
+        written: a load, an adapter wrapped around a projection)."""
         if self.packed is not None:
             with torch.inference_mode():
                 self.packed.sync()

@@ -120,15 +120,11 @@ def _projections(model: DecoderForCausalLM) -> list[tuple[str, nn.Module]]:
 class _Entry:
     """One packed matrix and the (weight, bias) pairs of the modules it was packed from."""
 
-    def __init__(self, modules: tuple[nn.Linear, ...], batch_hint: int) -> None:
-        self.modules = modules
+    def __init__(self, batch_hint: int) -> None:
         self.batch_hint = batch_hint
         self.sources: tuple[tuple[torch.Tensor, torch.Tensor | None], ...] = ()
         self.stamp: tuple[int, ...] = ()
         self.packed: PackedLinear | None = None
-
-    def current_sources(self) -> tuple[tuple[torch.Tensor, torch.Tensor | None], ...]:
-        return tuple((m.weight, m.bias) for m in self.modules)
 
     def pack(self, sources: tuple[tuple[torch.Tensor, torch.Tensor | None], ...]) -> None:
         self.packed = PackedLinear([w for w, _ in sources], [b for _, b in sources], self.batch_hint)
@@ -139,27 +135,40 @@ def _stamp(sources: tuple[tuple[torch.Tensor, torch.Tensor | None], ...]) -> tup
     return tuple(v for pair in sources for t in pair if t is not None for v in (t._version, t.data_ptr()))
 
 
+def _module_groups(model: DecoderForCausalLM) -> list[tuple[nn.Module, ...]]:
+    """The modules each packed matrix joins, in entry order: per layer q|k|v, o, gate|up, down; then the LM head."""
+    groups: list[tuple[nn.Module, ...]] = []
+    for layer in model.model.layers:
+        attn, mlp = layer.self_attn, layer.mlp
+        groups += [(attn.q_proj, attn.k_proj, attn.v_proj), (attn.o_proj,), (mlp.gate_proj, mlp.up_proj),
+                   (mlp.down_proj,)]
+    return groups + [(model.lm_head,)]
+
+
 class PackedDecoderWeights:
-    """`layers[i]`: layer i's LayerLinears; `head`: the LM head. Build with `choose_packing` saying yes."""
+    """`layers[i]`: layer i's LayerLinears; `head`: the LM head. Build with `choose_packing` saying yes.
+
+    `active` turns False when `sync()` finds the model no longer packable (an adapter wrapped a projection after the
+    engine started): the engine then runs the modules' own weights, and turns back when a later sync can pack again.
+    """
 
     def __init__(self, model: DecoderForCausalLM, batch_hint: int) -> None:
         blocker = _packing_blocker(model)
         if blocker is not None:
             raise ValueError(f"PackedDecoderWeights: {blocker}")
-        self._layer_entries = [
-            tuple(_Entry(modules, batch_hint) for modules in (
-                (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj),
-                (layer.self_attn.o_proj,),
-                (layer.mlp.gate_proj, layer.mlp.up_proj),
-                (layer.mlp.down_proj,),
-            ))
-            for layer in model.model.layers
-        ]
-        self._head_entry = _Entry((model.lm_head,), batch_hint)
-        self._entries = [e for entries in self._layer_entries for e in entries] + [self._head_entry]
+        self.model = model
+        self.batch_hint = batch_hint
+        self.blocker: str | None = None  # why the copy is not in use now
+        self._entries: list[_Entry] = []
         self.layers: list[LayerLinears] = []
-        self.head: PackedLinear
+        self.head: PackedLinear | None = None
+        self._sources: tuple[tuple[torch.Tensor, torch.Tensor | None], ...] = ()
+        self._stamp: tuple[int, ...] = ()
         self.sync()
+
+    @property
+    def active(self) -> bool:
+        return self.blocker is None
 
     @property
     def nbytes(self) -> int:
@@ -168,11 +177,19 @@ class PackedDecoderWeights:
 
     @torch.no_grad()
     def sync(self) -> int:
-        """Re-read every module's weight and bias tensors and repack what changed, replaced tensors included;
-        returns how many matrices were packed again."""
+        """Re-read the model's projection modules and their weight and bias tensors and repack what changed, replaced
+        modules and tensors included; returns how many matrices were packed again. A model that can no longer be
+        packed drops the copy (`active` False, `blocker` says why)."""
+        self.blocker = _packing_blocker(self.model)
+        if self.blocker is not None:
+            self._entries, self.layers, self.head, self._sources, self._stamp = [], [], None, (), ()
+            return 0
+        groups = _module_groups(self.model)
+        if len(self._entries) != len(groups):
+            self._entries = [_Entry(self.batch_hint) for _ in groups]
         repacked = 0
-        for entry in self._entries:
-            sources = entry.current_sources()
+        for entry, modules in zip(self._entries, groups, strict=True):
+            sources = tuple((m.weight, m.bias) for m in modules)
             same = len(sources) == len(entry.sources) and all(
                 a is b for new, old in zip(sources, entry.sources, strict=True) for a, b in zip(new, old, strict=True))
             if not same or _stamp(sources) != entry.stamp:
@@ -185,8 +202,8 @@ class PackedDecoderWeights:
     @torch.no_grad()
     def refresh(self) -> int:
         """Repack the matrices whose packed-from tensors were written in place or had their storage swapped; returns
-        how many. Cheap enough for every step; a tensor replaced on the module needs `sync()`."""
-        if _stamp(self._sources) == self._stamp:  # the common case, one pass over every tensor (~40 us)
+        how many. Cheap enough for every step; a module or tensor replaced on the model needs `sync()`."""
+        if not self.active or _stamp(self._sources) == self._stamp:  # the common case: one pass, ~90 us
             return 0
         repacked = 0
         for entry in self._entries:
@@ -197,7 +214,8 @@ class PackedDecoderWeights:
         return repacked
 
     def _publish(self) -> None:
-        self.layers = [LayerLinears(*(e.packed for e in entries)) for entries in self._layer_entries]
-        self.head = self._head_entry.packed
+        packed = [e.packed for e in self._entries]
+        self.layers = [LayerLinears(*packed[i:i + 4]) for i in range(0, len(packed) - 1, 4)]
+        self.head = packed[-1]
         self._sources = tuple(pair for e in self._entries for pair in e.sources)
         self._stamp = _stamp(self._sources)

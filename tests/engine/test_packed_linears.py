@@ -46,6 +46,30 @@ def test_packed_engine_matches_and_follows_updates():
     assert_same_generations(model, PROMPTS, after, _generate(packed, seed=5), temperature=0.9)
 
 
+def test_an_adapter_applied_after_the_engine_started_is_generated_with():
+    # TAO builds the engine on the base model, then wraps projections in LoRA layers: the packed copy of the base
+    # weights must step aside (the adapters' updates would never reach generation), and come back once the model is
+    # plain again.
+    from tao_engine.rl.lora import LoraConfig, apply_lora, lora_layers, merged_state_dict
+
+    model = helpers.tiny_model(0, eos_token_id=100)
+    engine = _engine(model, None)
+    assert engine.runner.packed is not None and engine.runner.packed.active
+    before = _generate(engine, seed=6)
+    apply_lora(model, LoraConfig(r=2, target_modules=("q_proj", "down_proj")))
+    with torch.no_grad():
+        for layer in lora_layers(model).values():
+            layer.lora_B.normal_(0.0, 0.5, generator=torch.Generator().manual_seed(1))  # a trained adapter
+    with_adapters = _generate(_engine(model, False), seed=6)
+    assert any(x.samples[0].token_ids != y.samples[0].token_ids for x, y in zip(before, with_adapters, strict=True))
+    # the bound's model: the same function without adapter modules (the adapters folded into plain weights)
+    plain = helpers.tiny_model(0, eos_token_id=100)
+    plain.load_state_dict(merged_state_dict(model, model.state_dict()))
+    assert_same_generations(plain, PROMPTS, with_adapters, _generate(engine, seed=6), temperature=0.9)
+    assert not engine.runner.packed.active and "LoraLinear" in engine.runner.packed.blocker
+    assert engine.stats()["packed_weight_bytes"] == 0
+
+
 def test_pack_linears_must_be_a_bool_or_none():
     with pytest.raises(ValueError, match="EngineConfig.pack_linears must be true, false or None"):
         EngineConfig(pack_linears="yes")
