@@ -58,11 +58,10 @@ def _extension_kwargs() -> dict:
     os.environ.setdefault("MAX_JOBS", "2")
 
     # No -march: the wheel must run on any machine of the architecture, and CI's CPU differs from users'. Everything
-    # is compiled for the baseline ISA except the kernel copies in `csrc/cpu/*_avx2.cpp` and `*_avx512.cpp`, which
-    # raise their own ISA with `#pragma GCC target` and are called only when ATen reports AVX2 / AVX512 at run time
-    # (ATen's CPU_CAPABILITY scheme, done per file because one setuptools Extension cannot give files different
-    # flags). At baseline flags at::vec::Vectorized is a generic array type (NEON on aarch64) and ran ~10x slower than
-    # its AVX2 form here.
+    # is compiled for the baseline ISA except the kernel copies in `csrc/cpu/*_avx2.cpp`, which raise their own ISA
+    # with `#pragma GCC target` and are called only when ATen reports AVX2 at run time (ATen's CPU_CAPABILITY scheme,
+    # done per file because one setuptools Extension cannot give files different flags). At baseline flags
+    # at::vec::Vectorized is a generic array type (NEON on aarch64) and ran ~10x slower than its AVX2 form here.
     cxx_flags = ["-O3", "-Wno-unknown-pragmas"]  # torch's vec headers carry `#pragma unroll`, unknown to GCC
     link_flags: list[str] = []
     if torch.backends.openmp.is_available():
@@ -71,10 +70,9 @@ def _extension_kwargs() -> dict:
         cxx_flags.append("-fopenmp")
         link_flags.append("-fopenmp")
 
-    # Objects built for a wider ISA (`*_avx2.cpp`, `*_avx512.cpp`, see csrc/cpu/cpu_isa.h) link last: when several
+    # Objects built for a wider ISA (`*_avx2.cpp`, see csrc/cpu/token_logprobs_kernels.h) link last: when several
     # objects emit the same inline function, the linker keeps the first copy, and that must be baseline code.
-    wider = ("_avx2.cpp", "_avx512.cpp")
-    sources = sorted(_sources("csrc/*.cpp", "csrc/cpu/*.cpp"), key=lambda path: (path.endswith(wider), path))
+    sources = sorted(_sources("csrc/*.cpp", "csrc/cpu/*.cpp"), key=lambda path: (path.endswith("_avx2.cpp"), path))
     cuda_requested = _env_flag("TAO_BUILD_CUDA", True)
     # cpp_extension.CUDA_HOME is None unless torch itself is a CUDA build and a toolkit (nvcc) is found.
     with_cuda = cuda_requested and torch.version.cuda is not None and cpp_extension.CUDA_HOME is not None

@@ -122,21 +122,14 @@ def tiny_model(seed: int = 0, **overrides: Any) -> torch.nn.Module:
 
 
 def run_at_baseline_isa(code: str, timeout: int = 300, root_on_path: bool = True) -> subprocess.CompletedProcess:
-    """`run_at_isa("default", ...)`: the baseline-ISA copies of the kernels (the test process runs the widest copy
-    the CPU has)."""
-    return run_at_isa("default", code, timeout, root_on_path)
-
-
-def run_at_isa(capability: str, code: str, timeout: int = 300,
-               root_on_path: bool = True) -> subprocess.CompletedProcess:
-    """Runs `code` in a child Python with ATEN_CPU_CAPABILITY=capability ("default", "avx2"), which makes ATen and the
-    extension's host code pick that ISA's copies of the kernels, and asserts that the child really ran at that
-    capability and exited 0. The child starts with -P in the repository root; `root_on_path` puts the root on its
-    PYTHONPATH for `tests.` imports (not for a child that runs pytest: tests/conftest.py refuses the root on
-    sys.path)."""
-    preamble = f"import torch\nassert torch.backends.cpu.get_cpu_capability() == {capability.upper()!r}\n"
+    """Runs `code` in a child Python with ATEN_CPU_CAPABILITY=default, which makes ATen and the extension's host code
+    pick the baseline-ISA copies of the kernels (the test process runs the AVX2 copies wherever the CPU has AVX2), and
+    asserts that the child really ran at that capability and exited 0. The child starts with -P in the repository
+    root; `root_on_path` puts the root on its PYTHONPATH for `tests.` imports (not for a child that runs pytest:
+    tests/conftest.py refuses the root on sys.path)."""
+    preamble = "import torch\nassert torch.backends.cpu.get_cpu_capability() == 'DEFAULT'\n"
     path = os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), str(ROOT) if root_on_path else None) if p)
-    env = {**os.environ, "ATEN_CPU_CAPABILITY": capability, "PYTHONPATH": path}
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": "default", "PYTHONPATH": path}
     done = subprocess.run([sys.executable, "-P", "-c", preamble + textwrap.dedent(code)], capture_output=True,
                           text=True, timeout=timeout, env=env, cwd=ROOT)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]

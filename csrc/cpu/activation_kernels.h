@@ -1,8 +1,7 @@
-// Kernels of silu_and_mul (out = silu(gate) * up, the Llama MLP's gated activation) and its backward, compiled once per
-// CPU capability as ATen does: the same source (activation_kernels_impl.h) is built for the baseline ISA (namespace
-// DEFAULT) and, on x86-64 with GCC, for AVX2 + FMA + F16C (namespace AVX2) and AVX-512 (namespace AVX512);
-// csrc/cpu/activation.cpp picks one at run time. All tensors are contiguous and of one dtype; the math runs in fp32 and
-// rounds once per output.
+// Kernels of silu_and_mul (out = silu(gate) * up, the Llama MLP's gated activation) and its backward, compiled once
+// per CPU capability as ATen does: the same source (activation_kernels_impl.h) is built for the baseline ISA
+// (namespace DEFAULT) and, on x86-64 with GCC, for AVX2 + FMA + F16C (namespace AVX2); csrc/cpu/activation.cpp picks
+// one at run time. All tensors are contiguous and of one dtype; the math runs in fp32 and rounds once per output.
 #pragma once
 
 #include <cstdint>

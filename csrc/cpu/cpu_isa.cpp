@@ -20,17 +20,4 @@ bool use_avx2_kernels() {
 #endif
 }
 
-bool use_avx512_kernels() {
-#if TAO_CPU_AVX2_KERNELS
-  static const bool use = [] {
-    return at::get_cpu_capability() == "AVX512" && __builtin_cpu_supports("avx512f") &&
-           __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
-           __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
-  }();
-  return use;
-#else
-  return false;
-#endif
-}
-
 }  // namespace tao_engine::cpu

@@ -1,11 +1,9 @@
-// Which instruction sets the CPU kernels are compiled for and may run with. Every kernel family is built from one
-// source for several ISAs, as ATen's own kernels are: for the baseline ISA (namespace DEFAULT) and, on x86-64 with
-// GCC, for AVX2 + FMA + F16C (namespace AVX2, see avx2_target.h) and for AVX-512 F/BW/VL/DQ (namespace AVX512, see
-// avx512_target.h); the host code picks one at run time.
+// Which instruction sets the CPU kernels are compiled for and may run with. Every kernel family is built twice from
+// one source, as ATen's own kernels are: for the baseline ISA (namespace DEFAULT) and, on x86-64 with GCC, for
+// AVX2 + FMA + F16C (namespace AVX2, see avx2_target.h); the host code picks one at run time.
 #pragma once
 
-// The AVX2 and AVX-512 copies are compiled with GCC's `#pragma GCC target`; other compilers and architectures build
-// DEFAULT only.
+// The AVX2 copies are compiled with GCC's `#pragma GCC target`; other compilers and architectures build DEFAULT only.
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
 #define TAO_CPU_AVX2_KERNELS 1
 #else
@@ -21,9 +19,6 @@
   }                            \
   namespace AVX2 {             \
   __VA_ARGS__                  \
-  }                            \
-  namespace AVX512 {           \
-  __VA_ARGS__                  \
   }
 #else
 #define TAO_CPU_KERNELS(...) \
@@ -34,10 +29,8 @@
 
 // The copy of kernel `name` (declared with TAO_CPU_KERNELS inside tao_engine::cpu) that this CPU runs.
 #if TAO_CPU_AVX2_KERNELS
-#define TAO_CPU_KERNEL(name)                                                                              \
-  (::tao_engine::cpu::use_avx512_kernels() ? &::tao_engine::cpu::AVX512::name                            \
-   : ::tao_engine::cpu::use_avx2_kernels() ? &::tao_engine::cpu::AVX2::name                              \
-                                           : &::tao_engine::cpu::DEFAULT::name)
+#define TAO_CPU_KERNEL(name) \
+  (::tao_engine::cpu::use_avx2_kernels() ? &::tao_engine::cpu::AVX2::name : &::tao_engine::cpu::DEFAULT::name)
 #else
 #define TAO_CPU_KERNEL(name) (&::tao_engine::cpu::DEFAULT::name)
 #endif
@@ -48,9 +41,5 @@ namespace tao_engine::cpu {
 // ATen's choice means ATEN_CPU_CAPABILITY=default selects the baseline copies too (the tests use that to cover both
 // copies on one machine). Decided once per process. Defined in cpu_isa.cpp, a baseline translation unit.
 bool use_avx2_kernels();
-
-// True where the AVX-512 copies may run: ATen itself runs AVX512 code and the CPU has AVX-512 F, BW, VL and DQ (with
-// FMA and F16C). ATEN_CPU_CAPABILITY=avx2 therefore selects the AVX2 copies on such a CPU.
-bool use_avx512_kernels();
 
 }  // namespace tao_engine::cpu

@@ -1,9 +1,8 @@
 // Row kernels of linear_logprobs (csrc/cpu/linear_logprobs.cpp), compiled once per CPU capability as ATen does: the
 // same source (linear_logprobs_kernels_impl.h) is built for the baseline ISA (namespace DEFAULT) and, on x86-64 with
-// GCC, for AVX2 + FMA + F16C (namespace AVX2) and AVX-512 (namespace AVX512). The host code computes one block of
-// logits with a GEMM and hands it here: the forward folds it into running per-row statistics, the backward turns it in
-// place into d loss / d logits. The entry points take raw pointers only, so the per-ISA translation units include as
-// little as possible.
+// GCC, for AVX2 + FMA + F16C (namespace AVX2). The host code computes one block of logits with a GEMM and hands it
+// here: the forward folds it into running per-row statistics, the backward turns it in place into d loss / d logits.
+// The entry points take raw pointers only, so the per-ISA translation units include as little as possible.
 #pragma once
 
 #include <cstdint>

@@ -1,8 +1,7 @@
 // Kernels of paged_decode_attention, compiled once per CPU capability as ATen does: the same source
-// (paged_attention_kernels_impl.h) is built for the baseline ISA (namespace DEFAULT) and, on x86-64 with GCC, for AVX2
-// + FMA + F16C (namespace AVX2) and AVX-512 (namespace AVX512); csrc/cpu/paged_attention.cpp (host code: checks, split
-// planning, threads) picks one at run time. The entry point takes raw pointers only, so the per-ISA translation units
-// stay light.
+// (paged_attention_kernels_impl.h) is built for the baseline ISA (namespace DEFAULT) and, on x86-64 with GCC, for
+// AVX2 + FMA + F16C (namespace AVX2); csrc/cpu/paged_attention.cpp (host code: checks, split planning, threads)
+// picks one at run time. The entry point takes raw pointers only, so the per-ISA translation units stay light.
 #pragma once
 
 #include <cstdint>

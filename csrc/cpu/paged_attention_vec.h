@@ -47,9 +47,9 @@ inline void prefetch_range(const void* base, int64_t bytes) {
 
 // Lane i of the result = the sum of the lanes of s[i], for kW vectors s: kW dot products finished at once, for
 // about the cost of two single horizontal sums.
-#if defined(CPU_CAPABILITY_AVX2) || defined(CPU_CAPABILITY_AVX512)
-// The AVX2 tree over eight 8-lane vectors: lane i of the result = the sum of the lanes of s[i].
-inline __m256 sum_each8(const __m256* s) {
+inline fVec sum_each(const fVec* s) {
+#if defined(CPU_CAPABILITY_AVX2)
+  static_assert(kW == 8, "the AVX2 reduction tree is written for 8 fp32 lanes");
   // hadd pairs neighbouring lanes within each 128-bit half: after two rounds lane j of each half holds a partial
   // sum of s[j] (first four) or s[4 + j]; adding the two halves' partial sums completes every s[i].
   const __m256 t0 = _mm256_hadd_ps(s[0], s[1]);
@@ -58,27 +58,7 @@ inline __m256 sum_each8(const __m256* s) {
   const __m256 t3 = _mm256_hadd_ps(s[6], s[7]);
   const __m256 u0 = _mm256_hadd_ps(t0, t1);  // [s0..s3 low-half sums | s0..s3 high-half sums]
   const __m256 u1 = _mm256_hadd_ps(t2, t3);  // the same for s4..s7
-  return _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31));
-}
-#endif
-
-inline fVec sum_each(const fVec* s) {
-#if defined(CPU_CAPABILITY_AVX512)
-  static_assert(kW == 16, "the AVX-512 reduction is written for 16 fp32 lanes");
-  // Each 16-lane vector folds its two 8-lane halves first; the AVX2 tree then sums eight folded vectors at a time.
-  __m256 folded[16];
-  for (int64_t i = 0; i < 16; ++i) {
-    const __m512 v = s[i];
-    folded[i] = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
-  }
-  return fVec(_mm512_insertf32x8(_mm512_castps256_ps512(sum_each8(folded)), sum_each8(folded + 8), 1));
-#elif defined(CPU_CAPABILITY_AVX2)
-  static_assert(kW == 8, "the AVX2 reduction tree is written for 8 fp32 lanes");
-  __m256 lanes[8];
-  for (int64_t i = 0; i < 8; ++i) {
-    lanes[i] = s[i];
-  }
-  return fVec(sum_each8(lanes));
+  return fVec(_mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31)));
 #else
   alignas(64) float lanes[kW];
   alignas(64) float sums[kW];

@@ -1,10 +1,11 @@
-// Row kernels of rms_norm and add_rms_norm (forward) and of their shared backward, compiled once per CPU capability as
-// ATen does: the same source (rms_norm_kernels_impl.h) is built for the baseline ISA (namespace DEFAULT) and, on x86-64
-// with GCC, for AVX2 + FMA + F16C (namespace AVX2) and AVX-512 (namespace AVX512); csrc/cpu/rms_norm.cpp picks one at
-// run time. The entry points take raw pointers only, so the per-ISA translation units include as little as possible.
-// Math (tao_engine/ops/rms_norm.py is the specification): per row of H values, in fp32, v = x (+ residual, rounded to
-// x's dtype: the sum a model keeps as its residual stream) s = 1 / sqrt(mean(v^2) + eps),  n = v * s rounded to x's
-// dtype,  out = weight * n  in out's dtype.
+// Row kernels of rms_norm and add_rms_norm (forward) and of their shared backward, compiled once per CPU capability
+// as ATen does: the same source (rms_norm_kernels_impl.h) is built for the baseline ISA (namespace DEFAULT) and, on
+// x86-64 with GCC, for AVX2 + FMA + F16C (namespace AVX2); csrc/cpu/rms_norm.cpp picks one at run time. The entry
+// points take raw pointers only, so the per-ISA translation units include as little as possible.
+//
+// Math (tao_engine/ops/rms_norm.py is the specification): per row of H values, in fp32,
+//   v = x (+ residual, rounded to x's dtype: the sum a model keeps as its residual stream)
+//   s = 1 / sqrt(mean(v^2) + eps),  n = v * s rounded to x's dtype,  out = weight * n  in out's dtype.
 #pragma once
 
 #include <cstdint>

@@ -1,10 +1,11 @@
 // Kernels of apply_rotary (rotate-half RoPE of q and k, one pass, no concatenated temporaries), compiled once per CPU
 // capability as ATen does: the same source (rotary_kernels_impl.h) is built for the baseline ISA (namespace DEFAULT)
-// and, on x86-64 with GCC, for AVX2 + FMA + F16C (namespace AVX2) and AVX-512 (namespace AVX512); csrc/cpu/rotary.cpp
-// picks one at run time.  With x = [x1, x2] (halves of D), cos = [c1, c2], sin = [s1, s2] (fp32 rows [N, D]): forward:
-// out = [x1 c1 - x2 s1, x2 c2 + x1 s2]          (x cos + rotate_half(x) sin, the reference) transpose: out = [x1 c1 +
-// x2 s2, x2 c2 - x1 s1]          (its adjoint: the backward maps grad_out to grad_x) in fp32, rounded once into the
-// output's dtype.
+// and, on x86-64 with GCC, for AVX2 + FMA + F16C (namespace AVX2); csrc/cpu/rotary.cpp picks one at run time.
+//
+// With x = [x1, x2] (halves of D), cos = [c1, c2], sin = [s1, s2] (fp32 rows [N, D]):
+//   forward:   out = [x1 c1 - x2 s1, x2 c2 + x1 s2]          (x cos + rotate_half(x) sin, the reference)
+//   transpose: out = [x1 c1 + x2 s2, x2 c2 - x1 s1]          (its adjoint: the backward maps grad_out to grad_x)
+// in fp32, rounded once into the output's dtype.
 #pragma once
 
 #include <cstdint>

@@ -1,8 +1,7 @@
 // Row kernels of sample (tao_engine/ops/sampling.py is the specification), compiled once per CPU capability as the
 // token_logprobs kernels are: the same source (sampling_kernels_impl.h) is built for the baseline ISA (namespace
-// DEFAULT) and, on x86-64 with GCC, for AVX2 + FMA + F16C (namespace AVX2) and AVX-512 (namespace AVX512);
-// csrc/cpu/sampling.cpp picks one at run time. The entry points take raw pointers only, so the per-ISA translation
-// units include as little as possible.
+// DEFAULT) and, on x86-64 with GCC, for AVX2 + FMA + F16C (namespace AVX2); csrc/cpu/sampling.cpp picks one at run
+// time. The entry points take raw pointers only, so the per-ISA translation units include as little as possible.
 #pragma once
 
 #include <cstdint>

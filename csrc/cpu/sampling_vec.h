@@ -39,20 +39,6 @@ struct F64Sum {
     _mm256_store_pd(lanes, _mm256_add_pd(low, high));
     return (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
   }
-#elif defined(CPU_CAPABILITY_AVX512)
-  F64Sum() : low(_mm512_setzero_pd()), high(_mm512_setzero_pd()) {}
-  __m512d low;
-  __m512d high;
-  void add(const fVec& w) {
-    const __m512 v = w;
-    low = _mm512_add_pd(low, _mm512_cvtps_pd(_mm512_castps512_ps256(v)));
-    high = _mm512_add_pd(high, _mm512_cvtps_pd(_mm512_extractf32x8_ps(v, 1)));
-  }
-  double total() const {
-    alignas(64) double lanes[8];
-    _mm512_store_pd(lanes, _mm512_add_pd(low, high));
-    return ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
-  }
 #else
   double lanes[fVec::size()] = {};
   void add(const fVec& w) {

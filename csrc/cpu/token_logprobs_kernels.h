@@ -1,7 +1,7 @@
 // Row kernels of token_logprobs, compiled once per CPU capability as ATen does: the same source
-// (token_logprobs_kernels_impl.h) is built for the baseline ISA (namespace DEFAULT) and, on x86-64 with GCC, for AVX2 +
-// FMA + F16C (namespace AVX2) and AVX-512 (namespace AVX512); csrc/cpu/token_logprobs.cpp picks one at run time. The
-// entry points take raw pointers only, so the per-ISA translation units include as little as possible.
+// (token_logprobs_kernels_impl.h) is built for the baseline ISA (namespace DEFAULT) and, on x86-64 with GCC, for
+// AVX2 + FMA + F16C (namespace AVX2); csrc/cpu/token_logprobs.cpp picks one at run time. The entry points take raw
+// pointers only, so the per-ISA translation units include as little as possible.
 #pragma once
 
 #include <cstdint>
