@@ -66,8 +66,18 @@ class DecoderLayer(nn.Module):
         first layer, whose hidden is the embeddings) -> (this layer's MLP output, the residual stream before it).
         Each residual add happens inside the norm after it (ops.add_rms_norm), as in vLLM; the stream stays in the
         model dtype, as transformers keeps it. linears: the engine's packed weights, for a decode step."""
-        if linears is not None:
-            return self._packed_decode(hidden, residual, cos, sin, batch, kv_cache, linears)
+        if linears is not None:  # the engine's decode step on its packed weights: the whole layer as one op
+            if kv_cache is None or batch.is_prefill:
+                raise ValueError("DecoderLayer: packed linears run decode steps over the KV cache only (a prefill or "
+                                 "a cache-free forward uses the modules' weights)")
+            attn = self.self_attn
+            norms = [self.input_layernorm.weight, self.post_attention_layernorm.weight]
+            if attn.q_norm is not None and attn.k_norm is not None:
+                norms += [attn.q_norm.weight, attn.k_norm.weight]
+            return ops.decode_layer(hidden, residual, cos, sin, batch.slot_mapping, batch.block_tables,
+                                    batch.context_lens, kv_cache[0], kv_cache[1], norms, linears.weights,
+                                    linears.biases, attn.num_heads, attn.num_kv_heads, self.input_layernorm.eps,
+                                    attn.scale)
         if residual is None:
             normed, residual = self.input_layernorm(hidden), hidden
         else:
@@ -75,28 +85,6 @@ class DecoderLayer(nn.Module):
         hidden = self.self_attn(normed, cos, sin, batch, kv_cache)
         normed, residual = self.post_attention_layernorm(hidden, residual)
         return self.mlp(normed), residual
-
-    def _packed_decode(
-        self,
-        hidden: torch.Tensor,
-        residual: torch.Tensor | None,
-        cos: torch.Tensor,
-        sin: torch.Tensor,
-        batch: ForwardBatch,
-        kv_cache: tuple[torch.Tensor, torch.Tensor] | None,
-        linears: LayerLinears,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """forward's decode step on the engine's packed weights: the whole layer as one op (ops.decode_layer)."""
-        if kv_cache is None or batch.is_prefill:
-            raise ValueError("DecoderLayer: packed linears run decode steps over the KV cache only (a prefill or a "
-                             "cache-free forward uses the modules' weights)")
-        attn = self.self_attn
-        norms = [self.input_layernorm.weight, self.post_attention_layernorm.weight]
-        if attn.q_norm is not None and attn.k_norm is not None:
-            norms += [attn.q_norm.weight, attn.k_norm.weight]
-        return ops.decode_layer(hidden, residual, cos, sin, batch.slot_mapping, batch.block_tables,
-                                batch.context_lens, kv_cache[0], kv_cache[1], norms, linears.weights, linears.biases,
-                                attn.num_heads, attn.num_kv_heads, self.input_layernorm.eps, attn.scale)
 
 
 class DecoderModel(nn.Module):

@@ -4,9 +4,9 @@ entry is packed again as soon as one of its source tensors changes.
 
 Change detection: every in-place write bumps a tensor's version counter (an optimizer step), `p.data = ...` swaps
 its storage (data_ptr), and `load_state_dict(assign=True)` or `module.weight = ...` replaces the tensor itself.
-`refresh()` (each engine step, ~40 us for SmolLM2's 211 weights) sees the first two on the tensors it packed;
-`sync()` also re-reads the modules' attributes to see the third (~0.4 ms: when the engine starts work from idle and
-on `Engine.weights_updated()`).
+`refresh()` (each engine step, ~90 us for SmolLM2's 211 weights) sees the first two on the tensors it packed;
+`sync()` also re-reads the modules to see the third, and a projection wrapped by an adapter (when the engine starts
+work from idle and on `Engine.weights_updated()`).
 """
 
 from __future__ import annotations
@@ -87,11 +87,10 @@ def _packing_blocker(model: nn.Module) -> str | None:
     """Why this model's linears cannot be packed, or None."""
     if not isinstance(model, DecoderForCausalLM):
         return f"packing knows the tao_engine decoder only, got {type(model).__name__}"
+    weight = model.lm_head.weight
     for name, module in _projections(model):
         if type(module) is not nn.Linear:
             return f"{name} is a {type(module).__name__}, not a plain nn.Linear (an adapter or a quantized layer)"
-    weight = model.lm_head.weight
-    for name, module in _projections(model):
         w = module.weight
         if w.device.type != "cpu" or type(w.data) is not torch.Tensor:
             return f"{name}.weight is a {type(w.data).__name__} on {w.device}: packing is for plain CPU tensors"
@@ -105,16 +104,24 @@ def _packing_blocker(model: nn.Module) -> str | None:
     return None
 
 
-def _projections(model: DecoderForCausalLM) -> list[tuple[str, nn.Module]]:
-    named = [("lm_head", model.lm_head)]
+def _named_groups(model: DecoderForCausalLM) -> list[tuple[tuple[str, nn.Module], ...]]:
+    """The (name, module) pairs each packed matrix joins, in entry order: per layer q|k|v, o, gate|up, down; then the
+    LM head."""
+    groups: list[tuple[tuple[str, nn.Module], ...]] = []
     for i, layer in enumerate(model.model.layers):
-        attn, mlp = layer.self_attn, layer.mlp
-        for part, module in (("self_attn.q_proj", attn.q_proj), ("self_attn.k_proj", attn.k_proj),
-                             ("self_attn.v_proj", attn.v_proj), ("self_attn.o_proj", attn.o_proj),
-                             ("mlp.gate_proj", mlp.gate_proj), ("mlp.up_proj", mlp.up_proj),
-                             ("mlp.down_proj", mlp.down_proj)):
-            named.append((f"model.layers.{i}.{part}", module))
-    return named
+        attn, mlp, at = layer.self_attn, layer.mlp, f"model.layers.{i}."
+        groups += [
+            ((at + "self_attn.q_proj", attn.q_proj), (at + "self_attn.k_proj", attn.k_proj),
+             (at + "self_attn.v_proj", attn.v_proj)),
+            ((at + "self_attn.o_proj", attn.o_proj),),
+            ((at + "mlp.gate_proj", mlp.gate_proj), (at + "mlp.up_proj", mlp.up_proj)),
+            ((at + "mlp.down_proj", mlp.down_proj),),
+        ]
+    return groups + [(("lm_head", model.lm_head),)]
+
+
+def _projections(model: DecoderForCausalLM) -> list[tuple[str, nn.Module]]:
+    return [pair for group in _named_groups(model) for pair in group]
 
 
 class _Entry:
@@ -133,16 +140,6 @@ class _Entry:
 
 def _stamp(sources: tuple[tuple[torch.Tensor, torch.Tensor | None], ...]) -> tuple[int, ...]:
     return tuple(v for pair in sources for t in pair if t is not None for v in (t._version, t.data_ptr()))
-
-
-def _module_groups(model: DecoderForCausalLM) -> list[tuple[nn.Module, ...]]:
-    """The modules each packed matrix joins, in entry order: per layer q|k|v, o, gate|up, down; then the LM head."""
-    groups: list[tuple[nn.Module, ...]] = []
-    for layer in model.model.layers:
-        attn, mlp = layer.self_attn, layer.mlp
-        groups += [(attn.q_proj, attn.k_proj, attn.v_proj), (attn.o_proj,), (mlp.gate_proj, mlp.up_proj),
-                   (mlp.down_proj,)]
-    return groups + [(model.lm_head,)]
 
 
 class PackedDecoderWeights:
@@ -184,7 +181,7 @@ class PackedDecoderWeights:
         if self.blocker is not None:
             self._entries, self.layers, self.head, self._sources, self._stamp = [], [], None, (), ()
             return 0
-        groups = _module_groups(self.model)
+        groups = [tuple(m for _, m in group) for group in _named_groups(self.model)]
         if len(self._entries) != len(groups):
             self._entries = [_Entry(self.batch_hint) for _ in groups]
         repacked = 0
